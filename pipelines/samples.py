@@ -9,6 +9,7 @@ packages that ship it: Debian's ``opencv-doc`` (``vtest.avi``, pedestrians) and 
 from __future__ import annotations
 
 import os
+from fractions import Fraction
 import shutil
 import subprocess
 import sys
@@ -149,6 +150,7 @@ def h264_clip(
         stream.width = in_stream.codec_context.width
         stream.height = in_stream.codec_context.height
         stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = Fraction(1, int(rate))
         gop = max(1, round(float(rate) * gop_s))
         stream.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "bf": "0",
                           "preset": "veryfast", "tune": "zerolatency"}
@@ -158,7 +160,7 @@ def h264_clip(
             for frame in inp.decode(in_stream):
                 vf = frame.reformat(format="yuv420p")
                 vf.pts = index
-                vf.time_base = None
+                vf.time_base = stream.codec_context.time_base
                 index += 1
                 for packet in stream.encode(vf):
                     out.mux(packet)
