@@ -1,0 +1,116 @@
+"""The ``vcs-edge`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from . import config as cfgmod
+from . import logs
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    try:
+        site = cfgmod.load(args.config)
+    except cfgmod.ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        print(f"{args.config}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        return 1
+    from .devices import devices_from_site
+
+    devices = devices_from_site(site)
+    cams = sum(1 for d in devices if d.stream is not None)
+    print(f"{args.config}: OK ({len(devices)} devices, {cams} pulled cameras, {len(site.instances)} instances)")
+    return 0
+
+
+def _config_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(cfgmod.json_schema(), indent=2, ensure_ascii=False))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .runtime import run_file
+
+    try:
+        site = cfgmod.load(args.config)
+    except cfgmod.ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return 1
+    logs.setup(args.log_level or site.agent.log.level, args.log_format or site.agent.log.format)
+    return asyncio.run(run_file(args.config))
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    logs.setup(args.log_level or "warning", "text")
+    return asyncio.run(run_demo(duration=args.duration, as_json=args.json, data_dir=args.data_dir))
+
+
+def _models_list(args: argparse.Namespace) -> int:
+    from pipelines.detect.registry import model_rows
+
+    rows = model_rows(args.provider)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    cols = list(rows[0]) if rows else []
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    print("  ".join(c.upper().ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vcs-edge", description="Edge video-analytics agent (GB/T 28181, VCS API).")
+    p.add_argument("--version", action="version", version=f"vcs-edge {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the agent on a site file")
+    run.add_argument("-c", "--config", required=True, help="site YAML file")
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--log-format", choices=["json", "text"])
+    run.set_defaults(func=_run)
+
+    demo = sub.add_parser("demo", help="run the agent on sample footage with an embedded RTSP server")
+    demo.add_argument("--duration", type=float, default=None, help="stop after N seconds (default: until Ctrl-C)")
+    demo.add_argument("--json", action="store_true", help="print one JSON summary as the last line of stdout")
+    demo.add_argument("--data-dir", default=None, help="where the demo keeps its store (default: a cache folder)")
+    demo.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    demo.set_defaults(func=_demo)
+
+    conf = sub.add_parser("config", help="check a site file or print its JSON Schema")
+    csub = conf.add_subparsers(dest="config_command", required=True)
+    check = csub.add_parser("check", help="validate a site file; exit 0 when usable, 1 otherwise")
+    check.add_argument("-c", "--config", required=True)
+    check.set_defaults(func=_config_check)
+    schema = csub.add_parser("schema", help="print the JSON Schema of the site file")
+    schema.set_defaults(func=_config_schema)
+
+    models = sub.add_parser("models", help="bundled and configured detection models")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    mlist = msub.add_parser("list", help="id, file, licence, input size and execution provider of each model")
+    mlist.add_argument("--provider", default="auto", help="auto, cpu, cuda, tensorrt, openvino")
+    mlist.add_argument("--json", action="store_true")
+    mlist.set_defaults(func=_models_list)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

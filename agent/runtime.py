@@ -1,0 +1,307 @@
+"""The supervisor: one asyncio loop that owns config, registry, streams, instances and the HTTP endpoints.
+
+``vcs-edge run`` builds a :class:`Supervisor` from a site file and runs it until SIGTERM/SIGINT. SIGHUP re-reads the
+file and applies what changed: devices whose definition changed are re-created, new ones added, removed ones
+stopped, and likewise for instances; unchanged devices and instances are not touched (their streams stay open).
+A reload that fails validation keeps the running configuration and logs every problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from . import config as cfgmod
+from . import sdnotify
+from .devices import Device, Registry, StreamStatus, devices_from_site
+from .instances import FrameSink, InstanceRunner, InstanceRuntime
+from .logs import kv
+from .metrics import Sample, new_registry
+from .scheduling import schedule_fn
+from .streams_port import StreamsPort
+
+log = logging.getLogger("vcs_edge.runtime")
+
+
+class CountingSink:
+    """The frame sink used when no detector is configured: counts sampled frames per instance."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+
+    def submit(self, frame: Any, instance: InstanceRuntime) -> None:
+        self.frames += 1
+
+
+@dataclass
+class Supervisor:
+    site: cfgmod.SiteFile
+    path: str | None = None
+    sink: FrameSink = field(default_factory=CountingSink)
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    def __post_init__(self) -> None:
+        self.registry = Registry(devices_from_site(self.site))
+        self.streams = StreamsPort()
+        self.runners: dict[str, InstanceRunner] = {}
+        self.metrics_registry, self.collector = new_registry()
+        self.collector.register("streams", self._stream_samples)
+        self.collector.register("instances", self._instance_samples)
+        self.collector.register("agent", self._agent_samples)
+        self.started_monotonic = time.monotonic()
+        self.reloads = 0
+        self.reload_failures = 0
+        self._stop = asyncio.Event()
+        self._http: web.AppRunner | None = None
+        self.http_port: int | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self.extra_routes: list[web.RouteDef] = []
+        self.on_started: list[Callable[[Supervisor], Any]] = []
+
+    # ------------------------------------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        for dev in self.registry.pulled():
+            self._add_stream(dev)
+        for inst in self.site.instances:
+            self._start_instance(inst)
+        await self._start_http()
+        interval = sdnotify.watchdog_interval_s() or self.site.agent.watchdog_interval_s
+        self._watchdog = asyncio.get_running_loop().create_task(self._watchdog_loop(interval))
+        sdnotify.notify("READY=1\nSTATUS=running")
+        log.info(
+            "agent started",
+            extra=kv(
+                site=self.site.site.name,
+                devices=len(self.registry),
+                cameras=len(self.registry.cameras()),
+                instances=len(self.runners),
+                http=f"{self.site.agent.http.host}:{self.http_port}",
+            ),
+        )
+        for cb in self.on_started:
+            cb(self)
+
+    async def stop(self) -> None:
+        sdnotify.notify("STOPPING=1")
+        timeout = self.site.agent.stop_timeout_s
+        try:
+            await asyncio.wait_for(self._stop_all(), timeout=timeout)
+        except TimeoutError:
+            log.error("stop took longer than %.1f s; leaving the rest to the process exit", timeout)
+        log.info("agent stopped")
+
+    async def _stop_all(self) -> None:
+        if self._watchdog:
+            self._watchdog.cancel()
+        await asyncio.gather(*(r.stop() for r in self.runners.values()))
+        self.runners.clear()
+        await asyncio.get_running_loop().run_in_executor(None, self.streams.close)
+        if self._http:
+            await self._http.cleanup()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        await self.start()
+        try:
+            await self._stop.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            await self.stop()
+
+    async def _watchdog_loop(self, interval: float) -> None:
+        while True:
+            sdnotify.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    # ------------------------------------------------------------------------------------------------ reload
+
+    async def reload(self) -> bool:
+        if self.path is None:
+            log.warning("reload asked but the agent was not started from a file")
+            return False
+        try:
+            new = cfgmod.load(self.path)
+        except cfgmod.ConfigError as exc:
+            self.reload_failures += 1
+            for line in exc.problems:
+                log.error("reload refused: %s", line)
+            return False
+        await self.apply(new)
+        self.reloads += 1
+        return True
+
+    async def apply(self, new: cfgmod.SiteFile) -> None:
+        """Move to ``new``, touching only the devices and instances whose definition changed."""
+        old_instances = {i.instance_id: i for i in self.site.instances}
+        new_instances = {i.instance_id: i for i in new.instances}
+        new_devices = {d.device_id: d for d in devices_from_site(new)}
+        changed_devices: set[str] = set()
+
+        for dev in list(self.registry):
+            fresh = new_devices.get(dev.device_id)
+            if fresh is None or not dev.same_definition(fresh):
+                changed_devices.add(dev.device_id)
+        changed_devices.update(set(new_devices) - {d.device_id for d in self.registry})
+
+        # instances that must restart: changed definition, or using a device that changed
+        restart = {
+            iid
+            for iid, inst in old_instances.items()
+            if new_instances.get(iid) != inst or changed_devices.intersection(inst.cameras)
+        }
+        for iid in restart:
+            runner = self.runners.pop(iid, None)
+            if runner:
+                await runner.stop()
+        for did in changed_devices:
+            if did in self.registry:
+                old = self.registry.remove(did)
+                if old.stream is not None:
+                    await asyncio.get_running_loop().run_in_executor(None, self.streams.remove, did)
+            fresh = new_devices.get(did)
+            if fresh is not None:
+                self.registry.add(fresh)
+                if fresh.stream is not None:
+                    self._add_stream(fresh)
+        self.site = new
+        for iid, inst in new_instances.items():
+            if iid not in self.runners:
+                self._start_instance(inst)
+        log.info(
+            "configuration applied",
+            extra=kv(devices_changed=len(changed_devices), instances_restarted=len(restart)),
+        )
+
+    # ------------------------------------------------------------------------------------------------ parts
+
+    def _add_stream(self, dev: Device) -> None:
+        assert dev.stream is not None
+        self.streams.add(dev)
+
+    def _start_instance(self, inst: cfgmod.InstanceConfig) -> None:
+        known = [c for c in inst.cameras if (d := self.registry.get(c)) is not None and d.stream is not None]
+        for c in set(inst.cameras) - set(known):
+            log.warning("instance camera is not a pulled camera", extra=kv(instance=inst.instance_id, camera=c))
+        rt = InstanceRuntime(
+            config=inst,
+            schedule=schedule_fn(inst.schedule, self.site.site.timezone, self.clock()),
+            cameras=known,
+        )
+        runner = InstanceRunner(rt, self.streams, self.sink, self.clock)
+        self.runners[inst.instance_id] = runner
+        runner.start()
+
+    def refresh_device_status(self) -> None:
+        for dev in self.registry.pulled():
+            dev.stream_status = StreamStatus.ONLINE if self.streams.is_delivering(dev.device_id) else StreamStatus.OFFLINE
+            dev.stream_action = self.streams.action(dev.device_id)
+
+    # ------------------------------------------------------------------------------------------------ HTTP
+
+    async def _start_http(self) -> None:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_routes(self.extra_routes)
+        self._http = web.AppRunner(app, access_log=None)
+        await self._http.setup()
+        site = web.TCPSite(self._http, self.site.agent.http.host, self.site.agent.http.port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.http_port = sockets[0].getsockname()[1] if sockets else self.site.agent.http.port
+
+    def health(self) -> dict[str, Any]:
+        self.refresh_device_status()
+        cams = self.registry.pulled()
+        return {
+            "status": "ok",
+            "site": self.site.site.name,
+            "uptime_s": round(time.monotonic() - self.started_monotonic, 1),
+            "cameras": len(cams),
+            "streams_online": sum(1 for d in cams if d.stream_status is StreamStatus.ONLINE),
+            "instances": {iid: r.rt.status.value for iid, r in self.runners.items()},
+            "reloads": self.reloads,
+        }
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response(self.health())
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        self.refresh_device_status()
+        body = generate_latest(self.metrics_registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    # ------------------------------------------------------------------------------------------------ figures
+
+    def totals(self) -> dict[str, int]:
+        out = {"frames_decoded": 0, "frames_sampled": 0, "packets": 0, "reconnects": 0, "drops": 0}
+        for dev in self.registry.pulled():
+            st = self.streams.stats(dev.device_id)
+            for k in out:
+                out[k] += int(st.get(k, 0))
+        return out
+
+    def _stream_samples(self) -> Iterable[Sample]:
+        specs = [
+            ("packets", "vcs_edge_stream_packets_total", "Packets read from the camera"),
+            ("frames_decoded", "vcs_edge_stream_frames_decoded_total", "Frames decoded"),
+            ("frames_sampled", "vcs_edge_stream_frames_sampled_total", "Frames sampled for analysis"),
+            ("drops", "vcs_edge_stream_drops_total", "Sampled frames dropped because a consumer was behind"),
+            ("reconnects", "vcs_edge_stream_reconnects_total", "Stream reconnections after failure or stall"),
+        ]
+        for dev in self.registry.pulled():
+            st = self.streams.stats(dev.device_id)
+            labels = {"camera": dev.device_id, "name": dev.name}
+            for key, name, help_ in specs:
+                yield Sample(name, "counter", help_, labels, float(st.get(key, 0)))
+            online = 1.0 if self.streams.is_delivering(dev.device_id) else 0.0
+            yield Sample("vcs_edge_stream_status", "gauge", "StreamStatus: 1 online, 0 offline", labels, online)
+            yield Sample("vcs_edge_device_status", "gauge", "DeviceStatus: 1 online, 0 offline, 2 pending", labels,
+                         float(dev.status))
+
+    def _instance_samples(self) -> Iterable[Sample]:
+        for iid, r in self.runners.items():
+            labels = {"instance": iid, "status": r.rt.status.value}
+            yield Sample("vcs_edge_instance_frames_total", "counter", "Frames given to the instance's detectors",
+                         {"instance": iid}, float(r.rt.frames))
+            yield Sample("vcs_edge_instance_info", "gauge", "Instance status (label)", labels, 1.0)
+
+    def _agent_samples(self) -> Iterable[Sample]:
+        yield Sample("vcs_edge_config_reloads_total", "counter", "Successful SIGHUP reloads", {}, float(self.reloads))
+        yield Sample("vcs_edge_config_reload_failures_total", "counter", "Reloads refused", {},
+                     float(self.reload_failures))
+
+
+async def run_file(path: str) -> int:
+    try:
+        site = cfgmod.load(path)
+    except cfgmod.ConfigError as exc:
+        for line in exc.problems:
+            log.error("%s", line)
+        return 1
+    Path(site.agent.data_dir).mkdir(parents=True, exist_ok=True)
+    sup = Supervisor(site=site, path=path)
+    with contextlib.suppress(asyncio.CancelledError):
+        await sup.run_forever()
+    return 0
