@@ -544,15 +544,16 @@ def load_text(text: str, path: str = "<string>", env: dict[str, str] | None = No
         f"export it (or put it in the EnvironmentFile of the service)"
         for loc, name in missing
     ]
-    if problems:
-        raise ConfigError(path, problems)
+    site: SiteFile | None = None
     try:
-        return SiteFile.model_validate(data)
+        site = SiteFile.model_validate(data)
     except ValidationError as exc:
         for err in exc.errors():
             loc = _pydantic_loc(tuple(err["loc"]))
             problems.append(f"{path}:{_line_of(loc, lines)}: {_fmt_loc(loc)}: {_describe(dict(err), loc)}")
-        raise ConfigError(path, problems) from None
+    if problems or site is None:
+        raise ConfigError(path, problems)
+    return site
 
 
 def load(path: str | Path, env: dict[str, str] | None = None) -> SiteFile:
