@@ -1,0 +1,574 @@
+"""Target store: SQLite (WAL) for records and embeddings, JPEG files under the data directory, retention.
+
+Layout under ``data_dir``: ``targets.db`` (targets, media accounting, storage days, outbox) and
+``media/YYYY/MM/DD/<device>/<TargetId>.jpg`` (crop) plus ``<TargetId>-frame.jpg`` (the whole frame, shared by
+the targets stored from the same frame). A target and its outbox rows are committed in one transaction.
+
+Removal follows UpdateDevicesStorage (days per device and storage type; targets are PICTURE) and a disk
+high-watermark that removes the oldest targets first. Every removal is counted in ``removed[reason]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.outbox import Outbox, connect
+from agent.targets import TARGET_TYPES, TargetRecord
+
+log = logging.getLogger(__name__)
+
+DB_FILE = "targets.db"
+MEDIA_DIR = "media"
+STORAGE_TYPES: tuple[str, ...] = ("PICTURE", "VIDEO")
+TARGET_KIND = "target"
+_BATCH = 500
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS targets (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    target_id TEXT NOT NULL UNIQUE,
+    corp_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    target_type TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    score REAL NOT NULL,
+    algorithm_id TEXT NOT NULL,
+    attrs TEXT NOT NULL,
+    record TEXT NOT NULL,
+    target_path TEXT NOT NULL,
+    source_path TEXT NOT NULL,
+    emb BLOB,
+    emb_dim INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS targets_by_type_time ON targets (corp_id, target_type, ts_ms);
+CREATE INDEX IF NOT EXISTS targets_by_device_time ON targets (device_id, ts_ms);
+CREATE INDEX IF NOT EXISTS targets_by_time ON targets (ts_ms);
+CREATE TABLE IF NOT EXISTS media (
+    path TEXT PRIMARY KEY,
+    bytes INTEGER NOT NULL,
+    refs INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS storage_days (
+    device_id TEXT NOT NULL,
+    storage_type TEXT NOT NULL,
+    days INTEGER NOT NULL,
+    PRIMARY KEY (device_id, storage_type)
+) WITHOUT ROWID;
+"""
+
+_ORDER_COLUMNS = {"timestamp": "ts_ms", "score": "score"}
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeFilter:
+    """A SearchTarget TargetAttributes condition: the key matches, the value is one of ``values`` (any when
+    empty), and the stored score is at least ``score`` (when given)."""
+
+    key: str
+    values: tuple[str, ...] = ()
+    score: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    record: TargetRecord
+    similarity: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    hits: list[SearchHit]
+    total_count: int
+    page_number: int
+    page_size: int
+
+
+def _is_jpeg(data: bytes) -> bool:
+    return len(data) > 4 and data[:3] == b"\xff\xd8\xff"
+
+
+def _safe_segment(device_id: str) -> str:
+    seg = re.sub(r"[^A-Za-z0-9._-]", "_", device_id)[:64].lstrip(".")
+    if seg != device_id or not seg:
+        seg = f"{seg}~{hashlib.sha256(device_id.encode()).hexdigest()[:8]}"
+    return seg
+
+
+class TargetStore:
+    """Records, media files and the outbox in one data directory. Thread-safe; calls block on disk I/O, so
+    call them from an executor when on the event loop.
+
+    Counters: ``added``, ``duplicates``, ``removed`` (per reason: ``retention``, ``watermark``), and
+    ``media_bytes`` (bytes of stored JPEGs).
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        sinks: Sequence[str] = ("mqtt",),
+        outbox_max_entries: int = 100_000,
+        synchronous_full: bool = True,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.media_root = self.data_dir / MEDIA_DIR
+        self.media_root.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.data_dir / DB_FILE
+        self._lock = threading.RLock()
+        self._rlock = threading.Lock()
+        self._conn = connect(self.db_path, synchronous_full=synchronous_full)
+        self._conn.executescript(SCHEMA)
+        self._rconn = connect(self.db_path, synchronous_full=synchronous_full)
+        self.outbox = Outbox(self.db_path, sinks, outbox_max_entries, synchronous_full=synchronous_full)
+        self.added = 0
+        self.duplicates = 0
+        self.removed: dict[str, int] = {"retention": 0, "watermark": 0}
+        row = self._conn.execute("SELECT COALESCE(SUM(bytes), 0) FROM media").fetchone()
+        self.media_bytes = int(row[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+        with self._rlock:
+            self._rconn.close()
+        self.outbox.close()
+
+    # -- writing -------------------------------------------------------------------------------------------
+
+    def add(self, record: TargetRecord, crop_jpeg: bytes, frame_jpeg: bytes | None = None) -> bool:
+        """Store one target with its crop and source frame and queue it for every sink.
+
+        Returns False (and stores nothing) when a target with the same TargetId is already stored.
+        """
+        return self.add_many(frame_jpeg, [(record, crop_jpeg)])[0]
+
+    def add_many(self, frame_jpeg: bytes | None, items: Sequence[tuple[TargetRecord, bytes]]) -> list[bool]:
+        """Store several targets seen in the same frame; the frame JPEG is written once and shared."""
+        for record, crop in items:
+            if not _is_jpeg(crop):
+                raise ValueError(f"crop of target {record.target_id} is not JPEG data")
+        if frame_jpeg is not None and not _is_jpeg(frame_jpeg):
+            raise ValueError("source frame is not JPEG data")
+        with self._lock:
+            fresh = [(r, c) for r, c in items if not self._exists(r.target_id)]
+            if not fresh:
+                self.duplicates += len(items)
+                return [False] * len(items)
+            first = fresh[0][0]
+            folder = self._folder(first)
+            frame_path = ""
+            written: list[tuple[str, int]] = []
+            try:
+                if frame_jpeg is not None:
+                    frame_path = f"{folder}/{first.target_id}-frame.jpg"
+                    written.append((frame_path, self._write(frame_path, frame_jpeg)))
+                for record, crop in fresh:
+                    crop_path = f"{self._folder(record)}/{record.target_id}.jpg"
+                    written.append((crop_path, self._write(crop_path, crop)))
+                    record.target_image_path = crop_path
+                    record.source_image_path = frame_path
+                inserted, rows = self._insert(fresh, frame_path, written)
+            except BaseException:
+                for path, _ in written:
+                    self._unlink(path)
+                raise
+            self.outbox.committed(rows)
+            self.added += len(inserted)
+            self.duplicates += len(items) - len(inserted)
+            done = {id(r) for r in inserted}
+            return [id(r) in done for r, _ in items]
+
+    def _insert(
+        self, fresh: Sequence[tuple[TargetRecord, bytes]], frame_path: str, written: Sequence[tuple[str, int]]
+    ) -> tuple[list[TargetRecord], int]:
+        conn = self._conn
+        sizes = dict(written)
+        inserted: list[TargetRecord] = []
+        rows = 0
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for record, _ in fresh:
+                emb = record.embedding
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO targets (target_id, corp_id, device_id, target_type, ts_ms, "
+                    "score, algorithm_id, attrs, record, target_path, source_path, emb, emb_dim) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        record.target_id,
+                        record.corp_id,
+                        record.device_id,
+                        record.target_type,
+                        record.timestamp_ms,
+                        float(record.score),
+                        record.algorithm_id,
+                        json.dumps(record.api_attributes(), separators=(",", ":")),
+                        record.to_json(),
+                        record.target_image_path,
+                        record.source_image_path,
+                        None if emb is None else emb.astype("<f4").tobytes(),
+                        0 if emb is None else int(emb.size),
+                    ),
+                )
+                if cur.rowcount != 1:
+                    continue
+                inserted.append(record)
+                conn.execute(
+                    "INSERT INTO media (path, bytes, refs) VALUES (?, ?, 1)",
+                    (record.target_image_path, sizes[record.target_image_path]),
+                )
+                rows += self.outbox.enqueue_in(
+                    conn, TARGET_KIND, record.device_id, record.target_id, record.to_json()
+                )
+            if frame_path and inserted:
+                conn.execute(
+                    "INSERT INTO media (path, bytes, refs) VALUES (?, ?, ?)",
+                    (frame_path, sizes[frame_path], len(inserted)),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        # Files of targets another writer stored first (a race on the same TargetId) are not referenced.
+        kept = {r.target_image_path for r in inserted} | ({frame_path} if inserted and frame_path else set())
+        for path, _ in written:
+            if path not in kept:
+                self._unlink(path)
+        self.media_bytes += sum(size for path, size in written if path in kept)
+        return inserted, rows
+
+    def _exists(self, target_id: str) -> bool:
+        row = self._conn.execute("SELECT 1 FROM targets WHERE target_id = ?", (target_id,)).fetchone()
+        return row is not None
+
+    @staticmethod
+    def _folder(record: TargetRecord) -> str:
+        return f"{record.timestamp:%Y/%m/%d}/{_safe_segment(record.device_id)}"
+
+    def _write(self, rel: str, data: bytes) -> int:
+        path = self.media_root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        return len(data)
+
+    def _unlink(self, rel: str) -> None:
+        path = self.media_root / rel
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.warning("could not remove media file %s: %s", path, exc)
+            return
+        parent = path.parent
+        # Remove the now empty device and date folders, never the media root itself.
+        while parent != self.media_root and self.media_root in parent.parents:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+
+    # -- reading -------------------------------------------------------------------------------------------
+
+    def get(self, target_id: str) -> TargetRecord | None:
+        """One stored target with its embedding, or None."""
+        with self._rlock:
+            row = self._rconn.execute(
+                "SELECT record, emb, emb_dim FROM targets WHERE target_id = ?", (target_id,)
+            ).fetchone()
+        return None if row is None else _record_from_row(row[0], row[1], row[2])
+
+    def count(self) -> int:
+        with self._rlock:
+            return int(self._rconn.execute("SELECT COUNT(*) FROM targets").fetchone()[0])
+
+    def search(
+        self,
+        *,
+        target_type: str,
+        corp_id: str | None = None,
+        device_ids: Sequence[str] | None = None,
+        begin: datetime | None = None,
+        end: datetime | None = None,
+        attributes: Sequence[AttributeFilter] = (),
+        model_id: str | None = None,
+        order_by: Sequence[tuple[str, str]] = (("Timestamp", "Desc"),),
+        page_number: int = 1,
+        page_size: int = 10,
+        query_embedding: npt.NDArray[np.float32] | None = None,
+        similarity_threshold: float = 0.0,
+        max_candidates: int = 100_000,
+    ) -> SearchPage:
+        """SearchTarget over stored targets.
+
+        Filters: type, project (CorpId), devices, time range (both ends or neither, as the API says),
+        attribute conditions, ModelId (the producing algorithm's id). Ordering by Timestamp or Score, Asc or
+        Desc; pages from 1. With ``query_embedding``, results are targets whose cosine similarity is at least
+        the threshold, best first, among the newest ``max_candidates`` that pass the filters.
+        """
+        if target_type not in TARGET_TYPES:
+            raise ValueError(f"TargetType {target_type!r} is not one of {', '.join(TARGET_TYPES)}")
+        if page_number < 1 or not 1 <= page_size <= 1000:
+            raise ValueError("PageNumber must be >= 1 and PageSize between 1 and 1000")
+        where = ["target_type = ?"]
+        params: list[Any] = [target_type]
+        if corp_id is not None:
+            where.append("corp_id = ?")
+            params.append(corp_id)
+        if device_ids:
+            where.append(f"device_id IN ({','.join('?' * len(device_ids))})")
+            params.extend(device_ids)
+        if begin is not None and end is not None:
+            where.append("ts_ms BETWEEN ? AND ?")
+            params.extend([int(begin.timestamp() * 1000), int(end.timestamp() * 1000)])
+        if model_id:
+            where.append("algorithm_id = ?")
+            params.append(model_id)
+        for cond in attributes:
+            clause = "json_extract(j.value, '$.Key') = ?"
+            params.append(cond.key)
+            if cond.values:
+                marks = ",".join("?" * len(cond.values))
+                clause += f" AND CAST(json_extract(j.value, '$.Value') AS TEXT) IN ({marks})"
+                params.extend(cond.values)
+            if cond.score is not None:
+                clause += " AND COALESCE(json_extract(j.value, '$.Score'), 0) >= ?"
+                params.append(float(cond.score))
+            where.append(f"EXISTS (SELECT 1 FROM json_each(targets.attrs) AS j WHERE {clause})")
+        where_sql = " AND ".join(where)
+        offset = (page_number - 1) * page_size
+        if query_embedding is not None:
+            return self._search_similar(
+                where_sql,
+                params,
+                query_embedding,
+                similarity_threshold,
+                page_number,
+                page_size,
+                max_candidates,
+            )
+        order_sql = ", ".join(_order_term(key, direction) for key, direction in order_by) or "ts_ms DESC"
+        with self._rlock:
+            total = int(
+                self._rconn.execute(f"SELECT COUNT(*) FROM targets WHERE {where_sql}", params).fetchone()[0]
+            )
+            rows = self._rconn.execute(
+                f"SELECT record, emb, emb_dim FROM targets WHERE {where_sql} ORDER BY {order_sql}, seq "
+                "LIMIT ? OFFSET ?",
+                [*params, page_size, offset],
+            ).fetchall()
+        hits = [SearchHit(_record_from_row(*row)) for row in rows]
+        return SearchPage(hits, total, page_number, page_size)
+
+    def _search_similar(
+        self,
+        where_sql: str,
+        params: list[Any],
+        query: npt.NDArray[np.float32],
+        threshold: float,
+        page_number: int,
+        page_size: int,
+        max_candidates: int,
+    ) -> SearchPage:
+        q = np.asarray(query, dtype=np.float32).reshape(-1)
+        norm = float(np.linalg.norm(q))
+        if q.size == 0 or not np.isfinite(norm) or norm == 0.0:
+            raise ValueError("query embedding must be a non-zero vector of finite numbers")
+        q = q / norm
+        with self._rlock:
+            rows = self._rconn.execute(
+                f"SELECT seq, emb FROM targets WHERE {where_sql} AND emb_dim = ? ORDER BY ts_ms DESC LIMIT ?",
+                [*params, int(q.size), max_candidates],
+            ).fetchall()
+        if not rows:
+            return SearchPage([], 0, page_number, page_size)
+        seqs = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        mat = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), q.size)
+        norms = np.linalg.norm(mat, axis=1)
+        norms[norms == 0] = 1.0
+        sims = (mat @ q) / norms
+        keep = np.nonzero(sims >= threshold)[0]
+        keep = keep[np.argsort(-sims[keep], kind="stable")]
+        page = keep[(page_number - 1) * page_size : page_number * page_size]
+        hits: list[SearchHit] = []
+        with self._rlock:
+            for idx in page:
+                row = self._rconn.execute(
+                    "SELECT record, emb, emb_dim FROM targets WHERE seq = ?", (int(seqs[idx]),)
+                ).fetchone()
+                if row is not None:
+                    hits.append(SearchHit(_record_from_row(*row), float(sims[idx])))
+        return SearchPage(hits, int(keep.size), page_number, page_size)
+
+    # -- retention -----------------------------------------------------------------------------------------
+
+    def set_storage_days(self, device_ids: Sequence[str], storage_type: str, days: int) -> None:
+        """UpdateDevicesStorage: keep ``storage_type`` (PICTURE or VIDEO) of these devices for ``days`` days.
+
+        ``days <= 0`` removes the age limit for them (the disk watermark still applies).
+        """
+        if storage_type not in STORAGE_TYPES:
+            raise ValueError(f"StorageType {storage_type!r} is not one of {', '.join(STORAGE_TYPES)}")
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany(
+                    "INSERT INTO storage_days (device_id, storage_type, days) VALUES (?, ?, ?) "
+                    "ON CONFLICT (device_id, storage_type) DO UPDATE SET days = excluded.days",
+                    [(d, storage_type, int(days)) for d in device_ids],
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def storage_days(self) -> dict[tuple[str, str], int]:
+        """Persisted days per (device id, storage type)."""
+        with self._rlock:
+            rows = self._rconn.execute("SELECT device_id, storage_type, days FROM storage_days").fetchall()
+        return {(d, t): int(n) for d, t, n in rows}
+
+    def apply_retention(
+        self,
+        now: datetime | None = None,
+        days_by_device_and_type: Mapping[tuple[str, str], int] | None = None,
+        default_days: int | None = None,
+    ) -> int:
+        """Remove targets older than their device's PICTURE days (the persisted ones when no mapping is
+        given) and targets of other devices older than ``default_days`` (None or <= 0: no default limit).
+        Returns the number removed."""
+        now = now or datetime.now(UTC)
+        days = self.storage_days() if days_by_device_and_type is None else dict(days_by_device_and_type)
+        picture = {dev: n for (dev, kind), n in days.items() if kind == "PICTURE"}
+        removed = 0
+        for dev, n in sorted(picture.items()):
+            if n > 0:
+                cutoff = _ms(now - timedelta(days=n))
+                removed += self._remove("device_id = ? AND ts_ms < ?", [dev, cutoff], "retention")
+        if default_days is not None and default_days > 0:
+            cutoff = _ms(now - timedelta(days=default_days))
+            devs = sorted(picture)
+            clause = "ts_ms < ?"
+            if devs:
+                clause += f" AND device_id NOT IN ({','.join('?' * len(devs))})"
+            removed += self._remove(clause, [cutoff, *devs], "retention")
+        if removed:
+            log.info("retention removed %d targets", removed)
+        return removed
+
+    def enforce_watermark(
+        self, max_bytes: int | None = None, max_disk_percent: float | None = None, low_ratio: float = 0.9
+    ) -> int:
+        """Remove the oldest targets while stored media exceed ``max_bytes`` or the file system holding the
+        data directory is fuller than ``max_disk_percent``; once over, go down to ``low_ratio`` of the mark.
+        Returns the number removed."""
+        if not 0 < low_ratio <= 1:
+            raise ValueError("low_ratio must be in (0, 1]")
+
+        def over(ratio: float) -> bool:
+            if max_bytes is not None and self.media_bytes > max_bytes * ratio:
+                return True
+            if max_disk_percent is not None:
+                usage = shutil.disk_usage(self.data_dir)
+                return usage.used * 100.0 / max(usage.total, 1) > max_disk_percent * ratio
+            return False
+
+        if not over(1.0):
+            return 0
+        removed = 0
+        while over(low_ratio):
+            n = self._remove("1", [], "watermark", limit=50)
+            if n == 0:
+                break
+            removed += n
+        log.warning(
+            "disk watermark: removed the %d oldest targets (media now %d bytes)", removed, self.media_bytes
+        )
+        return removed
+
+    def _remove(self, where_sql: str, params: list[Any], reason: str, limit: int | None = None) -> int:
+        removed = 0
+        while limit is None or removed < limit:
+            batch = _BATCH if limit is None else min(_BATCH, limit - removed)
+            with self._lock:
+                rows = self._conn.execute(
+                    f"SELECT seq, target_path, source_path FROM targets WHERE {where_sql} "
+                    "ORDER BY ts_ms, seq LIMIT ?",
+                    [*params, batch],
+                ).fetchall()
+                if not rows:
+                    break
+                gone = self._delete_rows(rows)
+                self.removed[reason] = self.removed.get(reason, 0) + len(rows)
+            for path in gone:
+                self._unlink(path)
+            removed += len(rows)
+        return removed
+
+    def _delete_rows(self, rows: Sequence[tuple[int, str, str]]) -> list[str]:
+        conn = self._conn
+        paths: dict[str, int] = {}
+        for _, crop, frame in rows:
+            for p in (crop, frame):
+                if p:
+                    paths[p] = paths.get(p, 0) + 1
+        gone: list[str] = []
+        freed = 0
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany("DELETE FROM targets WHERE seq = ?", [(r[0],) for r in rows])
+            conn.executemany(
+                "UPDATE media SET refs = refs - ? WHERE path = ?", [(n, p) for p, n in paths.items()]
+            )
+            marks = ",".join("?" * len(paths))
+            dead = conn.execute(
+                f"SELECT path, bytes FROM media WHERE refs <= 0 AND path IN ({marks})", list(paths)
+            ).fetchall()
+            conn.executemany("DELETE FROM media WHERE path = ?", [(p,) for p, _ in dead])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        for p, size in dead:
+            gone.append(p)
+            freed += int(size)
+        self.media_bytes -= freed
+        return gone
+
+
+def _ms(ts: datetime) -> int:
+    return int(ts.timestamp() * 1000)
+
+
+def _order_term(key: str, direction: str) -> str:
+    col = _ORDER_COLUMNS.get(key.lower())
+    if col is None:
+        raise ValueError(f"OrderBy key {key!r} is not supported; use Timestamp or Score")
+    d = direction.lower()
+    if d not in ("asc", "desc"):
+        raise ValueError(f"OrderBy type {direction!r} must be Asc or Desc")
+    return f"{col} {d.upper()}"
+
+
+def _record_from_row(record_json: str, emb: bytes | None, dim: int) -> TargetRecord:
+    record = TargetRecord.from_json(record_json)
+    if emb is not None and dim > 0:
+        record.embedding = np.frombuffer(emb, dtype="<f4").astype(np.float32).reshape(dim)
+    return record
