@@ -1,64 +1,57 @@
-"""GB/T 28181 20-digit codes: centre code (1-8), industry (9-10), type (11-13), serial (14-20).
-
-Platforms such as WVP answer 403 to a REGISTER whose id is not 20 digits, so ids are checked where they enter
-(the site file, the API) rather than discovered at registration time.
-"""
+"""GB/T 28181 20-digit codes: centre(8) industry(2) type(3) network(1) serial(6)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 
-TYPE_DVR = 111
-TYPE_NVR = 118
-TYPE_CAMERA = 131
-TYPE_IPC = 132
-TYPE_ALARM_IN = 134
-TYPE_CENTER_SERVER = 200
+_CODE = re.compile(r"^\d{20}$")
 
-_ID_RE = re.compile(r"\d{20}")
-_PREFIX_RE = re.compile(r"\d{10}")
-
-
-def is_valid_id(value: str) -> bool:
-    return bool(_ID_RE.fullmatch(value))
-
-
-def check_id(value: str) -> str:
-    """Return ``value`` or raise ValueError saying what a GB/T 28181 id looks like."""
-    if not _ID_RE.fullmatch(value):
-        raise ValueError(
-            f"{value!r} is not a GB/T 28181 id: expected 20 digits "
-            "(8 centre code, 2 industry, 3 type such as 118 NVR / 131 camera / 132 IPC, 7 serial)"
-        )
-    return value
+DVR = "111"
+VIDEO_SERVER = "112"
+ENCODER = "113"
+DECODER = "114"
+ALARM_CONTROLLER = "117"
+NVR = "118"
+HVR = "130"
+CAMERA = "131"
+IPC = "132"
+DISPLAY = "133"
+ALARM_INPUT = "134"
+ALARM_OUTPUT = "135"
+CENTER_SERVER = "200"
+BUSINESS_GROUP = "215"
+VIRTUAL_ORGANIZATION = "216"
 
 
-def check_prefix(value: str) -> str:
-    """A site's id prefix: the 8-digit centre code and the 2-digit industry code."""
-    if not _PREFIX_RE.fullmatch(value):
-        raise ValueError(f"{value!r} is not a GB/T 28181 id prefix: expected 10 digits (centre code + industry)")
-    return value
+def is_valid(code: str) -> bool:
+    """True for exactly 20 ASCII digits (WVP rejects anything else at REGISTER with 403)."""
+    return bool(_CODE.match(code))
 
 
-def type_code(device_id: str) -> int:
-    return int(check_id(device_id)[10:13])
+def type_code(code: str) -> str:
+    """Digits 11-13; raises ValueError for a malformed code."""
+    if not is_valid(code):
+        raise ValueError(f"not a 20-digit GB28181 code: {code!r}")
+    return code[10:13]
 
 
-def make_id(prefix: str, type_code: int, serial: int) -> str:
-    check_prefix(prefix)
-    if not 100 <= type_code <= 999:
-        raise ValueError(f"type code {type_code} must have 3 digits")
-    if not 0 <= serial <= 9_999_999:
-        raise ValueError(f"serial {serial} does not fit in 7 digits")
-    return f"{prefix}{type_code:03d}{serial:07d}"
+def domain(code: str) -> str:
+    """The SIP domain/realm recommended by the standard: the first 10 digits."""
+    if not is_valid(code):
+        raise ValueError(f"not a 20-digit GB28181 code: {code!r}")
+    return code[:10]
 
 
-def allocate_id(prefix: str, type_code: int, taken: Iterable[str]) -> str:
-    """The lowest free serial (from 1) under ``prefix`` and ``type_code`` that is not in ``taken``."""
-    head = f"{check_prefix(prefix)}{type_code:03d}"
-    used = {int(t[13:]) for t in taken if len(t) == 20 and t.startswith(head) and t[13:].isdigit()}
-    serial = 1
-    while serial in used:
-        serial += 1
-    return make_id(prefix, type_code, serial)
+def allocate(centre: str, type_: str, serial: int, *, industry: str = "00", network: str = "0") -> str:
+    """Build a code from its parts; ``centre`` may be 2-8 digits and is right-padded with zeros."""
+    if not re.fullmatch(r"\d{2,8}", centre) or len(centre) % 2:
+        raise ValueError(f"centre code must be 2, 4, 6 or 8 digits: {centre!r}")
+    if not re.fullmatch(r"\d{2}", industry):
+        raise ValueError(f"industry code must be 2 digits: {industry!r}")
+    if not re.fullmatch(r"\d{3}", type_):
+        raise ValueError(f"type code must be 3 digits: {type_!r}")
+    if not re.fullmatch(r"\d", network):
+        raise ValueError(f"network code must be 1 digit: {network!r}")
+    if not 0 <= serial <= 999_999:
+        raise ValueError(f"serial out of range 0..999999: {serial}")
+    return f"{centre.ljust(8, '0')}{industry}{type_}{network}{serial:06d}"
