@@ -15,7 +15,7 @@ import difflib
 import hashlib
 import os
 import re
-from datetime import time as dtime
+from datetime import date
 from enum import IntEnum, StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +25,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gb28181 import ids as gbids
+
+from . import schedules
 
 # ----------------------------------------------------------------------------------------------------------------
 # Enums of seed 002
@@ -51,12 +53,7 @@ class StreamMode(IntEnum):
     CONTINUOUS = 1
 
 
-class ScheduleType(StrEnum):
-    ONCE = "ONCE"
-    EVERYDAY = "EVERYDAY"
-    EVERY_WEEK = "EVERY_WEEK"
-    EVERY_MONTH = "EVERY_MONTH"
-    LONG_RUNNING = "LONG_RUNNING"
+ScheduleType = schedules.ScheduleType
 
 
 class ComputeType(StrEnum):
@@ -273,12 +270,7 @@ class WindowConfig(Strict):
     @field_validator("start", "end")
     @classmethod
     def _hms(cls, v: str) -> str:
-        try:
-            dtime.fromisoformat(v)
-        except ValueError:
-            raise ValueError(f"{v!r} is not a time of day: expected HH:MM:SS") from None
-        if not re.fullmatch(r"\d{2}:\d{2}:\d{2}", v):
-            raise ValueError(f"{v!r} is not a time of day: expected HH:MM:SS")
+        schedules.parse_time_of_day(v)
         return v
 
 
@@ -288,14 +280,21 @@ class PollingConfig(Strict):
     slice_s: int = Field(ge=1, le=86400)
     every_min: int = Field(ge=1, le=1440)
 
-    @model_validator(mode="after")
-    def _fits(self) -> PollingConfig:
-        if self.slice_s > self.every_min * 60:
-            raise ValueError(f"slice_s {self.slice_s} is longer than the period of {self.every_min} min")
-        return self
+
+_SCHEDULE_KEYS = {
+    "ScheduleCycleDates": "cycle_dates",
+    "ScheduleTimes": "times",
+    "StartTime": "start",
+    "EndTime": "end",
+    "SliceExecutionTime": "polling.slice_s",
+    "OverallExecutionTime": "polling.every_min",
+    "ScheduleType": "type",
+}
 
 
 class ScheduleConfig(Strict):
+    """Validated by :mod:`agent.schedules` (the one place schedule rules live)."""
+
     type: ScheduleType = Field(ScheduleType.LONG_RUNNING, description="ScheduleType.")
     cycle_dates: list[int] = Field(
         default_factory=list, description="ScheduleCycleDates: 1-7 (Mon-Sun) for EVERY_WEEK, 1-31 for EVERY_MONTH."
@@ -303,22 +302,32 @@ class ScheduleConfig(Strict):
     times: list[WindowConfig] = Field(
         default_factory=list, description="ScheduleTimes; several windows are merged (union). Empty = all day."
     )
-    once_date: str | None = Field(None, description="ONCE: the day it runs (YYYY-MM-DD); default the start day.")
+    once_date: date | None = Field(None, description="ONCE: the day it runs (YYYY-MM-DD); default the start day.")
     polling: PollingConfig | None = None
 
     @model_validator(mode="after")
-    def _dates(self) -> ScheduleConfig:
-        if self.type is ScheduleType.EVERY_WEEK:
-            bad = [d for d in self.cycle_dates if not 1 <= d <= 7]
-            if bad or not self.cycle_dates:
-                raise ValueError(f"EVERY_WEEK needs cycle_dates in 1-7 (1 = Monday); found {self.cycle_dates}")
-        elif self.type is ScheduleType.EVERY_MONTH:
-            bad = [d for d in self.cycle_dates if not 1 <= d <= 31]
-            if bad or not self.cycle_dates:
-                raise ValueError(f"EVERY_MONTH needs cycle_dates in 1-31; found {self.cycle_dates}")
-        elif self.cycle_dates:
-            raise ValueError(f"cycle_dates only apply to EVERY_WEEK and EVERY_MONTH, not {self.type.value}")
+    def _valid(self) -> ScheduleConfig:
+        try:
+            self.build("UTC", date(2000, 1, 1))
+        except schedules.ScheduleError as exc:
+            key = exc.field
+            for api, yaml_key in _SCHEDULE_KEYS.items():
+                key = key.replace(api, yaml_key)
+            raise ValueError(f"{key}: {exc.message}") from None
         return self
+
+    def build(self, tz: str, start_day: date) -> schedules.Schedule:
+        """The schedule in zone ``tz``; a ONCE without ``once_date`` runs on ``start_day``."""
+        return schedules.parse_schedule(
+            self.type.value,
+            list(self.cycle_dates),
+            [{"StartTime": w.start, "EndTime": w.end} for w in self.times],
+            tz=tz,
+            is_polling=self.polling is not None,
+            slice_execution_time=self.polling.slice_s if self.polling else None,
+            overall_execution_time=self.polling.every_min if self.polling else None,
+            once_date=self.once_date or start_day,
+        )
 
 
 class InstanceConfig(Strict):

@@ -20,12 +20,13 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
 from pipelines.frames import Frame
 
+from . import schedules
 from .config import InstanceConfig
 from .logs import kv
 
@@ -73,6 +74,21 @@ class ScheduleState:
 
 #: (previous check or None, now) -> state; ``instant`` is true when a zero-length window lies in (previous, now]
 ScheduleFn = Callable[[datetime | None, datetime], ScheduleState]
+
+
+def schedule_fn(schedule: schedules.Schedule) -> ScheduleFn:
+    """Adapt a :class:`agent.schedules.Schedule` to what the runner asks between two checks."""
+
+    def state(prev: datetime | None, now: datetime) -> ScheduleState:
+        lo = prev if prev is not None and prev < now else now - timedelta(seconds=1)
+        hi = now + timedelta(microseconds=1)
+        instant = any(a == b and lo < a <= now for a, b in schedules.intervals(schedule, lo, hi))
+        active = schedules.is_active(schedule, now)
+        nxt = schedules.next_transition(schedule, now)
+        finished = schedule.type is schedules.ScheduleType.ONCE and nxt is None and not active
+        return ScheduleState(active=active, instant=instant, next_change=nxt, finished=finished)
+
+    return state
 
 
 @dataclass
@@ -125,6 +141,12 @@ class InstanceRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._detach()
+
+    async def remove_camera(self, device_id: str) -> None:
+        if device_id in self.rt.cameras:
+            if self.rt.attached:
+                self.streams.detach(device_id, self.rt.consumer_id)
+            self.rt.cameras.remove(device_id)
 
     def _on_frame(self, frame: Frame) -> None:
         self.rt.frames += 1

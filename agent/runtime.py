@@ -14,22 +14,24 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from prometheus_client import generate_latest
+
+from pipelines.frames import Frame
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from . import config as cfgmod
 from . import sdnotify
 from .devices import Device, Registry, StreamStatus, devices_from_site
-from .instances import FrameSink, InstanceRunner, InstanceRuntime
+from .instances import FrameSink, InstanceRunner, InstanceRuntime, schedule_fn
 from .logs import kv
 from .metrics import Sample, new_registry
-from .scheduling import schedule_fn
 from .streams_port import StreamsPort
 
 log = logging.getLogger("vcs_edge.runtime")
@@ -192,24 +194,88 @@ class Supervisor:
             extra=kv(devices_changed=len(changed_devices), instances_restarted=len(restart)),
         )
 
+    # ------------------------------------------------------------------------------------------------ live changes
+    # The API (and later the GB28181 side) change the running site through these; each applies at once.
+
+    async def add_device(self, device: Device) -> None:
+        """Add a device (and start pulling it when it has a stream). Channels are added one by one after it."""
+        self.registry.add(device)
+        if device.stream is not None:
+            self._add_stream(device)
+
+    async def remove_device(self, device_id: str) -> Device:
+        """Remove a device; instances lose the camera (they keep running on their other cameras)."""
+        for runner in self.runners.values():
+            if device_id in runner.rt.cameras:
+                await runner.remove_camera(device_id)
+        dev = self.registry.remove(device_id)
+        if dev.stream is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.streams.remove, device_id)
+        return dev
+
+    async def update_device(self, device: Device) -> None:
+        """Replace a device's definition. A stream URL change keeps the instance consumers attached."""
+        old = self.registry.get(device.device_id)
+        if old is None:
+            raise KeyError(device.device_id)
+        device.created_at = old.created_at
+        device.status = old.status
+        self.registry.remove(device.device_id)
+        self.registry.add(device)
+        if old.stream is None and device.stream is not None:
+            self._add_stream(device)
+        elif old.stream is not None and device.stream is None:
+            await asyncio.get_running_loop().run_in_executor(None, self.streams.remove, device.device_id)
+        elif old.stream != device.stream and device.stream is not None:
+            self.streams.update(device)
+
+    def set_stream_mode(self, device_id: str, mode: cfgmod.StreamMode) -> None:
+        dev = self.registry.get(device_id)
+        if dev is None or dev.stream is None:
+            raise KeyError(device_id)
+        dev.stream = replace(dev.stream, mode=mode)
+        self.streams.update(dev)
+
+    async def add_instance(self, inst: cfgmod.InstanceConfig) -> InstanceRuntime:
+        if inst.instance_id in self.runners:
+            raise KeyError(f"instance {inst.instance_id} exists already")
+        return self._start_instance(inst)
+
+    async def remove_instance(self, instance_id: str) -> None:
+        runner = self.runners.pop(instance_id)
+        await runner.stop()
+
+    async def set_instance_cameras(self, instance_id: str, cameras: list[str]) -> None:
+        """AddCameraForInstance / RemoveCameraForInstance: restart only that instance's consumers."""
+        runner = self.runners[instance_id]
+        cfg = runner.rt.config.model_copy(update={"cameras": cameras})
+        await self.remove_instance(instance_id)
+        self._start_instance(cfg)
+
+    async def snapshot(self, device_id: str, timeout: float = 10.0) -> Frame | None:
+        """One fresh frame of a camera; opens an on-demand stream for as long as it takes."""
+        return await self.streams.snapshot(device_id, timeout)
+
     # ------------------------------------------------------------------------------------------------ parts
 
     def _add_stream(self, dev: Device) -> None:
         assert dev.stream is not None
         self.streams.add(dev)
 
-    def _start_instance(self, inst: cfgmod.InstanceConfig) -> None:
+    def _start_instance(self, inst: cfgmod.InstanceConfig) -> InstanceRuntime:
         known = [c for c in inst.cameras if (d := self.registry.get(c)) is not None and d.stream is not None]
         for c in set(inst.cameras) - set(known):
             log.warning("instance camera is not a pulled camera", extra=kv(instance=inst.instance_id, camera=c))
+        tz = self.site.site.timezone
         rt = InstanceRuntime(
             config=inst,
-            schedule=schedule_fn(inst.schedule, self.site.site.timezone, self.clock()),
+            schedule=schedule_fn(inst.schedule.build(tz, self.clock().astimezone(ZoneInfo(tz)).date())),
             cameras=known,
         )
         runner = InstanceRunner(rt, self.streams, self.sink, self.clock)
         self.runners[inst.instance_id] = runner
         runner.start()
+        return rt
 
     def refresh_device_status(self) -> None:
         for dev in self.registry.pulled():
