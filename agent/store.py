@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -482,19 +483,26 @@ class TargetStore:
         if not 0 < low_ratio <= 1:
             raise ValueError("low_ratio must be in (0, 1]")
 
-        def over(ratio: float) -> bool:
-            if max_bytes is not None and self.media_bytes > max_bytes * ratio:
-                return True
+        def excess(ratio: float) -> float:
+            """Bytes above the mark scaled by ``ratio`` (0 when under it)."""
+            over = 0.0
+            if max_bytes is not None:
+                over = max(over, self.media_bytes - max_bytes * ratio)
             if max_disk_percent is not None:
                 usage = shutil.disk_usage(self.data_dir)
-                return usage.used * 100.0 / max(usage.total, 1) > max_disk_percent * ratio
-            return False
+                over = max(over, usage.used - usage.total * max_disk_percent * ratio / 100.0)
+            return over
 
-        if not over(1.0):
+        if excess(1.0) <= 0:
             return 0
         removed = 0
-        while over(low_ratio):
-            n = self._remove("1", [], "watermark", limit=50)
+        while (over := excess(low_ratio)) > 0:
+            count = self.count()
+            if count == 0:
+                break
+            # Remove about as many of the oldest as the excess needs, at least one, at most one batch.
+            per_target = max(self.media_bytes / count, 1.0)
+            n = self._remove("1", [], "watermark", limit=max(1, min(_BATCH, math.ceil(over / per_target))))
             if n == 0:
                 break
             removed += n
