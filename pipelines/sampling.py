@@ -50,16 +50,18 @@ class Sampler:
 
     One frame per ``interval_s`` of stream time on average. The first frame is always due. A frame is due
     when its pts reaches the next due time (less a small tolerance for pts jitter); the next due time then
-    moves one interval on, but never closer than half an interval to the frame just taken, so a gap in the
-    stream never turns into a burst. Not thread-safe: one sampler belongs to one decode thread.
+    moves one interval on along a fixed grid, so the average rate is exact even when the interval is not a
+    multiple of the frame period. A frame taken half an interval or more after its due time (a gap in the
+    stream, sparse keyframes) restarts the grid at that frame, so a gap never turns into a burst. Not thread-safe: one sampler belongs to one decode thread.
     """
 
-    __slots__ = ("_interval", "_last_pts", "_next_due", "taken")
+    __slots__ = ("_interval", "_last_pts", "_last_taken", "_next_due", "taken")
 
     def __init__(self, *, spf: float | None = None, fps: float | None = None) -> None:
         self._interval = interval_for(spf=spf, fps=fps)
         self._next_due: float | None = None
         self._last_pts: float | None = None
+        self._last_taken: float | None = None
         self.taken = 0
 
     @property
@@ -69,15 +71,15 @@ class Sampler:
     def set_rate(self, *, spf: float | None = None, fps: float | None = None) -> None:
         """Change the rate in place; the next frame is due one new interval after the last one taken."""
         new = interval_for(spf=spf, fps=fps)
-        if self._next_due is not None:
-            last_taken = self._next_due - self._interval
-            self._next_due = last_taken + new
+        if self._next_due is not None and self._last_taken is not None:
+            self._next_due = self._last_taken + new
         self._interval = new
 
     def reset(self) -> None:
         """Forget the schedule: the next frame is due whatever its pts."""
         self._next_due = None
         self._last_pts = None
+        self._last_taken = None
 
     def _tolerance(self) -> float:
         return min(0.02, 0.25 * self._interval)
@@ -94,13 +96,18 @@ class Sampler:
             if jumped_back or jumped_far:
                 # Splice: keep the time still owed before the next frame, measured on the old timeline.
                 self._next_due = pts + max(0.0, self._next_due - last)
+                if self._last_taken is not None:
+                    self._last_taken = pts - max(0.0, last - self._last_taken)
         if pts >= self._next_due - self._tolerance():
             return self._take(pts)
         return False
 
     def _take(self, pts: float) -> bool:
         base = self._next_due if self._next_due is not None else pts
-        self._next_due = max(base + self._interval, pts + 0.5 * self._interval)
+        if pts - base >= 0.5 * self._interval:  # late by half an interval or more (a gap): re-anchor here
+            base = pts
+        self._last_taken = pts
+        self._next_due = base + self._interval
         self.taken += 1
         return True
 
