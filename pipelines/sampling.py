@@ -52,7 +52,8 @@ class Sampler:
     when its pts reaches the next due time (less a small tolerance for pts jitter); the next due time then
     moves one interval on along a fixed grid, so the average rate is exact even when the interval is not a
     multiple of the frame period. A frame taken half an interval or more after its due time (a gap in the
-    stream, sparse keyframes) restarts the grid at that frame, so a gap never turns into a burst. Not thread-safe: one sampler belongs to one decode thread.
+    stream, sparse keyframes) restarts the grid at that frame, so a gap never turns into a burst.
+    Not thread-safe: one sampler belongs to one decode thread.
     """
 
     __slots__ = ("_interval", "_last_pts", "_last_taken", "_next_due", "taken")

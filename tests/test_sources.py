@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator
 from datetime import UTC
@@ -216,7 +217,7 @@ def test_is_annexb() -> None:
     assert not is_annexb(b"\x01d\x00\x1f")
 
 
-# -- RTSP (gst-rtsp-server) -----------------------------------------------------------------------------------
+# -- RTSP (gst-rtsp-server) ----------------------------------------------------------------------------
 
 
 @pytest.mark.peer
@@ -232,7 +233,7 @@ def test_rtsp_frames_and_annexb_packets(live: RtspServer, transport: str) -> Non
         assert src.stats.status == "streaming" and src.stats.codec == "h264"
         assert live.sessions == 1
         pts = [f.pts for f in sink.frames[:6]]
-        assert [round(b - a, 2) for a, b in zip(pts, pts[1:], strict=False)] == [0.2] * 5
+        assert [round(b - a, 2) for a, b in itertools.pairwise(pts)] == [0.2] * 5
         keys = [u for u in sink.units if u.keyframe]
         assert keys and all(b"\x00\x00\x01\x67" in u.data or b"\x00\x00\x01\x27" in u.data for u in keys)
     finally:
@@ -284,7 +285,7 @@ def test_a_stalled_stream_is_detected_and_reconnected(live: RtspServer) -> None:
         src.stop()
 
 
-# -- HLS over HTTP ----------------------------------------------------------------------------------------------
+# -- HLS over HTTP -------------------------------------------------------------------------------------
 
 
 @pytest.mark.peer
@@ -299,5 +300,5 @@ def test_hls_over_http(clip: Path, tmp_path: Path) -> None:
         finally:
             src.stop()
     pts = [f.pts for f in sink.frames[:10]]
-    assert [round(b - a, 2) for a, b in zip(pts, pts[1:], strict=False)] == [2.0] * 9
+    assert [round(b - a, 2) for a, b in itertools.pairwise(pts)] == [2.0] * 9
     assert sink.frames[0].image.shape == (576, 768, 3)
