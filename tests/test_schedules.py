@@ -41,8 +41,8 @@ from agent.schedules import (
 
 ZONES = ["Europe/Berlin", "America/New_York", "Asia/Shanghai", "UTC"]
 US = timedelta(microseconds=1)
-PROPS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-FEW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FEW = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # DST changes (UTC instants) the strategies steer towards.
 DST_UTC = [
