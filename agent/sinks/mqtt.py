@@ -21,6 +21,7 @@ import logging
 import re
 import ssl
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -73,6 +74,7 @@ class MqttSettings:
     max_inflight: int = 100
     reconnect_min_s: int = 1
     reconnect_max_s: int = 30
+    resend_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.protocol not in ("3.1.1", "5"):
@@ -117,6 +119,8 @@ class MqttSink:
         self._early: dict[int, bool] = {}  # mid -> ok, for PUBACKs that beat the mapping
         self._untracked: set[int] = set()  # status publishes
         self._status: dict[str, bytes] = {}
+        self._barrier = False
+        self._connected_at = 0.0
         v5 = settings.protocol == "5"
         self._v5 = v5
         client_id = settings.client_id or f"vcs-edge-{topic_segment(settings.site)}"
@@ -189,8 +193,30 @@ class MqttSink:
     def capacity(self) -> int:
         if not self.connected:
             return 0
+        rewind = False
         with self._lock:
-            return self.settings.max_inflight - len(self._inflight)
+            if self._barrier:
+                # After a reconnect paho re-sends what was in flight; new entries wait until those are
+                # acknowledged so that each camera's order holds. If paho never settles them, send them again
+                # from the outbox instead (duplicates with the same TargetId, never a loss).
+                if not self._inflight:
+                    self._barrier = False
+                elif time.monotonic() - self._connected_at > self.settings.resend_timeout_s:
+                    log.warning(
+                        "mqtt: %d in-flight entries not settled after reconnect; resending",
+                        len(self._inflight),
+                    )
+                    self._untracked.update(self._inflight)
+                    self._inflight.clear()
+                    self._barrier = False
+                    rewind = True
+                else:
+                    return 0
+            room = self.settings.max_inflight - len(self._inflight)
+        if rewind and self._ctx is not None:
+            self._ctx.rewind()
+            return 0
+        return room
 
     def deliver(self, entries: Sequence[OutboxEntry]) -> None:
         ctx = self._ctx
@@ -283,6 +309,7 @@ class MqttSink:
             )
             return
         self.connects += 1
+        self._connected_at = time.monotonic()
         log.info("mqtt: connected to %s:%d", self.settings.host, self.settings.port)
         self._publish_untracked(self.status_topic, ONLINE)
         with self._lock:
@@ -307,6 +334,9 @@ class MqttSink:
     ) -> None:
         was = self.connected
         self.connected = False
+        with self._lock:
+            if self._inflight:
+                self._barrier = True
         if was:
             self.disconnects += 1
             log.warning(
