@@ -137,13 +137,18 @@ class MqttSink:
         if settings.username is not None:
             c.username_pw_set(settings.username, settings.password)
         if settings.tls:
-            c.tls_set(
-                ca_certs=settings.ca_certs,
-                certfile=settings.certfile,
-                keyfile=settings.keyfile,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
+            try:
+                c.tls_set(
+                    ca_certs=settings.ca_certs,
+                    certfile=settings.certfile,
+                    keyfile=settings.keyfile,
+                    cert_reqs=ssl.CERT_REQUIRED,
+                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(
+                    f"MQTT TLS files (ca_certs/certfile/keyfile) cannot be used: {exc}"
+                ) from None
             if settings.tls_insecure:
                 c.tls_insecure_set(True)
         c.will_set(self.status_topic, OFFLINE, qos=1, retain=True)

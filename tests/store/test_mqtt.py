@@ -362,6 +362,15 @@ def test_mqtt5_over_tls_with_password(tmp_path: Path, mosquitto_bin: str, jpegs:
         broker.stop()
 
 
+def test_bad_settings_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="TLS files"):
+        MqttSink(settings(1883, tls=True, ca_certs=str(tmp_path / "missing.pem")))
+    with pytest.raises(ValueError, match="protocol"):
+        settings(1883, protocol="4")
+    with pytest.raises(ValueError, match="needs a username"):
+        settings(1883, password="x")
+
+
 def test_embedded_amqtt_broker_carries_targets(tmp_path: Path, jpegs: Jpegs) -> None:
     async def scenario() -> None:
         handle = await start_embedded_broker("127.0.0.1", 0)
