@@ -1,0 +1,149 @@
+"""SearchTarget: targets stored by this box, by project, type, devices, time range, attributes and order.
+
+Search by picture (TargetImageUrl / TargetImageData) needs an embedding model; the agent passes one to the
+API when it has it (``ApiContext.embedder``), otherwise such a call is refused with a message saying so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from agent.store import AttributeFilter
+from agent.targets import TARGET_TYPES, parse_timestamp
+
+from ..context import ApiContext
+from ..errors import ApiError, invalid
+from ..params import Params
+from . import action
+
+MAX_IMAGE = 500 * 1024
+
+
+def _attributes(p: Params) -> list[AttributeFilter]:
+    items = p.json_objects("TargetAttributes", max_items=20)
+    out: list[AttributeFilter] = []
+    for i, item in enumerate(items):
+        where = f"TargetAttributes[{i}]"
+        key = item.get("Key")
+        if not isinstance(key, str) or not key:
+            raise invalid(f"{where}.Key", "required: the attribute name, such as GenderCode")
+        raw = item.get("Value", [])
+        values = raw if isinstance(raw, list) else [raw]
+        if not all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in values):
+            raise invalid(f"{where}.Value", "expected a value or an array of values")
+        score = item.get("Score")
+        if score is not None and (
+            isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 1
+        ):
+            raise invalid(f"{where}.Score", f"{score!r} is out of range; allowed 0..1")
+        out.append(
+            AttributeFilter(key, tuple(str(v) for v in values), None if score is None else float(score))
+        )
+    return out
+
+
+def _order(p: Params) -> list[tuple[str, str]]:
+    items = p.json_objects("OrderBy", max_items=4)
+    out: list[tuple[str, str]] = []
+    for i, item in enumerate(items):
+        key = item.get("Key")
+        if key not in ("Timestamp", "Score"):
+            raise invalid(f"OrderBy[{i}].Key", f"{key!r} is not allowed; allowed values: Timestamp, Score")
+        typ = item.get("Type", "Desc")
+        if not isinstance(typ, str) or typ.capitalize() not in ("Asc", "Desc"):
+            raise invalid(f"OrderBy[{i}].Type", f"{typ!r} is not allowed; allowed values: Asc, Desc")
+        out.append((key, typ.capitalize()))
+    return out or [("Timestamp", "Desc")]
+
+
+def _time(p: Params, name: str) -> datetime | None:
+    text = p.text(name, max_len=40)
+    if not text:
+        return None
+    try:
+        return parse_timestamp(text)
+    except ValueError:
+        raise invalid(name, f"{text!r} is not a time; expected YYYY-MM-DDTHH:MM:SSZ (UTC)") from None
+
+
+@action("SearchTarget")
+async def search_target(ctx: ApiContext, p: Params) -> dict[str, Any]:
+    corp_id = p.req_text("CorpId", max_len=64, min_len=1)
+    ctx.corp("CorpId", corp_id)
+    num, size = p.page("PageNumber", "PageSize", max_size=100, max_num=100)
+    ttype = p.req_enum("TargetType", list(TARGET_TYPES))
+    attrs = _attributes(p)
+    order = _order(p)
+    devices = p.id_list("DeviceList", max_items=1000)
+    model_id = p.text("ModelId", max_len=64)
+    begin, end = _time(p, "BeginTime"), _time(p, "EndTime")
+    if begin is None or end is None:  # the seed: both or neither, a lone bound is ignored
+        begin = end = None
+    elif end < begin:
+        raise invalid("EndTime", "is before BeginTime")
+    threshold = p.number("SimilarityThreshold", lo=0.0, hi=0.99, default=0.0)
+    image_url = p.text("TargetImageUrl", max_len=1024)
+    image_data = p.text("TargetImageData", max_len=MAX_IMAGE * 4 // 3 + 8)
+    query = None
+    if image_url or image_data:
+        query = await _query_embedding(ctx, image_url, image_data, ttype)
+    store = ctx.target_store
+    if store is None:
+        raise ApiError(
+            "ServiceUnavailable.NoStore", "SearchTarget: this box keeps no targets (no store configured)", 503
+        )
+    search = partial(
+        store.search,
+        target_type=ttype,
+        corp_id=corp_id,
+        device_ids=devices or None,
+        begin=begin,
+        end=end,
+        attributes=attrs,
+        model_id=model_id or None,
+        order_by=order,
+        page_number=num,
+        page_size=size,
+        query_embedding=query,
+        similarity_threshold=threshold or 0.0,
+    )
+    page = await asyncio.get_running_loop().run_in_executor(None, search)
+    url_for = ctx.media_links.url if ctx.media_links is not None else None
+    records = [h.record.to_api(url_for, similarity=h.similarity) for h in page.hits]
+    return {
+        "Code": "200",
+        "Message": "OK",
+        "Success": True,
+        "Data": {"Records": records, "TotalCount": page.total_count, "PageSize": size, "PageNumber": num},
+    }
+
+
+async def _query_embedding(ctx: ApiContext, url: str | None, data: str | None, ttype: str) -> Any:
+    if ctx.embedder is None:
+        raise invalid(
+            "TargetImageUrl" if url else "TargetImageData",
+            "search by picture needs an embedding model and this box has none configured; "
+            "search by attributes instead",
+        )
+    if url:
+        raise invalid(
+            "TargetImageUrl",
+            "this box does not fetch pictures from URLs; send the picture in "
+            "TargetImageData (base64, at most 500 KB)",
+        )
+    assert data is not None
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid("TargetImageData", "not valid base64") from None
+    if len(raw) > MAX_IMAGE:
+        raise invalid("TargetImageData", f"{len(raw)} bytes; at most {MAX_IMAGE}")
+    emb = await asyncio.get_running_loop().run_in_executor(None, ctx.embedder, raw, ttype)
+    if emb is None:
+        raise invalid("TargetImageData", f"no {ttype} found in the picture")
+    return emb
