@@ -103,6 +103,18 @@ class Sampler:
             return self._take(pts)
         return False
 
+    def would_take(self, pts: float) -> bool:
+        """Whether :meth:`due` would say yes for ``pts``, recording nothing: lets a source skip decoding."""
+        next_due = self._next_due
+        if next_due is None:
+            return True
+        last = self._last_pts
+        if last is not None and (
+            pts < last - 1e-6 or pts - last > max(MAX_FORWARD_GAP_S, 2.0 * self._interval)
+        ):
+            next_due = pts + max(0.0, next_due - last)
+        return pts >= next_due - self._tolerance()
+
     def _take(self, pts: float) -> bool:
         base = self._next_due if self._next_due is not None else pts
         if pts - base >= 0.5 * self._interval:  # late by half an interval or more (a gap): re-anchor here

@@ -44,6 +44,8 @@ Status = Literal["connecting", "streaming", "backoff", "stopped"]
 
 SUPPORTED_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "file")
 PTS_CLOCK_HZ = 90_000
+# Packets held for on-demand decoding before they are decoded anyway (bounds memory on endless GOPs).
+MAX_PENDING_PACKETS = 512
 
 
 class UnsupportedSource(ValueError):
@@ -287,13 +289,17 @@ class _AnnexBWriter:
         return round(ts * self.time_base * PTS_CLOCK_HZ)
 
     def convert(self, packet: av.Packet[Any]) -> list[AccessUnit]:
-        """Consumes ``packet`` (a bitstream filter takes its data): call after decoding it."""
+        """Access units for one demuxed packet; ``packet`` itself is left intact for the decoder."""
         key = bool(packet.is_keyframe)
         ts = packet.pts if packet.pts is not None else packet.dts
         pts90 = self._pts90(ts, 0)
         if self._bsf is not None:
+            # av_bsf_send_packet takes the packet's data: filter a copy.
+            copy: av.Packet[Any] = av.Packet(bytes(packet))
+            copy.pts, copy.dts, copy.time_base = packet.pts, packet.dts, packet.time_base
+            copy.is_keyframe = key
             out = []
-            for p in self._bsf.filter(packet):
+            for p in self._bsf.filter(copy):
                 pts = p.pts if p.pts is not None else p.dts
                 out.append(AccessUnit(bytes(p), self._pts90(pts, pts90), bool(p.is_keyframe), self.codec))
             return out
@@ -555,6 +561,7 @@ class StreamSource:
             annexb: _AnnexBWriter | None = None
             need_key = True
             keyframes_only = False
+            pending: list[tuple[av.Packet[Any], float | None]] = []
             pace_anchor: tuple[float, float] | None = None
             last_t: float | None = None
             last_video = time.monotonic()
@@ -602,13 +609,29 @@ class StreamSource:
                         keyframes_only = decision.keyframes_only
                         ctx.skip_frame = "NONKEY" if keyframes_only else "DEFAULT"
                         need_key = True  # packets were or will be skipped: restart decoding at a keyframe
+                        pending.clear()
                     stats.keyframes_only = keyframes_only
                     if key:
                         need_key = False
-                    if not need_key and (key or not keyframes_only):
-                        self._decode(ctx, packet, t, run)
+                        pending.clear()  # the rest of the last GOP was never wanted: never decoded
+                    if need_key:
+                        pass
+                    elif keyframes_only:
+                        if key:
+                            self._decode(ctx, packet, t, run)
+                    else:
+                        # Decode on demand: hold this GOP's packets until one of them is due for some
+                        # consumer, then decode everything up to it (the decoder sees every packet since
+                        # the keyframe). Frames after the last due one in a GOP are never decoded.
+                        pending.append((packet, t))
+                        wanted = t is None or any(c.sampler.would_take(t) for c in frame_consumers)
+                        if wanted or len(pending) >= MAX_PENDING_PACKETS:
+                            for held, held_t in pending:
+                                self._decode(ctx, held, held_t, run)
+                            pending.clear()
                 else:
                     need_key = True
+                    pending.clear()
                 if packet_consumers:
                     if annexb is None:
                         annexb = _AnnexBWriter(video)

@@ -134,7 +134,7 @@ def test_keyframe_only_decoding_really_skips_the_rest(clip: Path) -> None:
     assert st.packets == CLIP_FRAMES
     assert st.gop_s == pytest.approx(2.0)
     assert st.keyframes_only
-    # Until the GOP is measured (two keyframes) everything is decoded; after that keyframes only.
+    # Until the GOP is measured (two keyframes) frames are decoded on demand; after that keyframes only.
     assert st.keyframes <= st.frames_decoded <= st.keyframes + 20
     assert st.frames_decoded < CLIP_FRAMES / 10
     # x264 put three extra keyframes (25 s, 50 s, 75 s) into the 2 s GOP: those are skipped, not bunched up.
@@ -153,13 +153,20 @@ def test_declared_gop_decodes_keyframes_from_the_start(clip: Path) -> None:
     assert src.stats.frames_decoded == src.stats.keyframes
 
 
-def test_short_interval_decodes_everything_and_converts_only_sampled(clip: Path) -> None:
+def test_short_interval_decodes_on_demand_and_converts_only_sampled(clip: Path) -> None:
     src, sink = run_file(clip, Sampler(fps=1))
     st = src.stats
     assert not st.keyframes_only
-    assert st.frames_decoded == CLIP_FRAMES
     assert st.frames_sampled == len(sink.frames) == 80  # 79.5 s of video, one frame a second
     assert [f.seq for f in sink.frames] == list(range(1, 81))
+    assert [round(f.pts, 3) for f in sink.frames] == [float(i) for i in range(80)]
+    # Every frame up to the one due mid-GOP is decoded; the second half of each GOP never is.
+    assert CLIP_FRAMES / 2 <= st.frames_decoded <= CLIP_FRAMES * 0.6
+
+
+def test_frame_every_decode_when_every_frame_is_wanted(clip: Path) -> None:
+    src, sink = run_file(clip, Sampler(fps=10))
+    assert src.stats.frames_decoded == CLIP_FRAMES == len(sink.frames)
 
 
 def test_two_consumers_share_one_decode(clip: Path) -> None:
@@ -169,7 +176,7 @@ def test_two_consumers_share_one_decode(clip: Path) -> None:
     src.add_frame_consumer("b", Sampler(fps=1), sink_b.frame, label="b")
     src.start()
     assert src.join(120)
-    assert src.stats.frames_decoded == CLIP_FRAMES
+    assert src.stats.frames_decoded < CLIP_FRAMES * 0.6  # the fps=1 consumer sets the decode plan
     assert len(sink_a.frames) == 40 and len(sink_b.frames) == 80
     b_ids = {id(f) for f in sink_b.frames}
     shared = [f for f in sink_a.frames if id(f) in b_ids]
