@@ -478,12 +478,21 @@ class DeviceService:
         try:
             if offer.transport == "tcp":
                 if offer.device_connects:
-                    _, writer = await asyncio.wait_for(
-                        asyncio.open_connection(
-                            offer.ip, offer.port, local_addr=(self._bind_ip(), session.local_port)
-                        ),
-                        TCP_CONNECT_TIMEOUT_S,
-                    )
+                    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                    try:
+                        # the port is the one our SDP advertised; it may still be in TIME_WAIT from a
+                        # previous session
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                        sock.bind((self._bind_ip(), session.local_port))
+                        sock.setblocking(False)
+                        assert self._loop is not None
+                        await asyncio.wait_for(
+                            self._loop.sock_connect(sock, (offer.ip, offer.port)), TCP_CONNECT_TIMEOUT_S
+                        )
+                    except BaseException:
+                        sock.close()
+                        raise
+                    _, writer = await asyncio.open_connection(sock=sock)
                 else:
                     assert session.accepted is not None
                     _, writer = await asyncio.wait_for(session.accepted, TCP_ACCEPT_TIMEOUT_S)
