@@ -8,9 +8,8 @@ import json
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from . import __version__, logs
 from . import config as cfgmod
-from . import logs
 
 
 def _config_check(args: argparse.Namespace) -> int:
@@ -25,7 +24,9 @@ def _config_check(args: argparse.Namespace) -> int:
 
     devices = devices_from_site(site)
     cams = sum(1 for d in devices if d.stream is not None)
-    print(f"{args.config}: OK ({len(devices)} devices, {cams} pulled cameras, {len(site.instances)} instances)")
+    print(
+        f"{args.config}: OK ({len(devices)} devices, {cams} pulled cameras, {len(site.instances)} instances)"
+    )
     return 0
 
 
@@ -70,7 +71,9 @@ def _models_list(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vcs-edge", description="Edge video-analytics agent (GB/T 28181, VCS API).")
+    p = argparse.ArgumentParser(
+        prog="vcs-edge", description="Edge video-analytics agent (GB/T 28181, VCS API)."
+    )
     p.add_argument("--version", action="version", version=f"vcs-edge {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -81,9 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
 
     demo = sub.add_parser("demo", help="run the agent on sample footage with an embedded RTSP server")
-    demo.add_argument("--duration", type=float, default=None, help="stop after N seconds (default: until Ctrl-C)")
+    demo.add_argument(
+        "--duration", type=float, default=None, help="stop after N seconds (default: until Ctrl-C)"
+    )
     demo.add_argument("--json", action="store_true", help="print one JSON summary as the last line of stdout")
-    demo.add_argument("--data-dir", default=None, help="where the demo keeps its store (default: a cache folder)")
+    demo.add_argument(
+        "--data-dir", default=None, help="where the demo keeps its store (default: a cache folder)"
+    )
     demo.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     demo.set_defaults(func=_demo)
 

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gb28181 import ids as gbids
 
 from . import schedules
+from .streams import StreamMode
 
 # ----------------------------------------------------------------------------------------------------------------
 # Enums of seed 002
@@ -44,13 +45,6 @@ class EncodeFormat(IntEnum):
     MJPEG = 3
     H264 = 6
     H265 = 13
-
-
-class StreamMode(IntEnum):
-    """SetStreamMode: 0 pulls on demand, 1 pulls continuously."""
-
-    ON_DEMAND = 0
-    CONTINUOUS = 1
 
 
 ScheduleType = schedules.ScheduleType
@@ -100,15 +94,21 @@ class Strict(BaseModel):
 
 
 class SiteConfig(Strict):
-    name: str = Field("site", min_length=1, max_length=64, description="Site name, used in MQTT topics and logs.")
-    timezone: str = Field("UTC", description="IANA time zone of the site; schedules are wall-clock times in it.")
+    name: str = Field(
+        "site", min_length=1, max_length=64, description="Site name, used in MQTT topics and logs."
+    )
+    timezone: str = Field(
+        "UTC", description="IANA time zone of the site; schedules are wall-clock times in it."
+    )
     gb_prefix: str = Field(
         "3402000000",
         description="GB/T 28181 id prefix: 8-digit centre code + 2-digit industry code. Device ids that are not "
         "given are allocated under it.",
     )
     city_code: str | None = Field(None, description="CityCode: 6-digit administrative division code.")
-    project_id: str = Field("default", min_length=1, max_length=64, description="CorpId of the site's project.")
+    project_id: str = Field(
+        "default", min_length=1, max_length=64, description="CorpId of the site's project."
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -116,14 +116,18 @@ class SiteConfig(Strict):
         try:
             ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r}; use an IANA name such as 'Asia/Shanghai' or 'UTC'") from None
+            raise ValueError(
+                f"unknown time zone {v!r}; use an IANA name such as 'Asia/Shanghai' or 'UTC'"
+            ) from None
         return v
 
     @field_validator("gb_prefix")
     @classmethod
     def _prefix(cls, v: str) -> str:
         if not re.fullmatch(r"\d{10}", v):
-            raise ValueError(f"{v!r} is not a GB/T 28181 id prefix: expected 10 digits (8 centre code + 2 industry)")
+            raise ValueError(
+                f"{v!r} is not a GB/T 28181 id prefix: expected 10 digits (8 centre code + 2 industry)"
+            )
         return v
 
     @field_validator("city_code")
@@ -141,7 +145,9 @@ class HttpConfig(Strict):
 
 class LogConfig(Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["json", "text"] = Field("text", description="json for journald/collectors, text for people.")
+    format: Literal["json", "text"] = Field(
+        "text", description="json for journald/collectors, text for people."
+    )
 
 
 class AgentConfig(Strict):
@@ -149,9 +155,14 @@ class AgentConfig(Strict):
     http: HttpConfig = HttpConfig()
     log: LogConfig = LogConfig()
     watchdog_interval_s: float = Field(
-        10.0, gt=0, le=300, description="sd_notify WATCHDOG=1 period when NOTIFY_SOCKET is set (half WatchdogSec)."
+        10.0,
+        gt=0,
+        le=300,
+        description="sd_notify WATCHDOG=1 period when NOTIFY_SOCKET is set (half WatchdogSec).",
     )
-    stop_timeout_s: float = Field(5.0, gt=0, le=60, description="SIGTERM: everything is stopped within this time.")
+    stop_timeout_s: float = Field(
+        5.0, gt=0, le=60, description="SIGTERM: everything is stopped within this time."
+    )
 
 
 class StreamDefaults(Strict):
@@ -195,13 +206,21 @@ def _check_url(v: str | None) -> str | None:
 class StreamConfig(Strict):
     """Where a pulled camera's video comes from. Credentials go in username/password (from ${ENV}), not the URL."""
 
-    main: str = Field(description="Main stream URL: rtsp://, rtmp://, http(s)://…m3u8 (HLS), http(s)://…flv, file.")
-    sub: str | None = Field(None, description="Sub stream URL, used for analysis when set (lower resolution).")
+    main: str = Field(
+        description="Main stream URL: rtsp://, rtmp://, http(s)://…m3u8 (HLS), http(s)://…flv, file."
+    )
+    sub: str | None = Field(
+        None, description="Sub stream URL, used for analysis when set (lower resolution)."
+    )
     username: str | None = None
     password: str | None = Field(None, json_schema_extra={"writeOnly": True})
-    transport: Literal["tcp", "udp", "auto"] | None = Field(None, description="RTSP transport; default streams.")
+    transport: Literal["tcp", "udp", "auto"] | None = Field(
+        None, description="RTSP transport; default streams."
+    )
     mode: StreamMode | None = Field(None, description="StreamMode for this camera; default streams.mode.")
-    analyse: Literal["main", "sub"] = Field("sub", description="Which stream the detectors read when both exist.")
+    analyse: Literal["main", "sub"] = Field(
+        "sub", description="Which stream the detectors read when both exist."
+    )
 
     _main = field_validator("main")(classmethod(lambda cls, v: _check_url(v)))
     _sub = field_validator("sub")(classmethod(lambda cls, v: _check_url(v)))
@@ -210,7 +229,9 @@ class StreamConfig(Strict):
 class CameraFields(Strict):
     """Fields shared by an IPC and an NVR/ABOX channel (CreateDevice, IPC-only fields)."""
 
-    id: str | None = Field(None, description="DeviceId: 20-digit GB/T 28181 id; allocated from site.gb_prefix if absent.")
+    id: str | None = Field(
+        None, description="DeviceId: 20-digit GB/T 28181 id; allocated from site.gb_prefix if absent."
+    )
     name: str = Field(min_length=1, max_length=64, description="DeviceName.")
     address: str = Field("", max_length=128, description="DeviceAddress.")
     site: str = Field("", max_length=64, description="DeviceSite: where it is installed.")
@@ -221,7 +242,9 @@ class CameraFields(Strict):
     bitrate_kbps: int = Field(4096, ge=128, le=16384, description="DeviceRate.")
     frame_rate: int = Field(25, ge=1, le=100, description="FrameRate.")
     gop: int = Field(50, ge=5, le=250, description="GovLength: frames between keyframes.")
-    encode_format: EncodeFormat = Field(EncodeFormat.H264, description="EncodeFormat: 3 MJPEG, 6 H.264, 13 H.265.")
+    encode_format: EncodeFormat = Field(
+        EncodeFormat.H264, description="EncodeFormat: 3 MJPEG, 6 H.264, 13 H.265."
+    )
     longitude: float | None = Field(None, ge=-180, le=180)
     latitude: float | None = Field(None, ge=-90, le=90)
     city_code: str | None = Field(None, description="CityCode; default site.city_code.")
@@ -255,7 +278,9 @@ class DeviceConfig(CameraFields):
         if self.type is DeviceType.IPC and self.channels:
             raise ValueError("an IPC has no channels; use type NVR or ABOX for a device with channels")
         if self.type is not DeviceType.IPC and self.stream is not None:
-            raise ValueError(f"a {self.type.value} is not pulled itself; put 'stream' under each of its channels")
+            raise ValueError(
+                f"a {self.type.value} is not pulled itself; put 'stream' under each of its channels"
+            )
         return self
 
 
@@ -265,7 +290,9 @@ class DeviceConfig(CameraFields):
 
 class WindowConfig(Strict):
     start: str = Field(description="StartTime, HH:MM:SS in the site's time zone.")
-    end: str = Field(description="EndTime, HH:MM:SS; equal to start means that instant; before start crosses midnight.")
+    end: str = Field(
+        description="EndTime, HH:MM:SS; equal to start means that instant; before start crosses midnight."
+    )
 
     @field_validator("start", "end")
     @classmethod
@@ -297,12 +324,16 @@ class ScheduleConfig(Strict):
 
     type: ScheduleType = Field(ScheduleType.LONG_RUNNING, description="ScheduleType.")
     cycle_dates: list[int] = Field(
-        default_factory=list, description="ScheduleCycleDates: 1-7 (Mon-Sun) for EVERY_WEEK, 1-31 for EVERY_MONTH."
+        default_factory=list,
+        description="ScheduleCycleDates: 1-7 (Mon-Sun) for EVERY_WEEK, 1-31 for EVERY_MONTH.",
     )
     times: list[WindowConfig] = Field(
-        default_factory=list, description="ScheduleTimes; several windows are merged (union). Empty = all day."
+        default_factory=list,
+        description="ScheduleTimes; several windows are merged (union). Empty = all day.",
     )
-    once_date: date | None = Field(None, description="ONCE: the day it runs (YYYY-MM-DD); default the start day.")
+    once_date: date | None = Field(
+        None, description="ONCE: the day it runs (YYYY-MM-DD); default the start day."
+    )
     polling: PollingConfig | None = None
 
     @model_validator(mode="after")
@@ -542,7 +573,9 @@ def load_text(text: str, path: str = "<string>", env: dict[str, str] | None = No
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(path, [f"{path}:1: the site file must be a mapping of sections (site, agent, devices, ...)"])
+        raise ConfigError(
+            path, [f"{path}:1: the site file must be a mapping of sections (site, agent, devices, ...)"]
+        )
     lines: dict[Loc, int] = {}
     if node is not None:
         _positions(node, (), lines)

@@ -35,10 +35,15 @@ def free_port() -> int:
 
 def demo_config_path() -> Path:
     here = Path(__file__).resolve().parent
-    for cand in (here.parent / "configs" / "demo.yaml", Path(sys.prefix) / "share" / "vcs-edge" / "configs" / "demo.yaml"):
+    for cand in (
+        here.parent / "configs" / "demo.yaml",
+        Path(sys.prefix) / "share" / "vcs-edge" / "configs" / "demo.yaml",
+    ):
         if cand.exists():
             return cand
-    raise FileNotFoundError("configs/demo.yaml not found next to the agent package or in share/vcs-edge/configs")
+    raise FileNotFoundError(
+        "configs/demo.yaml not found next to the agent package or in share/vcs-edge/configs"
+    )
 
 
 class RtspFileServer:
@@ -53,9 +58,13 @@ class RtspFileServer:
         return f"rtsp://127.0.0.1:{self.port}/{name}"
 
     def start(self, timeout: float = 15.0) -> None:
-        exe = shutil.which("rtsp-server", path=str(Path(sys.executable).parent)) or shutil.which("rtsp-server")
+        exe = shutil.which("rtsp-server", path=str(Path(sys.executable).parent)) or shutil.which(
+            "rtsp-server"
+        )
         if exe is None:
-            raise RuntimeError("aio-rtsp-toolkit's rtsp-server is not installed: pip install aio-rtsp-toolkit")
+            raise RuntimeError(
+                "aio-rtsp-toolkit's rtsp-server is not installed: pip install aio-rtsp-toolkit"
+            )
         self.proc = subprocess.Popen(
             [exe, "-d", str(self.folder), "-H", "127.0.0.1", "-p", str(self.port), "-cp", str(free_port())],
             stdout=subprocess.DEVNULL,
@@ -66,7 +75,10 @@ class RtspFileServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"rtsp-server exited with {self.proc.returncode}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
+            ):
                 return
             time.sleep(0.1)
         raise RuntimeError("rtsp-server did not start listening in time")
@@ -96,7 +108,9 @@ def summary(sup: Supervisor, started: float) -> dict[str, Any]:
 
 
 async def run_demo(duration: float | None, as_json: bool, data_dir: str | None) -> int:
-    print("vcs-edge demo: preparing sample footage (first run fetches Debian's opencv-doc)...", file=sys.stderr)
+    print(
+        "vcs-edge demo: preparing sample footage (first run fetches Debian's opencv-doc)...", file=sys.stderr
+    )
     try:
         clip = await asyncio.to_thread(samples.h264_clip)
     except samples.SampleUnavailable as exc:
@@ -124,16 +138,22 @@ async def run_demo(duration: float | None, as_json: bool, data_dir: str | None) 
     sup = Supervisor(site=site, path=None)
     started = time.monotonic()
     await sup.start()
-    print(f"vcs-edge demo: pulling {server.url(clip.name)}; /healthz and /metrics on http://127.0.0.1:{sup.http_port}",
-          file=sys.stderr)
+    print(
+        f"vcs-edge demo: pulling {server.url(clip.name)}; /healthz and /metrics on http://127.0.0.1:{sup.http_port}",
+        file=sys.stderr,
+    )
     try:
         while duration is None or time.monotonic() - started < duration:
-            await asyncio.sleep(min(STATUS_EVERY_S, max(0.1, (duration or 1e9) - (time.monotonic() - started))))
+            await asyncio.sleep(
+                min(STATUS_EVERY_S, max(0.1, (duration or 1e9) - (time.monotonic() - started)))
+            )
             s = summary(sup, started)
-            line = (f"[{s['duration_s']:6.1f}s] cameras={s['cameras']} online={s['streams_online']} "
-                    f"decoded={s['frames_decoded']} sampled={s['frames_sampled']} "
-                    f"targets={s['targets_reported']} reconnects={s['reconnects']} "
-                    f"instances={','.join(f'{k}:{v}' for k, v in s['instances'].items())}")
+            line = (
+                f"[{s['duration_s']:6.1f}s] cameras={s['cameras']} online={s['streams_online']} "
+                f"decoded={s['frames_decoded']} sampled={s['frames_sampled']} "
+                f"targets={s['targets_reported']} reconnects={s['reconnects']} "
+                f"instances={','.join(f'{k}:{v}' for k, v in s['instances'].items())}"
+            )
             print(line, file=sys.stderr if as_json else sys.stdout, flush=True)
     except asyncio.CancelledError:
         pass

@@ -25,6 +25,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from pipelines.frames import Frame
+from pipelines.sampling import Sampler
 
 from . import schedules
 from .config import InstanceConfig
@@ -52,7 +53,7 @@ class StreamPort(Protocol):
     """What an instance needs of the stream manager."""
 
     def attach_frames(
-        self, device_id: str, consumer_id: str, interval_s: float, callback: Callable[[Frame], None]
+        self, device_id: str, consumer_id: str, sampler: Sampler, callback: Callable[[Frame], None]
     ) -> None: ...
 
     def detach(self, device_id: str, consumer_id: str) -> None: ...
@@ -79,12 +80,19 @@ ScheduleFn = Callable[[datetime | None, datetime], ScheduleState]
 def schedule_fn(schedule: schedules.Schedule) -> ScheduleFn:
     """Adapt a :class:`agent.schedules.Schedule` to what the runner asks between two checks."""
 
+    # next_transition can scan far ahead (about 10 ms when nothing ever changes): compute it once per change
+    cache: list[tuple[datetime, datetime | None]] = []
+
     def state(prev: datetime | None, now: datetime) -> ScheduleState:
         lo = prev if prev is not None and prev < now else now - timedelta(seconds=1)
         hi = now + timedelta(microseconds=1)
         instant = any(a == b and lo < a <= now for a, b in schedules.intervals(schedule, lo, hi))
         active = schedules.is_active(schedule, now)
-        nxt = schedules.next_transition(schedule, now)
+        if cache and cache[0][0] <= now and (cache[0][1] is None or now < cache[0][1]):
+            nxt = cache[0][1]
+        else:
+            nxt = schedules.next_transition(schedule, now)
+            cache[:] = [(now, nxt)]
         finished = schedule.type is schedules.ScheduleType.ONCE and nxt is None and not active
         return ScheduleState(active=active, instant=instant, next_change=nxt, finished=finished)
 
@@ -133,7 +141,9 @@ class InstanceRunner:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"instance {self.rt.instance_id}")
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"instance {self.rt.instance_id}"
+        )
 
     async def stop(self) -> None:
         if self._task:
@@ -151,14 +161,18 @@ class InstanceRunner:
     def _on_frame(self, frame: Frame) -> None:
         self.rt.frames += 1
         self.rt.last_frame_at = frame.captured_at
-        frame.instance_ids = (*frame.instance_ids, self.rt.instance_id)
         self.sink.submit(frame, self.rt)
 
     def _attach(self) -> None:
         if self.rt.attached:
             return
         for cam in self.rt.cameras:
-            self.streams.attach_frames(cam, self.rt.consumer_id, self.rt.config.interval_s, self._on_frame)
+            sampler = (
+                Sampler(spf=self.rt.config.spf, fps=self.rt.config.fps)
+                if (self.rt.config.spf or self.rt.config.fps)
+                else Sampler(spf=1)
+            )
+            self.streams.attach_frames(cam, self.rt.consumer_id, sampler, self._on_frame)
         self.rt.attached = True
         self.rt.windows_opened += 1
         log.info("instance window open", extra=kv(instance=self.rt.instance_id, cameras=len(self.rt.cameras)))

@@ -15,8 +15,12 @@ from typing import Any
 
 _SECRET_PATTERNS = [
     (re.compile(r"(://[^:/@\s]+:)[^@\s]+@"), r"\1***@"),
-    (re.compile(r"(?i)((?:password|passwd|secret|access_key_secret|token)[\"']?\s*[=:]\s*[\"']?)[^\s\"',&]+"),
-     r"\1***"),
+    (
+        re.compile(
+            r"(?i)((?:password|passwd|secret|access_key_secret|token)[\"']?\s*[=:]\s*[\"']?)[^\s\"',&]+"
+        ),
+        r"\1***",
+    ),
 ]
 
 
@@ -46,7 +50,9 @@ class _Text(logging.Formatter):
         ts = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
         fields = getattr(record, "fields", {})
         extra = " ".join(f"{k}={v}" for k, v in fields.items())
-        line = f"{ts} {record.levelname[0]} {record.name}: {record.getMessage()}" + (f" {extra}" if extra else "")
+        line = f"{ts} {record.levelname[0]} {record.name}: {record.getMessage()}" + (
+            f" {extra}" if extra else ""
+        )
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return scrub(line)

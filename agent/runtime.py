@@ -22,19 +22,85 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from pipelines.frames import Frame
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from pipelines.sampling import Sampler
+from pipelines.sources import SourceSpec
 
 from . import config as cfgmod
 from . import sdnotify
-from .devices import Device, Registry, StreamStatus, devices_from_site
+from .devices import Device, Registry, StreamAction, StreamStatus, devices_from_site
 from .instances import FrameSink, InstanceRunner, InstanceRuntime, schedule_fn
 from .logs import kv
 from .metrics import Sample, new_registry
-from .streams_port import StreamsPort
+from .streams import SnapshotTimeout, StreamManager
 
 log = logging.getLogger("vcs_edge.runtime")
+
+
+class CameraStreams:
+    """The stream manager seen in terms of registry devices (what instances and the supervisor need)."""
+
+    def __init__(self, idle_timeout_s: float) -> None:
+        self.manager = StreamManager(idle_timeout_s=idle_timeout_s)
+
+    @staticmethod
+    def spec(dev: Device) -> SourceSpec:
+        assert dev.stream is not None
+        st = dev.stream
+        return SourceSpec(
+            url=st.url,
+            transport=st.transport,  # type: ignore[arg-type]
+            open_timeout_s=st.open_timeout_s,
+            stall_timeout_s=st.stall_timeout_s,
+            backoff_base_s=st.backoff_base_s,
+            backoff_cap_s=st.backoff_cap_s,
+            gop_s=dev.gop_seconds,
+        )
+
+    def add(self, dev: Device) -> None:
+        assert dev.stream is not None
+        self.manager.add_device(dev.device_id, self.spec(dev), int(dev.stream.mode))
+
+    def update(self, dev: Device) -> None:
+        assert dev.stream is not None
+        self.manager.update_device(dev.device_id, self.spec(dev), int(dev.stream.mode))
+
+    def remove(self, device_id: str) -> None:
+        self.manager.remove_device(device_id)
+
+    def attach_frames(
+        self, device_id: str, consumer_id: str, sampler: Sampler, callback: Callable[[Frame], None]
+    ) -> None:
+        self.manager.attach(device_id, consumer_id, sampler, callback)
+
+    def detach(self, device_id: str, consumer_id: str) -> None:
+        if device_id in self.manager.devices():
+            self.manager.detach(device_id, consumer_id)
+
+    async def snapshot(self, device_id: str, timeout: float) -> Frame | None:
+        try:
+            return await self.manager.snapshot(device_id, timeout)
+        except SnapshotTimeout as exc:
+            log.warning("snapshot failed: %s", exc)
+            return None
+
+    def is_delivering(self, device_id: str) -> bool:
+        return device_id in self.manager.devices() and self.manager.stats(device_id).status == "streaming"
+
+    def action(self, device_id: str) -> StreamAction:
+        if device_id in self.manager.devices() and self.manager.is_open(device_id):
+            return StreamAction.STARTED
+        return StreamAction.STOPPED
+
+    def stats(self, device_id: str) -> dict[str, Any]:
+        if device_id not in self.manager.devices():
+            return {}
+        return self.manager.stats(device_id).as_dict()
+
+    async def close(self) -> None:
+        await self.manager.close(timeout=2.0)
 
 
 class CountingSink:
@@ -56,7 +122,7 @@ class Supervisor:
 
     def __post_init__(self) -> None:
         self.registry = Registry(devices_from_site(self.site))
-        self.streams = StreamsPort()
+        self._streams: CameraStreams | None = None
         self.runners: dict[str, InstanceRunner] = {}
         self.metrics_registry, self.collector = new_registry()
         self.collector.register("streams", self._stream_samples)
@@ -73,6 +139,12 @@ class Supervisor:
         self.on_started: list[Callable[[Supervisor], Any]] = []
 
     # ------------------------------------------------------------------------------------------------ lifecycle
+
+    @property
+    def streams(self) -> CameraStreams:
+        if self._streams is None:  # the manager binds to the running loop, so it is made on first use
+            self._streams = CameraStreams(self.site.streams.idle_timeout_s)
+        return self._streams
 
     async def start(self) -> None:
         for dev in self.registry.pulled():
@@ -110,7 +182,7 @@ class Supervisor:
             self._watchdog.cancel()
         await asyncio.gather(*(r.stop() for r in self.runners.values()))
         self.runners.clear()
-        await asyncio.get_running_loop().run_in_executor(None, self.streams.close)
+        await self.streams.close()
         if self._http:
             await self._http.cleanup()
 
@@ -179,7 +251,7 @@ class Supervisor:
             if did in self.registry:
                 old = self.registry.remove(did)
                 if old.stream is not None:
-                    await asyncio.get_running_loop().run_in_executor(None, self.streams.remove, did)
+                    self.streams.remove(did)
             fresh = new_devices.get(did)
             if fresh is not None:
                 self.registry.add(fresh)
@@ -210,7 +282,7 @@ class Supervisor:
                 await runner.remove_camera(device_id)
         dev = self.registry.remove(device_id)
         if dev.stream is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.streams.remove, device_id)
+            self.streams.remove(device_id)
         return dev
 
     async def update_device(self, device: Device) -> None:
@@ -225,7 +297,7 @@ class Supervisor:
         if old.stream is None and device.stream is not None:
             self._add_stream(device)
         elif old.stream is not None and device.stream is None:
-            await asyncio.get_running_loop().run_in_executor(None, self.streams.remove, device.device_id)
+            self.streams.remove(device.device_id)
         elif old.stream != device.stream and device.stream is not None:
             self.streams.update(device)
 
@@ -265,7 +337,9 @@ class Supervisor:
     def _start_instance(self, inst: cfgmod.InstanceConfig) -> InstanceRuntime:
         known = [c for c in inst.cameras if (d := self.registry.get(c)) is not None and d.stream is not None]
         for c in set(inst.cameras) - set(known):
-            log.warning("instance camera is not a pulled camera", extra=kv(instance=inst.instance_id, camera=c))
+            log.warning(
+                "instance camera is not a pulled camera", extra=kv(instance=inst.instance_id, camera=c)
+            )
         tz = self.site.site.timezone
         rt = InstanceRuntime(
             config=inst,
@@ -279,7 +353,9 @@ class Supervisor:
 
     def refresh_device_status(self) -> None:
         for dev in self.registry.pulled():
-            dev.stream_status = StreamStatus.ONLINE if self.streams.is_delivering(dev.device_id) else StreamStatus.OFFLINE
+            dev.stream_status = (
+                StreamStatus.ONLINE if self.streams.is_delivering(dev.device_id) else StreamStatus.OFFLINE
+            )
             dev.stream_action = self.streams.action(dev.device_id)
 
     # ------------------------------------------------------------------------------------------------ HTTP
@@ -342,21 +418,40 @@ class Supervisor:
             for key, name, help_ in specs:
                 yield Sample(name, "counter", help_, labels, float(st.get(key, 0)))
             online = 1.0 if self.streams.is_delivering(dev.device_id) else 0.0
-            yield Sample("vcs_edge_stream_status", "gauge", "StreamStatus: 1 online, 0 offline", labels, online)
-            yield Sample("vcs_edge_device_status", "gauge", "DeviceStatus: 1 online, 0 offline, 2 pending", labels,
-                         float(dev.status))
+            yield Sample(
+                "vcs_edge_stream_status", "gauge", "StreamStatus: 1 online, 0 offline", labels, online
+            )
+            yield Sample(
+                "vcs_edge_device_status",
+                "gauge",
+                "DeviceStatus: 1 online, 0 offline, 2 pending",
+                labels,
+                float(dev.status),
+            )
 
     def _instance_samples(self) -> Iterable[Sample]:
         for iid, r in self.runners.items():
             labels = {"instance": iid, "status": r.rt.status.value}
-            yield Sample("vcs_edge_instance_frames_total", "counter", "Frames given to the instance's detectors",
-                         {"instance": iid}, float(r.rt.frames))
+            yield Sample(
+                "vcs_edge_instance_frames_total",
+                "counter",
+                "Frames given to the instance's detectors",
+                {"instance": iid},
+                float(r.rt.frames),
+            )
             yield Sample("vcs_edge_instance_info", "gauge", "Instance status (label)", labels, 1.0)
 
     def _agent_samples(self) -> Iterable[Sample]:
-        yield Sample("vcs_edge_config_reloads_total", "counter", "Successful SIGHUP reloads", {}, float(self.reloads))
-        yield Sample("vcs_edge_config_reload_failures_total", "counter", "Reloads refused", {},
-                     float(self.reload_failures))
+        yield Sample(
+            "vcs_edge_config_reloads_total", "counter", "Successful SIGHUP reloads", {}, float(self.reloads)
+        )
+        yield Sample(
+            "vcs_edge_config_reload_failures_total",
+            "counter",
+            "Reloads refused",
+            {},
+            float(self.reload_failures),
+        )
 
 
 async def run_file(path: str) -> int:
