@@ -119,7 +119,7 @@ class SinkRunner:
                     self._rewind.clear()
                     self._cursor = 0
                     self.rewinds += 1
-                while not self._stop.is_set():
+                while not self._stop.is_set() and not self._rewind.is_set():
                     room = min(self.sink.capacity(), self.batch)
                     if room <= 0:
                         break

@@ -121,6 +121,7 @@ class MqttSink:
         self._status: dict[str, bytes] = {}
         self._barrier = False
         self._connected_at = 0.0
+        self._stopping = False
         v5 = settings.protocol == "5"
         self._v5 = v5
         client_id = settings.client_id or f"vcs-edge-{topic_segment(settings.site)}"
@@ -186,6 +187,7 @@ class MqttSink:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Say ``offline`` (retained) if connected, disconnect, stop paho's thread. Undelivered rows stay."""
+        self._stopping = True
         if self.connected:
             try:
                 self._publish_untracked(self.status_topic, OFFLINE).wait_for_publish(timeout)
@@ -247,6 +249,8 @@ class MqttSink:
                 return
             self.published += 1
             with self._lock:
+                if info.rc == mqtt.MQTT_ERR_NO_CONN:
+                    self._barrier = True  # the link dropped just now: paho re-sends this one first
                 ok = self._early.pop(info.mid, None)
                 if ok is None:
                     self._inflight[info.mid] = entry.id
@@ -342,7 +346,7 @@ class MqttSink:
         with self._lock:
             if self._inflight:
                 self._barrier = True
-        if was:
+        if was and not self._stopping:
             self.disconnects += 1
             log.warning(
                 "mqtt: disconnected from %s:%d (%s); reconnecting",
