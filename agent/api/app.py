@@ -84,6 +84,9 @@ class ApiServer:
         snaps = self.data_dir / SNAPSHOT_DIR
         snaps.mkdir(parents=True, exist_ok=True)
         MediaServer(snaps, self.signer).add_routes(app, "/snapshots")
+        store = self.ctx.target_store
+        if store is not None and self.ctx.media_links is None:
+            MediaServer(store.media_root, self.signer).add_routes(app, "/media")
         if self.ctx.live is not None:
             self.ctx.live.add_routes(app)
         return app

@@ -20,6 +20,7 @@ from agent.devices import (
     StreamSettings,
 )
 from agent.instances import InstanceRunner, InstanceRuntime
+from agent.streams import StreamMode
 from pipelines.frames import Frame
 
 from .errors import ApiError, declared, invalid, not_found
@@ -40,7 +41,7 @@ class Box(Protocol):
     async def add_device(self, device: Device) -> None: ...
     async def remove_device(self, device_id: str) -> Device: ...
     async def update_device(self, device: Device) -> None: ...
-    def set_stream_mode(self, device_id: str, mode: cfgmod.StreamMode) -> None: ...
+    def set_stream_mode(self, device_id: str, mode: StreamMode) -> None: ...
     async def add_instance(self, inst: cfgmod.InstanceConfig) -> InstanceRuntime: ...
     async def remove_instance(self, instance_id: str) -> None: ...
     async def set_instance_cameras(self, instance_id: str, cameras: list[str]) -> None: ...
@@ -193,7 +194,7 @@ def device_to_json(dev: Device, extra: DeviceExtra) -> dict[str, Any]:
 
 
 def stream_settings(
-    url: str, defaults: cfgmod.StreamDefaults, mode: cfgmod.StreamMode | None = None
+    url: str, defaults: cfgmod.StreamDefaults, mode: StreamMode | None = None
 ) -> StreamSettings:
     """Settings of a camera pulled from ``url`` with the site's stream defaults."""
     return StreamSettings(
@@ -215,9 +216,7 @@ def device_from_json(data: dict[str, Any], defaults: cfgmod.StreamDefaults) -> t
     stream = None
     if extra.data_source and extra.stream_url:
         mode = data.get("stream_mode")
-        stream = stream_settings(
-            extra.stream_url, defaults, None if mode is None else cfgmod.StreamMode(mode)
-        )
+        stream = stream_settings(extra.stream_url, defaults, None if mode is None else StreamMode(mode))
     dev = Device(
         device_type=cfgmod.DeviceType(data["device_type"]),
         encode_format=cfgmod.EncodeFormat(data.get("encode_format", 6)),

@@ -11,6 +11,7 @@ import logging
 from pydantic import ValidationError
 
 from agent import config as cfgmod
+from agent.streams import StreamMode
 
 from .context import ApiContext, Corp, InstanceMeta, PicSource, device_from_json
 
@@ -40,7 +41,7 @@ async def restore(ctx: ApiContext) -> None:
         await ctx.box.add_device(dev)
         devices += 1
     for did, body in st.load("stream_mode"):
-        mode = cfgmod.StreamMode(int(body.get("mode", 0)))
+        mode = StreamMode(int(body.get("mode", 0)))
         ctx.stream_modes[did] = int(mode)
         known = registry.get(did)
         if known is not None and known.stream is not None and known.stream.mode != mode:

@@ -14,8 +14,9 @@ import string
 from dataclasses import replace
 from typing import Any
 
-from agent.config import DeviceType, EncodeFormat, StreamMode
+from agent.config import DeviceType, EncodeFormat
 from agent.devices import Device, DeviceStatus, allocate_id
+from agent.streams import StreamMode
 from gb28181 import ids as gbids
 
 from ..context import ApiContext, DeviceExtra, now_utc

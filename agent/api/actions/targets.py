@@ -12,6 +12,7 @@ import binascii
 from datetime import datetime
 from functools import partial
 from typing import Any
+from urllib.parse import quote
 
 from agent.store import AttributeFilter
 from agent.targets import TARGET_TYPES, parse_timestamp
@@ -113,7 +114,13 @@ async def search_target(ctx: ApiContext, p: Params) -> dict[str, Any]:
         similarity_threshold=threshold or 0.0,
     )
     page = await asyncio.get_running_loop().run_in_executor(None, search)
-    url_for = ctx.media_links.url if ctx.media_links is not None else None
+    if ctx.media_links is not None:
+        url_for = ctx.media_links.url
+    else:
+
+        def url_for(path: str) -> str:
+            return f"{ctx.base_url()}/media/{quote(path)}?{ctx.signer.sign(path, ctx.config.link_ttl_s)}"
+
     records = [h.record.to_api(url_for, similarity=h.similarity) for h in page.hits]
     return {
         "Code": "200",
