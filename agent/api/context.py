@@ -253,6 +253,7 @@ class ApiContext:
     api_instances: dict[str, cfgmod.InstanceConfig] = field(default_factory=dict)
     stream_modes: dict[str, int] = field(default_factory=dict)  # overrides, declared devices included
     storage: dict[str, dict[str, int]] = field(default_factory=dict)  # device -> {PICTURE: days, VIDEO: days}
+    record_cache: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # DescribeIpcs records
 
     # -- site -----------------------------------------------------------------------------------------------
 
@@ -311,12 +312,15 @@ class ApiContext:
         if dev.declared:
             raise declared(name, dev.device_id, f"{dev.device_type.value} device", self.site_path)
 
-    def save_devices(self, devs: list[Device], deletes: list[str] = ()) -> None:  # type: ignore[assignment]
+    def save_devices(self, devs: list[Device]) -> None:
+        """Persist devices (with their extras) and drop their cached Describe records."""
         puts = [
             ("device", d.device_id, device_to_json(d, self.extras.setdefault(d.device_id, DeviceExtra())))
             for d in devs
         ]
-        self.state.write(puts=puts, deletes=[("device", i) for i in deletes])
+        self.state.write(puts=puts)
+        for d in devs:
+            self.record_cache.pop(d.device_id, None)
 
     # -- instances ------------------------------------------------------------------------------------------
 

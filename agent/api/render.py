@@ -11,6 +11,16 @@ JSON_TYPE = "application/json"
 XML_TYPE = "application/xml"
 
 
+class Fragment:
+    """A record whose JSON text is already made (cached records of large listings): rendered as is."""
+
+    __slots__ = ("data", "text")
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+        self.text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
 def new_request_id() -> str:
     return str(uuid.uuid4()).upper()
 
@@ -24,6 +34,8 @@ def _xml_value(value: Any) -> str:
 
 
 def _xml(tag: str, value: Any, out: list[str]) -> None:
+    if isinstance(value, Fragment):
+        value = value.data
     if isinstance(value, list):
         for item in value:
             _xml(tag, item, out)
@@ -43,8 +55,20 @@ def to_xml(root: str, body: dict[str, Any]) -> bytes:
     return "".join(out).encode("utf-8")
 
 
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _encode(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ",".join(_dumps(str(k)) + ":" + _encode(v) for k, v in value.items()) + "}"
+    if isinstance(value, list) and value and isinstance(value[0], Fragment):
+        return "[" + ",".join(f.text if isinstance(f, Fragment) else _encode(f) for f in value) + "]"
+    return _dumps(value)
+
+
 def to_json(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return _encode(body).encode("utf-8")
 
 
 def render(body: dict[str, Any], fmt: str, root: str) -> tuple[bytes, str]:

@@ -22,6 +22,7 @@ from gb28181 import ids as gbids
 from ..context import ApiContext, DeviceExtra, now_utc
 from ..errors import declared, invalid
 from ..params import Params
+from ..render import Fragment
 from . import action, paged
 
 MAX_CHANNELS = 512
@@ -397,7 +398,20 @@ def _json(ctx: ApiContext, dev: Device) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- Describe
 
 
-def _ipc_record(ctx: ApiContext, d: Device, access: dict[str, str]) -> dict[str, Any]:
+def _ipc_record(ctx: ApiContext, d: Device, access: dict[str, str]) -> Fragment:
+    """A DescribeIpcs record, cached until the device's definition or live state changes (a record is
+    rebuilt only after ModifyDevice/UpdateDataSource, which move ``modified_at``, or a status change)."""
+    key = (d.modified_at, d.status, d.stream_status, d.stream_action, d.declared, access["ServerIp"])
+    hit = ctx.record_cache.get(d.device_id)
+    if hit is not None and hit[0] == key:
+        cached: Fragment = hit[1]
+        return cached
+    rec = Fragment(_build_ipc_record(ctx, d, access))
+    ctx.record_cache[d.device_id] = (key, rec)
+    return rec
+
+
+def _build_ipc_record(ctx: ApiContext, d: Device, access: dict[str, str]) -> dict[str, Any]:
     ex = ctx.extra(d)
     gb = ex.in_protocol == "GBT28181"
     return {
@@ -472,7 +486,7 @@ async def describe_ipcs(ctx: ApiContext, p: Params) -> dict[str, Any]:
         wanted = set(corps)
         cands = [d for d in registry if d.is_camera and d.project_id in wanted]
     else:
-        cands = registry.cameras()
+        cands = [d for d in registry if d.device_type is DeviceType.IPC]
     if ptype is not None:
         if ptype == "IPC":
             cands = [d for d in cands if d.parent_id is None]
