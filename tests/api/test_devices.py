@@ -182,6 +182,7 @@ def test_modify_and_stream_mode(client: Any, agent: Agent) -> None:
             corp_id=cid, device_type="IPC", data_source_type="VIDEO", device_name="a", device_address="b"
         )
     ).body.data.device_id
+    assert ipcs(client, device_id_list=did).records[0].device_name == "a"  # cached record, then changed
     client.modify_device(
         m.ModifyDeviceRequest(
             device_id=did, device_name="renamed", device_ip="10.0.0.7", device_sub_type="3", gov_length="60"
