@@ -245,3 +245,21 @@ def test_data_dir_snapshot_links_are_served_only_when_signed(agent: Agent) -> No
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(f"{agent.endpoint}/snapshots/x/a.jpg", timeout=10)
     assert info.value.code == 403
+
+
+def test_live_url_parameters(client: Any) -> None:
+    """Parameter checks of GetDeviceLiveUrl. Serving live HLS is not built yet: the box answers 503."""
+    e = err(
+        lambda: client.get_device_live_url(m.GetDeviceLiveUrlRequest(device_id=SITE_IPC, out_protocol="srt"))
+    )
+    assert e.code == "InvalidParameter" and "OutProtocol" in e.message and "hls" in e.message
+    e = err(
+        lambda: client.get_device_live_url(m.GetDeviceLiveUrlRequest(device_id=SITE_IPC, stream_type="3"))
+    )
+    assert "StreamType" in e.message
+    e = err(
+        lambda: client.get_device_live_url(m.GetDeviceLiveUrlRequest(device_id=SITE_IPC, corp_id="other"))
+    )
+    assert "CorpId" in e.message
+    e = err(lambda: client.get_device_live_url(m.GetDeviceLiveUrlRequest(device_id=SITE_IPC)))
+    assert e.code == "ServiceUnavailable.Live"
