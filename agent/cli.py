@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -45,6 +47,7 @@ def _run(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
         return 1
     logs.setup(args.log_level or site.agent.log.level, args.log_format or site.agent.log.format)
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints every thread's stack to stderr
     return asyncio.run(run_file(args.config))
 
 

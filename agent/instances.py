@@ -139,6 +139,7 @@ class InstanceRunner:
         self.sink = sink
         self.clock = clock
         self._task: asyncio.Task[None] | None = None
+        self._state: ScheduleState | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(
@@ -192,7 +193,14 @@ class InstanceRunner:
                 self.rt.snapshots += 1
                 self._on_frame(frame)
 
+    def refresh_status(self) -> InstanceStatus:
+        """Re-derive the status from the last schedule state and the streams (cheap; called on reads)."""
+        if self._state is not None:
+            self._update_status(self._state)
+        return self.rt.status
+
     def _update_status(self, state: ScheduleState) -> None:
+        self._state = state
         if not self.rt.cameras or state.finished:
             self.rt.status = InstanceStatus.UN_STATE
         elif not state.active:

@@ -225,45 +225,45 @@ class Supervisor:
         return True
 
     async def apply(self, new: cfgmod.SiteFile) -> None:
-        """Move to ``new``, touching only the devices and instances whose definition changed."""
+        """Move to ``new``, touching only the devices and instances whose definition changed.
+
+        Only objects declared in the site file take part; those created through the API stay as they are.
+        A device whose stream settings alone changed keeps its consumers (the stream reconnects to the new
+        URL); instances restart only when their own definition changed or they gain a camera.
+        """
         old_instances = {i.instance_id: i for i in self.site.instances}
         new_instances = {i.instance_id: i for i in new.instances}
         new_devices = {d.device_id: d for d in devices_from_site(new)}
-        changed_devices: set[str] = set()
-
-        for dev in list(self.registry):
-            fresh = new_devices.get(dev.device_id)
-            if fresh is None or not dev.same_definition(fresh):
-                changed_devices.add(dev.device_id)
-        changed_devices.update(set(new_devices) - {d.device_id for d in self.registry})
-
-        # instances that must restart: changed definition, or using a device that changed
+        old_devices = {d.device_id: d for d in self.registry if d.declared}
+        added = [did for did in new_devices if did not in old_devices]
+        removed = [did for did in old_devices if did not in new_devices]
+        changed = [
+            did
+            for did in new_devices
+            if did in old_devices and not old_devices[did].same_definition(new_devices[did])
+        ]
+        for did in removed:
+            await self.remove_device(did)
+        for did in added:
+            await self.add_device(new_devices[did])
+        for did in changed:
+            await self.update_device(new_devices[did])
+        self.site = new
         restart = {
             iid
             for iid, inst in old_instances.items()
-            if new_instances.get(iid) != inst or changed_devices.intersection(inst.cameras)
+            if iid in self.runners and (new_instances.get(iid) != inst or set(added) & set(inst.cameras))
         }
         for iid in restart:
-            runner = self.runners.pop(iid, None)
-            if runner:
-                await runner.stop()
-        for did in changed_devices:
-            if did in self.registry:
-                old = self.registry.remove(did)
-                if old.stream is not None:
-                    self.streams.remove(did)
-            fresh = new_devices.get(did)
-            if fresh is not None:
-                self.registry.add(fresh)
-                if fresh.stream is not None:
-                    self._add_stream(fresh)
-        self.site = new
+            await self.remove_instance(iid)
         for iid, inst in new_instances.items():
             if iid not in self.runners:
                 self._start_instance(inst)
         log.info(
             "configuration applied",
-            extra=kv(devices_changed=len(changed_devices), instances_restarted=len(restart)),
+            extra=kv(
+                added=len(added), removed=len(removed), changed=len(changed), instances_restarted=len(restart)
+            ),
         )
 
     # ------------------------------------------------------------------------------------------------ live changes
@@ -382,7 +382,7 @@ class Supervisor:
             "uptime_s": round(time.monotonic() - self.started_monotonic, 1),
             "cameras": len(cams),
             "streams_online": sum(1 for d in cams if d.stream_status is StreamStatus.ONLINE),
-            "instances": {iid: r.rt.status.value for iid, r in self.runners.items()},
+            "instances": {iid: r.refresh_status().value for iid, r in self.runners.items()},
             "reloads": self.reloads,
         }
 
@@ -431,7 +431,7 @@ class Supervisor:
 
     def _instance_samples(self) -> Iterable[Sample]:
         for iid, r in self.runners.items():
-            labels = {"instance": iid, "status": r.rt.status.value}
+            labels = {"instance": iid, "status": r.refresh_status().value}
             yield Sample(
                 "vcs_edge_instance_frames_total",
                 "counter",

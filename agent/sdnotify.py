@@ -14,6 +14,8 @@ def notify(message: str, env: dict[str, str] | None = None) -> bool:
     if addr.startswith("@"):
         addr = "\0" + addr[1:]
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        # never block the event loop on a receiver that does not read (a full datagram queue)
+        sock.setblocking(False)
         try:
             sock.connect(addr)
             sock.sendall(message.encode())

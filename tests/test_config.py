@@ -88,15 +88,25 @@ def test_all_problems_reported_at_once() -> None:
 
 
 def test_schedule_rules() -> None:
-    out = problems("instances:\n  - name: x\n    schedule:\n      type: EVERY_WEEK\n      cycle_dates: [0, 8]\n")
-    assert out[0].startswith("site.yaml:3: instances[0].schedule: cycle_dates: 0 is out of range for EVERY_WEEK")
-    out = problems("instances:\n  - name: x\n    schedule:\n      times: [{start: '25:00:00', end: '10:00:00'}]\n")
-    assert out[0].startswith("site.yaml:4: instances[0].schedule.times[0].start: '25:00:00' is out of range; hours 00-23")
+    out = problems(
+        "instances:\n  - name: x\n    schedule:\n      type: EVERY_WEEK\n      cycle_dates: [0, 8]\n"
+    )
+    assert out[0].startswith(
+        "site.yaml:3: instances[0].schedule: cycle_dates: 0 is out of range for EVERY_WEEK"
+    )
+    out = problems(
+        "instances:\n  - name: x\n    schedule:\n      times: [{start: '25:00:00', end: '10:00:00'}]\n"
+    )
+    assert out[0].startswith(
+        "site.yaml:4: instances[0].schedule.times[0].start: '25:00:00' is out of range; hours 00-23"
+    )
 
 
 def test_yaml_syntax_error_has_line() -> None:
     out = problems("site:\n  name: [unclosed\n")
-    assert out[0].startswith("site.yaml:3: not valid YAML") or out[0].startswith("site.yaml:2: not valid YAML")
+    assert out[0].startswith("site.yaml:3: not valid YAML") or out[0].startswith(
+        "site.yaml:2: not valid YAML"
+    )
 
 
 def test_ipc_with_channels_and_nvr_with_stream_rejected() -> None:
