@@ -73,6 +73,12 @@ def _models_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ctl(argv: Sequence[str]) -> int:
+    from .api.ctl import main as ctl_main
+
+    return int(ctl_main(list(argv)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vcs-edge", description="Edge video-analytics agent (GB/T 28181, VCS API)."
@@ -111,10 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
     mlist.add_argument("--provider", default="auto", help="auto, cpu, cuda, tensorrt, openvino")
     mlist.add_argument("--json", action="store_true")
     mlist.set_defaults(func=_models_list)
+    sub.add_parser(
+        "ctl",
+        help="sign and send a VCS API call to a box: ctl --endpoint URL --access-key-id ID ACTION Key=Value ...",
+        add_help=False,
+    )
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["ctl"]:
+        return _ctl(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

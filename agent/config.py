@@ -403,6 +403,161 @@ class InstanceConfig(Strict):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Storage, MQTT, GB/T 28181, API
+
+
+class StorageConfig(Strict):
+    """Targets and their JPEGs under agent.data_dir (UpdateDevicesStorage days can override per device)."""
+
+    retention_days: int = Field(30, ge=0, le=3650, description="StorageDays for pictures; 0 = no age limit.")
+    max_disk_percent: float = Field(
+        90.0, gt=0, le=100, description="High watermark of the data disk: oldest targets go first above it."
+    )
+    max_bytes: int | None = Field(None, ge=1, description="Optional cap on the media bytes kept.")
+    outbox_max_entries: int = Field(
+        100_000, ge=100, description="Bound of the outbox per sink; beyond it the oldest are dropped (counted)."
+    )
+    jpeg_quality: int = Field(90, ge=30, le=100)
+    housekeeping_interval_s: float = Field(300.0, ge=5, description="How often retention and the watermark run.")
+
+
+class MqttTlsConfig(Strict):
+    ca_certs: str | None = Field(None, description="CA bundle; default the system's.")
+    certfile: str | None = None
+    keyfile: str | None = None
+    insecure: bool = Field(False, description="Skip hostname checks (test setups only).")
+
+
+class MqttConfig(Strict):
+    """Targets, device and stream status to an MQTT broker (QoS 1, at least once, ordered per camera)."""
+
+    enabled: bool = True
+    embedded: bool = Field(False, description="Start an in-process broker (amqtt, MQTT 3.1.1) at host:port.")
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=0, le=65535)
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    client_id: str = Field("", description="Default vcs-edge-<site>.")
+    username: str | None = None
+    password: str | None = Field(None, json_schema_extra={"writeOnly": True})
+    tls: MqttTlsConfig | None = Field(None, description="Present = TLS on.")
+    topic_prefix: str = Field("vcs-edge", description="Topics: <prefix>/<site>/targets/<device>, .../status, ...")
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    max_inflight: int = Field(100, ge=1, le=65000)
+
+
+class GbAlarmConfig(Strict):
+    enabled: bool = Field(False, description="Send each reported target as a GB/T 28181 Alarm (video alarm).")
+    min_interval_s: float = Field(10.0, ge=0, description="At most one alarm per channel in this time.")
+
+
+class Gb28181Config(Strict):
+    """Register this box upstream as a GB/T 28181 NVR with one channel per pulled camera."""
+
+    enabled: bool = True
+    server_id: str = Field(description="The platform's 20-digit SIP server id (type 200).")
+    server_host: str = Field(description="The platform's SIP address.")
+    server_port: int = Field(5060, ge=1, le=65535)
+    realm: str | None = Field(None, description="SIP domain; default the first 10 digits of server_id.")
+    transport: Literal["udp", "tcp"] = "udp"
+    device_id: str = Field(description="This box's 20-digit id (type 118 NVR is what platforms expect).")
+    password: str = Field(json_schema_extra={"writeOnly": True}, description="Write ${GB28181_PASSWORD}.")
+    name: str = Field("vcs-edge", max_length=64, description="DeviceName reported in DeviceInfo.")
+    heartbeat_interval_s: int = Field(60, ge=5, le=3600, description="HeartBeatInterval: keepalive period.")
+    heartbeat_count: int = Field(3, ge=1, le=100, description="HeartBeatCount: misses before re-registering.")
+    expires_s: int = Field(3600, ge=60, le=86400, description="REGISTER Expires; refreshed at two thirds.")
+    register_backoff_s: float = Field(60.0, ge=1, le=3600, description="Wait after 403 or a failed attempt.")
+    local_ip: str = Field("", description="Address put in Contact/Via/SDP; default the route to the platform.")
+    local_sip_port: int = Field(5060, ge=0, le=65535, description="0 picks a free port.")
+    rtp_port_min: int = Field(30000, ge=1024, le=65535)
+    rtp_port_max: int = Field(30999, ge=1024, le=65535)
+    channels: dict[str, str] = Field(
+        default_factory=dict, description="Camera id -> channel id; default the camera's own id."
+    )
+    alarms: GbAlarmConfig = GbAlarmConfig()
+
+    @field_validator("server_id", "device_id")
+    @classmethod
+    def _ids(cls, v: str) -> str:
+        return check_gb_id(v)
+
+    @model_validator(mode="after")
+    def _ports(self) -> Gb28181Config:
+        if self.rtp_port_max < self.rtp_port_min:
+            raise ValueError("rtp_port_max must be at least rtp_port_min")
+        for ch in self.channels.values():
+            check_gb_id(ch)
+        return self
+
+
+class AccessKey(Strict):
+    """One AccessKey pair accepted by the box (``AccessKeyId`` / ``AccessKeySecret`` of the SDKs)."""
+
+    id: str = Field(min_length=1, max_length=128, description="AccessKeyId.")
+    secret: str = Field(
+        min_length=8,
+        description="AccessKeySecret; write ${ENV_VAR}, never the secret itself.",
+        json_schema_extra={"writeOnly": True},
+    )
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9._\-]+", v):
+            raise ValueError(f"{v!r}: an AccessKeyId is letters, digits, '.', '_' and '-'")
+        return v
+
+
+class GbAccessConfig(Strict):
+    """What CreateDevice answers a GB/T 28181 device with (ServerId/ServerIp/ServerRealm/ServerPort)."""
+
+    server_id: str | None = Field(
+        None,
+        description="ServerId: this box's 20-digit SIP server id; default site.gb_prefix + '2000000001'.",
+    )
+    server_ip: str | None = Field(
+        None, description="ServerIp the devices reach this box on; default api.host."
+    )
+    server_port: int = Field(5060, ge=1, le=65535, description="ServerPort (SIP).")
+    realm: str | None = Field(None, description="ServerRealm; default the first 10 digits of server_id.")
+
+
+class ApiConfig(Strict):
+    enabled: bool = Field(True, description="Serve the VCS API.")
+    host: str = Field(
+        "127.0.0.1", description="Listen address of the API (0.0.0.0 to manage the box remotely)."
+    )
+    port: int = Field(8781, ge=0, le=65535, description="0 picks a free port.")
+    tls_cert: str | None = Field(None, description="PEM certificate chain; with tls_key the API is HTTPS.")
+    tls_key: str | None = Field(None, description="PEM private key of tls_cert.")
+    public_url: str | None = Field(
+        None,
+        description="Base URL callers reach this box on, for picture and live URLs; default the listener.",
+    )
+    access_keys: list[AccessKey] = Field(default_factory=list, description="Accepted AccessKey pairs.")
+    timestamp_skew_s: int = Field(900, ge=10, le=86400, description="Largest |Timestamp - now| accepted.")
+    snapshot_timeout_s: float = Field(
+        10.0, gt=0, le=60, description="GetDevicePicture waits this long for a frame."
+    )
+    link_ttl_s: int = Field(3600, ge=10, le=7 * 86400, description="Lifetime of picture and live URLs.")
+    gb_access: GbAccessConfig = Field(default_factory=lambda: GbAccessConfig.model_validate({}))
+
+    @model_validator(mode="after")
+    def _check(self) -> ApiConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give both tls_cert and tls_key for HTTPS, or neither")
+        ids = [k.id for k in self.access_keys]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"access key id(s) {sorted(dup)} appear more than once")
+        if self.enabled and not self.access_keys:
+            raise ValueError(
+                "the API is enabled but has no access_keys; add one (secret from ${ENV}) or set "
+                "enabled: false"
+            )
+        return self
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # The file
 
 
@@ -415,6 +570,10 @@ class SiteFile(Strict):
     streams: StreamDefaults = StreamDefaults()
     devices: list[DeviceConfig] = Field(default_factory=list)
     instances: list[InstanceConfig] = Field(default_factory=list)
+    storage: StorageConfig = StorageConfig()
+    mqtt: MqttConfig | None = Field(None, description="Report targets over MQTT; absent = targets stay local.")
+    gb28181: Gb28181Config | None = Field(None, description="Register upstream over GB/T 28181; absent = off.")
+    api: ApiConfig | None = Field(None, description="The VCS-compatible management API; absent = not served.")
 
     @model_validator(mode="after")
     def _references(self) -> SiteFile:

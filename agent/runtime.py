@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -34,6 +34,7 @@ from .devices import Device, Registry, StreamAction, StreamStatus, devices_from_
 from .instances import FrameSink, InstanceRunner, InstanceRuntime, schedule_fn
 from .logs import kv
 from .metrics import Sample, new_registry
+from .store import TargetStore
 from .streams import SnapshotTimeout, StreamManager
 
 log = logging.getLogger("vcs_edge.runtime")
@@ -103,6 +104,18 @@ class CameraStreams:
         await self.manager.close(timeout=2.0)
 
 
+class Service(Protocol):
+    """A part of the agent with its own lifecycle (store, sinks, API, GB28181), started after the streams."""
+
+    name: str
+
+    def register_routes(self, routes: list[web.RouteDef]) -> None: ...
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def samples(self) -> Iterable[Sample]: ...
+    def health(self) -> dict[str, Any]: ...
+
+
 class CountingSink:
     """The frame sink used when no detector is configured: counts sampled frames per instance."""
 
@@ -136,6 +149,10 @@ class Supervisor:
         self.http_port: int | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self.extra_routes: list[web.RouteDef] = []
+        self.services: list[Service] = []
+        self.store: TargetStore | None = None
+        #: face embedding for search by picture, set when a face embedder is loaded
+        self.embedder: Callable[[bytes, str], Any] | None = None
         self.on_started: list[Callable[[Supervisor], Any]] = []
 
     # ------------------------------------------------------------------------------------------------ lifecycle
@@ -147,11 +164,23 @@ class Supervisor:
         return self._streams
 
     async def start(self) -> None:
+        Path(self.site.agent.data_dir).mkdir(parents=True, exist_ok=True)
         for dev in self.registry.pulled():
             self._add_stream(dev)
         for inst in self.site.instances:
             self._start_instance(inst)
+        self.store = TargetStore(
+            self.site.agent.data_dir,
+            sinks=("mqtt",) if self.site.mqtt is not None and self.site.mqtt.enabled else (),
+            outbox_max_entries=self.site.storage.outbox_max_entries,
+        )
+        self.services = self._build_services()
+        for svc in self.services:
+            svc.register_routes(self.extra_routes)
         await self._start_http()
+        for svc in self.services:
+            await svc.start()
+            self.collector.register(svc.name, svc.samples)
         interval = sdnotify.watchdog_interval_s() or self.site.agent.watchdog_interval_s
         self._watchdog = asyncio.get_running_loop().create_task(self._watchdog_loop(interval))
         sdnotify.notify("READY=1\nSTATUS=running")
@@ -180,11 +209,18 @@ class Supervisor:
     async def _stop_all(self) -> None:
         if self._watchdog:
             self._watchdog.cancel()
+        for svc in reversed(self.services):
+            try:
+                await svc.stop()
+            except Exception:
+                log.exception("stopping %s failed", svc.name)
         await asyncio.gather(*(r.stop() for r in self.runners.values()))
         self.runners.clear()
         await self.streams.close()
         if self._http:
             await self._http.cleanup()
+        if self.store is not None:
+            self.store.close()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -328,6 +364,35 @@ class Supervisor:
         """One fresh frame of a camera; opens an on-demand stream for as long as it takes."""
         return await self.streams.snapshot(device_id, timeout)
 
+    def _build_services(self) -> list[Service]:
+        out: list[Service] = []
+        if self.site.gb28181 is not None and self.site.gb28181.enabled:
+            from .gb import GbBridge
+
+            out.append(GbBridge(self, self.site.gb28181))
+        if self.site.api is not None and self.site.api.enabled:
+            from .api.service import ApiService
+
+            out.append(ApiService(self, self.site.api))
+        return out
+
+    def service(self, name: str) -> Service | None:
+        return next((s for s in self.services if s.name == name), None)
+
+    async def restart_pipelines(self) -> None:
+        """Stop every instance and stream and start them again from the current definitions (TeleBoot)."""
+        log.warning("restarting pipelines")
+        configs = [r.rt.config for r in self.runners.values()]
+        for runner in list(self.runners.values()):
+            await runner.stop()
+        self.runners.clear()
+        await self.streams.close()
+        self._streams = None
+        for dev in self.registry.pulled():
+            self._add_stream(dev)
+        for cfg in configs:
+            self._start_instance(cfg)
+
     # ------------------------------------------------------------------------------------------------ parts
 
     def _add_stream(self, dev: Device) -> None:
@@ -384,6 +449,7 @@ class Supervisor:
             "streams_online": sum(1 for d in cams if d.stream_status is StreamStatus.ONLINE),
             "instances": {iid: r.refresh_status().value for iid, r in self.runners.items()},
             "reloads": self.reloads,
+            **{svc.name: svc.health() for svc in self.services},
         }
 
     async def _healthz(self, request: web.Request) -> web.Response:
