@@ -415,10 +415,14 @@ class StorageConfig(Strict):
     )
     max_bytes: int | None = Field(None, ge=1, description="Optional cap on the media bytes kept.")
     outbox_max_entries: int = Field(
-        100_000, ge=100, description="Bound of the outbox per sink; beyond it the oldest are dropped (counted)."
+        100_000,
+        ge=100,
+        description="Bound of the outbox per sink; beyond it the oldest are dropped (counted).",
     )
     jpeg_quality: int = Field(90, ge=30, le=100)
-    housekeeping_interval_s: float = Field(300.0, ge=5, description="How often retention and the watermark run.")
+    housekeeping_interval_s: float = Field(
+        300.0, ge=5, description="How often retention and the watermark run."
+    )
 
 
 class MqttTlsConfig(Strict):
@@ -440,7 +444,9 @@ class MqttConfig(Strict):
     username: str | None = None
     password: str | None = Field(None, json_schema_extra={"writeOnly": True})
     tls: MqttTlsConfig | None = Field(None, description="Present = TLS on.")
-    topic_prefix: str = Field("vcs-edge", description="Topics: <prefix>/<site>/targets/<device>, .../status, ...")
+    topic_prefix: str = Field(
+        "vcs-edge", description="Topics: <prefix>/<site>/targets/<device>, .../status, ..."
+    )
     keepalive_s: int = Field(30, ge=5, le=3600)
     max_inflight: int = Field(100, ge=1, le=65000)
 
@@ -466,7 +472,9 @@ class Gb28181Config(Strict):
     heartbeat_count: int = Field(3, ge=1, le=100, description="HeartBeatCount: misses before re-registering.")
     expires_s: int = Field(3600, ge=60, le=86400, description="REGISTER Expires; refreshed at two thirds.")
     register_backoff_s: float = Field(60.0, ge=1, le=3600, description="Wait after 403 or a failed attempt.")
-    local_ip: str = Field("", description="Address put in Contact/Via/SDP; default the route to the platform.")
+    local_ip: str = Field(
+        "", description="Address put in Contact/Via/SDP; default the route to the platform."
+    )
     local_sip_port: int = Field(5060, ge=0, le=65535, description="0 picks a free port.")
     rtp_port_min: int = Field(30000, ge=1024, le=65535)
     rtp_port_max: int = Field(30999, ge=1024, le=65535)
@@ -571,8 +579,12 @@ class SiteFile(Strict):
     devices: list[DeviceConfig] = Field(default_factory=list)
     instances: list[InstanceConfig] = Field(default_factory=list)
     storage: StorageConfig = StorageConfig()
-    mqtt: MqttConfig | None = Field(None, description="Report targets over MQTT; absent = targets stay local.")
-    gb28181: Gb28181Config | None = Field(None, description="Register upstream over GB/T 28181; absent = off.")
+    mqtt: MqttConfig | None = Field(
+        None, description="Report targets over MQTT; absent = targets stay local."
+    )
+    gb28181: Gb28181Config | None = Field(
+        None, description="Register upstream over GB/T 28181; absent = off."
+    )
     api: ApiConfig | None = Field(None, description="The VCS-compatible management API; absent = not served.")
 
     @model_validator(mode="after")

@@ -9,13 +9,13 @@ packages that ship it: Debian's ``opencv-doc`` (``vtest.avi``, pedestrians) and 
 from __future__ import annotations
 
 import os
-from fractions import Fraction
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
 import zipfile
+from fractions import Fraction
 from pathlib import Path
 
 
@@ -116,8 +116,18 @@ def group_photo() -> Path:
         return dest
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-             "insightface==2.1", "-d", tmp],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--only-binary=:all:",
+                "insightface==2.1",
+                "-d",
+                tmp,
+            ],
             capture_output=True,
             text=True,
         )
@@ -152,8 +162,14 @@ def h264_clip(
         stream.pix_fmt = "yuv420p"
         stream.codec_context.time_base = Fraction(1, int(rate))
         gop = max(1, round(float(rate) * gop_s))
-        stream.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "bf": "0",
-                          "preset": "veryfast", "tune": "zerolatency"}
+        stream.options = {
+            "g": str(gop),
+            "keyint_min": str(gop),
+            "sc_threshold": "0",
+            "bf": "0",
+            "preset": "veryfast",
+            "tune": "zerolatency",
+        }
         index = 0
         for _ in range(loops):
             inp.seek(0)

@@ -13,7 +13,13 @@ from agent import config
 from agent.devices import DeviceStatus, Registry, devices_from_site, redact
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {"CAM_USER": "admin", "CAM_PASSWORD": "s3cret", "MQTT_PASSWORD": "m", "GB28181_PASSWORD": "g", "VCS_API_SECRET": "0123456789"}
+ENV = {
+    "CAM_USER": "admin",
+    "CAM_PASSWORD": "s3cret",
+    "MQTT_PASSWORD": "m",
+    "GB28181_PASSWORD": "g",
+    "VCS_API_SECRET": "0123456789",
+}
 
 
 def problems(text: str, env: dict[str, str] | None = None) -> list[str]:

@@ -1,4 +1,3 @@
-# ruff: noqa: E501  (captures are kept verbatim)
 """Real and reference captures from the design notes (gb28181-device.md), with CRLF line ends restored."""
 
 from __future__ import annotations
