@@ -365,7 +365,12 @@ class Supervisor:
         return await self.streams.snapshot(device_id, timeout)
 
     def _build_services(self) -> list[Service]:
-        out: list[Service] = []
+        from .reporting import HousekeepingService, MediaService, MqttService
+
+        self.media = MediaService(self)
+        out: list[Service] = [self.media, HousekeepingService(self, self.site.storage)]
+        if self.site.mqtt is not None and self.site.mqtt.enabled:
+            out.append(MqttService(self, self.site.mqtt, self.media))
         if self.site.gb28181 is not None and self.site.gb28181.enabled:
             from .gb import GbBridge
 

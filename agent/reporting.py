@@ -1,0 +1,263 @@
+"""Services that take stored targets further: signed media links on the agent's HTTP, housekeeping (retention and
+the disk watermark), and the MQTT sink with device and stream status.
+
+The store writes targets and outbox rows in one transaction; everything here reads from it, so a sink that is down
+never slows ingestion and nothing leaves the outbox before the broker acknowledged it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from .broker import EmbeddedBroker, start_embedded_broker
+from .config import MqttConfig, StorageConfig
+from .media import MediaLinks, MediaServer, MediaSigner, load_or_create_key
+from .metrics import Sample
+from .sinks import SinkRunner
+from .sinks.mqtt import MqttSettings, MqttSink
+
+if TYPE_CHECKING:
+    from .runtime import Supervisor
+
+log = logging.getLogger("vcs_edge.reporting")
+
+
+class MediaService:
+    """Serves ``/media/...`` behind expiring signed links and makes those links for records."""
+
+    name = "media"
+
+    def __init__(self, sup: Supervisor, ttl_s: float = 7 * 86400) -> None:
+        self.sup = sup
+        self.signer = MediaSigner(load_or_create_key(sup.site.agent.data_dir))
+        self.ttl_s = ttl_s
+        assert sup.store is not None
+        self.server = MediaServer(sup.store.media_root, self.signer)
+
+    def register_routes(self, routes: list[web.RouteDef]) -> None:
+        routes.append(web.get("/media/{path:.+}", self.server.handle))
+
+    @property
+    def links(self) -> MediaLinks:
+        host = self.sup.site.agent.http.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        return MediaLinks(self.signer, f"http://{host}:{self.sup.http_port}", ttl_s=self.ttl_s)
+
+    def url(self, path: str) -> str:
+        return self.links.url(path)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def samples(self) -> Iterable[Sample]:
+        for key in ("served", "refused", "missing"):
+            yield Sample(
+                f"vcs_edge_media_{key}_total",
+                "counter",
+                f"Media requests {key}",
+                {},
+                float(getattr(self.server, key)),
+            )
+
+    def health(self) -> dict[str, Any]:
+        return {}
+
+
+class HousekeepingService:
+    """Retention per device and type (UpdateDevicesStorage days, else storage.retention_days) and the watermark."""
+
+    name = "housekeeping"
+
+    def __init__(self, sup: Supervisor, cfg: StorageConfig) -> None:
+        self.sup = sup
+        self.cfg = cfg
+        self._task: asyncio.Task[None] | None = None
+        self.runs = 0
+
+    def register_routes(self, routes: list[web.RouteDef]) -> None:
+        return None
+
+    def run_once(self) -> int:
+        store = self.sup.store
+        assert store is not None
+        removed = store.apply_retention(default_days=self.cfg.retention_days)
+        removed += store.enforce_watermark(
+            max_bytes=self.cfg.max_bytes, max_disk_percent=self.cfg.max_disk_percent
+        )
+        self.runs += 1
+        if removed:
+            log.info("housekeeping removed %d targets", removed)
+        return removed
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.run_once)
+            except Exception:
+                log.exception("housekeeping failed")
+            await asyncio.sleep(self.cfg.housekeeping_interval_s)
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="housekeeping")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def samples(self) -> Iterable[Sample]:
+        store = self.sup.store
+        if store is None:
+            return
+        for reason, n in store.removed.items():
+            yield Sample(
+                "vcs_edge_targets_removed_total",
+                "counter",
+                "Targets removed by housekeeping",
+                {"reason": reason},
+                float(n),
+            )
+        yield Sample("vcs_edge_targets_stored_total", "counter", "Targets stored", {}, float(store.added))
+        yield Sample("vcs_edge_media_bytes", "gauge", "Bytes of stored JPEGs", {}, float(store.media_bytes))
+        ob = store.outbox
+        yield Sample(
+            "vcs_edge_outbox_dropped_total",
+            "counter",
+            "Outbox entries dropped at the size bound",
+            {},
+            float(ob.dropped),
+        )
+
+    def health(self) -> dict[str, Any]:
+        store = self.sup.store
+        return {"targets": store.count() if store else 0}
+
+
+class MqttService:
+    """The MQTT sink: an outbox runner thread, retained agent/device/stream status, optional embedded broker."""
+
+    name = "mqtt"
+    STATUS_EVERY_S = 5.0
+
+    def __init__(self, sup: Supervisor, cfg: MqttConfig, media: MediaService) -> None:
+        self.sup = sup
+        self.cfg = cfg
+        self.media = media
+        self.broker: EmbeddedBroker | None = None
+        self.sink: MqttSink | None = None
+        self.runner: SinkRunner | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._last_status: dict[str, tuple[Any, ...]] = {}
+
+    def register_routes(self, routes: list[web.RouteDef]) -> None:
+        return None
+
+    def settings(self, port: int) -> MqttSettings:
+        tls = self.cfg.tls
+        return MqttSettings(
+            host=self.cfg.host,
+            port=port,
+            site=self.sup.site.site.name,
+            topic_prefix=self.cfg.topic_prefix,
+            client_id=self.cfg.client_id,
+            protocol=self.cfg.protocol,
+            username=self.cfg.username,
+            password=self.cfg.password,
+            tls=tls is not None,
+            ca_certs=tls.ca_certs if tls else None,
+            certfile=tls.certfile if tls else None,
+            keyfile=tls.keyfile if tls else None,
+            tls_insecure=tls.insecure if tls else False,
+            keepalive_s=self.cfg.keepalive_s,
+            max_inflight=self.cfg.max_inflight,
+        )
+
+    @property
+    def port(self) -> int:
+        return self.broker.port if self.broker else self.cfg.port
+
+    async def start(self) -> None:
+        if self.cfg.embedded:
+            self.broker = await start_embedded_broker(self.cfg.host, self.cfg.port)
+        assert self.sup.store is not None
+        self.sink = MqttSink(self.settings(self.port), url_for=self.media.url)
+        self.runner = SinkRunner(self.sup.store.outbox, self.sink)
+        self.runner.start()
+        self._task = asyncio.get_running_loop().create_task(self._status_loop(), name="mqtt-status")
+
+    async def _status_loop(self) -> None:
+        while True:
+            try:
+                self.publish_status()
+            except Exception:
+                log.exception("publishing device status failed")
+            await asyncio.sleep(self.STATUS_EVERY_S)
+
+    def publish_status(self) -> None:
+        """Device and stream status, retained, sent when they change (and again by the sink on reconnect)."""
+        if self.sink is None:
+            return
+        self.sup.refresh_device_status()
+        for dev in self.sup.registry:
+            key = (int(dev.status), int(dev.stream_status), int(dev.stream_action))
+            if self._last_status.get(dev.device_id) == key:
+                continue
+            self._last_status[dev.device_id] = key
+            self.sink.publish_device_status(
+                dev.device_id,
+                {"DeviceId": dev.device_id, "DeviceName": dev.name, "DeviceStatus": str(int(dev.status))},
+            )
+            if dev.stream is not None:
+                self.sink.publish_stream_status(
+                    dev.device_id,
+                    {
+                        "DeviceId": dev.device_id,
+                        "StreamStatus": str(int(dev.stream_status)),
+                        "StreamAction": str(int(dev.stream_action)),
+                    },
+                )
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.runner is not None:
+            await asyncio.to_thread(self.runner.stop, 3.0)
+        if self.broker is not None:
+            await self.broker.stop()
+
+    def samples(self) -> Iterable[Sample]:
+        if self.sink is None or self.sup.store is None:
+            return
+        s = self.sink
+        for key in ("published", "acked", "rejected", "connects", "disconnects", "connect_failures"):
+            yield Sample(f"vcs_edge_mqtt_{key}_total", "counter", f"MQTT {key}", {}, float(getattr(s, key)))
+        yield Sample(
+            "vcs_edge_mqtt_connected", "gauge", "1 while connected to the broker", {}, float(s.connected)
+        )
+        yield Sample(
+            "vcs_edge_outbox_pending",
+            "gauge",
+            "Targets waiting for the broker's acknowledgement",
+            {"sink": "mqtt"},
+            float(self.sup.store.outbox.count("mqtt")),
+        )
+
+    def health(self) -> dict[str, Any]:
+        connected = bool(self.sink and self.sink.connected)
+        return {
+            "connected": connected,
+            "broker": f"{self.cfg.host}:{self.port}",
+            "pending": self.sup.store.outbox.count("mqtt") if self.sup.store else 0,
+        }
