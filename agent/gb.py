@@ -419,7 +419,7 @@ class GbBridge:
                     s.ended = reason
             log.info(
                 "gb28181 live: camera released",
-                extra=kv(channel=channel_id, camera=camera, pull=pid, reason=reason, **stats.as_dict()),
+                extra=kv(**stats.as_dict()),
             )
 
     # --- events ----------------------------------------------------------------------------------------
