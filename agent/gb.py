@@ -388,7 +388,8 @@ class GbBridge:
                     au = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     try:
-                        au = await asyncio.wait_for(queue.get(), POLL_S)
+                        async with asyncio.timeout(POLL_S):
+                            au = await queue.get()
                     except TimeoutError:
                         if unsupported:
                             reason = f"codec {unsupported[0]} cannot be sent as PS (H.264/H.265 only)"

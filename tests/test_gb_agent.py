@@ -6,7 +6,7 @@ Checked: digest registration, the catalog/DeviceInfo/DeviceStatus answers, ``/me
 INVITEs over UDP and TCP whose PS/RTP PyAV decodes to exactly the access units the bridge handed to the
 session, two sessions sharing one pull, platform BYE and the on-demand camera closing after idle, a failing
 camera ending its session with BYE, TeleBoot restarting the pipelines, alarms with their rate limit, a wrong
-password.
+password, and a SIP port already in use (the agent keeps running and ``/healthz`` says why).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -314,5 +315,29 @@ def test_wrong_password_is_not_registered_and_healthz_says_so(tmp_path: Any) -> 
         finally:
             await sup.stop()
             await platform.stop()
+
+    run(main())
+
+
+def test_sip_port_in_use_keeps_the_agent_running_and_says_why(tmp_path: Any) -> None:
+    async def main() -> None:
+        platform = Platform(password=PASSWORD)
+        await platform.start()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+            taken.bind(("127.0.0.1", 0))
+            port = taken.getsockname()[1]
+            text = site_yaml(str(tmp_path), platform.port, {CAM_DEMAND: "rtsp://127.0.0.1:9/none"})
+            text = text.replace("local_sip_port: 0", f"local_sip_port: {port}")
+            sup = Supervisor(site=load_text(text, env={"GB28181_PASSWORD": PASSWORD}))
+            await sup.start()
+            try:
+                health = (await sup_health(sup))["gb28181"]
+                assert health["state"] == "error" and health["registered"] is False
+                assert f"port {port}" in health["last_error"]
+                assert metric(await http_get(sup, "/metrics"), "vcs_edge_gb28181_registered") == 0
+                assert platform.registers == []
+            finally:
+                await sup.stop()
+                await platform.stop()
 
     run(main())
