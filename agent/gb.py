@@ -275,6 +275,11 @@ class GbBridge:
             "device_id": self.cfg.device_id,
             "registrations": m.registrations if m else 0,
             "last_error": self.last_error,
+            "registered_for_s": (
+                round(time.monotonic() - self.registered_since, 1)
+                if self.registered_since is not None
+                else None
+            ),
             "time_offset_s": round(m.time_offset_s, 3) if m and m.time_offset_s is not None else None,
             "channels": len(self.sup.registry.pulled()),
             "sessions": [s.as_dict() for s in self.sessions.values() if s.ended is None],
@@ -353,7 +358,8 @@ class GbBridge:
             stats.received += 1
             codec = CODECS.get(au.codec)
             if codec is None:
-                unsupported.append(au.codec)
+                if not unsupported:
+                    unsupported.append(au.codec)
                 return
             if need_key and not au.keyframe:
                 stats.skipped_before_keyframe += 1
