@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -36,6 +36,9 @@ from .logs import kv
 from .metrics import Sample, new_registry
 from .store import TargetStore
 from .streams import SnapshotTimeout, StreamManager
+
+if TYPE_CHECKING:
+    from .reporting import MediaService
 
 log = logging.getLogger("vcs_edge.runtime")
 
@@ -151,6 +154,7 @@ class Supervisor:
         self.extra_routes: list[web.RouteDef] = []
         self.services: list[Service] = []
         self.store: TargetStore | None = None
+        self.media: MediaService | None = None
         #: face embedding for search by picture, set when a face embedder is loaded
         self.embedder: Callable[[bytes, str], Any] | None = None
         self.on_started: list[Callable[[Supervisor], Any]] = []
@@ -284,7 +288,8 @@ class Supervisor:
             await self.add_device(new_devices[did])
         for did in changed:
             await self.update_device(new_devices[did])
-        self.site = new
+        old_site, self.site = self.site, new
+        await self._reconcile_services(old_site, new)
         restart = {
             iid
             for iid, inst in old_instances.items()
@@ -364,22 +369,47 @@ class Supervisor:
         """One fresh frame of a camera; opens an on-demand stream for as long as it takes."""
         return await self.streams.snapshot(device_id, timeout)
 
-    def _build_services(self) -> list[Service]:
+    def _build_services(self, only: set[str] | None = None) -> list[Service]:
+        """The services the site asks for (all, or those named in ``only``); the media service is made once."""
         from .reporting import HousekeepingService, MediaService, MqttService
 
-        self.media = MediaService(self)
-        out: list[Service] = [self.media, HousekeepingService(self, self.site.storage)]
-        if self.site.mqtt is not None and self.site.mqtt.enabled:
-            out.append(MqttService(self, self.site.mqtt, self.media))
-        if self.site.gb28181 is not None and self.site.gb28181.enabled:
+        if self.media is None:
+            self.media = MediaService(self)
+        site = self.site
+        candidates: list[tuple[str, Callable[[], Service]]] = [
+            ("media", lambda: self.media),  # type: ignore[list-item,return-value]
+            ("housekeeping", lambda: HousekeepingService(self, site.storage)),
+        ]
+        if site.gb28181 is not None and site.gb28181.enabled:
             from .gb import GbBridge
 
-            out.append(GbBridge(self, self.site.gb28181))
-        if self.site.api is not None and self.site.api.enabled:
+            gb_cfg = site.gb28181
+            candidates.append(("gb28181", lambda: GbBridge(self, gb_cfg)))
+        if site.mqtt is not None and site.mqtt.enabled:
+            mqtt_cfg = site.mqtt
+            candidates.append(("mqtt", lambda: MqttService(self, mqtt_cfg, self.media)))  # type: ignore[arg-type]
+        if site.api is not None and site.api.enabled:
             from .api.service import ApiService
 
-            out.append(ApiService(self, self.site.api))
-        return out
+            api_cfg = site.api
+            candidates.append(("api", lambda: ApiService(self, api_cfg)))
+        return [make() for name, make in candidates if only is None or name in only]
+
+    async def _reconcile_services(self, old: cfgmod.SiteFile, new: cfgmod.SiteFile) -> None:
+        """Restart the services whose section changed (gb28181, mqtt, api, storage); leave the others running."""
+        sections = {"gb28181": "gb28181", "mqtt": "mqtt", "api": "api", "housekeeping": "storage"}
+        changed = {name for name, key in sections.items() if getattr(old, key) != getattr(new, key)}
+        if not changed:
+            return
+        for svc in [s for s in self.services if s.name in changed]:
+            await svc.stop()
+            self.collector.unregister(svc.name)
+        rebuilt = {s.name: s for s in self._build_services(changed)}
+        self.services = [s for s in self.services if s.name not in changed] + list(rebuilt.values())
+        for svc in rebuilt.values():
+            await svc.start()
+            self.collector.register(svc.name, svc.samples)
+        log.info("services restarted after reload", extra=kv(services=",".join(sorted(rebuilt))))
 
     def service(self, name: str) -> Service | None:
         return next((s for s in self.services if s.name == name), None)
