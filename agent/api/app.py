@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from agent.live import LiveServer
 from agent.media import MediaServer, MediaSigner, load_or_create_key
 
 from . import render
@@ -34,6 +35,7 @@ log = logging.getLogger("vcs_edge.api")
 
 MAX_BODY = 2 * 1024 * 1024
 SNAPSHOT_DIR = "snapshots"
+LIVE_DIR = "live"
 
 request_base: contextvars.ContextVar[str] = contextvars.ContextVar("request_base", default="")
 
@@ -68,6 +70,10 @@ class ApiServer:
             media_links=media_links,
             embedder=embedder,
             signer=self.signer,
+        )
+        live_box: Any = box  # the Supervisor: its stream manager is beyond the Box protocol
+        self.ctx.live = LiveServer(
+            live_box, self.signer, self.base_url, config.link_ttl_s, self.data_dir / LIVE_DIR
         )
         self.actions = load_all()
         self.requests = 0
