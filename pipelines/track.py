@@ -39,14 +39,16 @@ class BestShotWeights:
 class TrackerConfig:
     """Matching and reporting rules, the same for every camera.
 
-    ``max_missed``: sampled frames a track may go unseen before it ends. ``max_age_s``: a track this old (by the
-    frames' capture time) is reported and continues under a new id. ``reference_size``: box side (square root of
+    A track ends when it has not been seen for more than ``max_missed_s`` (by the frames' capture time) and has
+    missed at least ``min_missed_frames`` sampled frames (so a slowly sampled camera is not cut by one look).
+    ``max_age_s``: a track this old is reported and continues under a new id. ``reference_size``: box side (square root of
     the area, pixels) at which a target counts as fully big enough for a good shot.
     """
 
     iou_match: float = 0.2
     max_center_distance: float = 1.5
-    max_missed: int = 2
+    max_missed_s: float = 3.0
+    min_missed_frames: int = 1
     max_age_s: float = 60.0
     report_first: bool = False
     min_hits: int = 1
@@ -108,7 +110,7 @@ def frontal_score(landmarks: Landmarks | None) -> float | None:
     span = mouth_y - eye_y
     if span <= 0:
         return 0.0
-    pitch = max(0.0, 1.0 - abs((nose[1] - eye_y) / span - 0.55) / 0.45)
+    pitch = max(0.0, 1.0 - abs((nose[1] - eye_y) / span - 0.5) / 0.5)  # 0.49 in the ArcFace template
     return float(yaw * pitch)
 
 
@@ -204,7 +206,8 @@ class Tracker:
         for i, track in enumerate(self._tracks):
             if i not in matched_tracks:
                 track.missed += 1
-                if track.missed > self.config.max_missed:
+                unseen = (at - track.last_time).total_seconds()
+                if track.missed >= self.config.min_missed_frames and unseen > self.config.max_missed_s:
                     updates += self._close(track, "ended")
                     continue
             survivors.append(track)

@@ -1,0 +1,148 @@
+"""Tracking at sampled frame rates, best shot choice, and reporting rules.
+
+The matching rules are tested on boxes written by hand (exact positions are the point); the end-to-end test runs
+the real person detector on vtest.avi sampled at 1 fps.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import cv2
+import numpy as np
+
+from pipelines.detect import BodyDetector, Detection, FaceDetector
+from pipelines.track import CameraTracks, Tracker, TrackerConfig, frontal_score, shot_quality
+
+from .conftest import make_frame
+
+BLANK = np.full((576, 768, 3), 90, dtype=np.uint8)
+
+
+def _ids() -> itertools.count[int]:
+    return itertools.count(1)
+
+
+def _tracker(**kw: object) -> Tracker:
+    counter = _ids()
+    return Tracker("cam1", TrackerConfig(**kw), id_factory=lambda: f"t{next(counter)}")  # type: ignore[arg-type]
+
+
+def _body(x: float, y: float = 200, w: float = 40, h: float = 100, score: float = 0.9) -> Detection:
+    return Detection(x, y, x + w, y + h, score, "Body")
+
+
+def test_walker_moving_a_body_width_per_second_keeps_one_track() -> None:
+    t = _tracker()
+    updates = []
+    for s in range(8):
+        # 50 px per sampled frame on a 40 px wide box: no overlap between two looks
+        updates += t.update(make_frame(BLANK, t=float(s)), [_body(50 + 50 * s)])
+    assert updates == []
+    assert t.active == 1
+    for s in range(8, 13):
+        updates += t.update(make_frame(BLANK, t=float(s)), [])
+    assert [(u.event, u.track_id, u.hits) for u in updates] == [("ended", "t1", 8)]
+
+
+def test_two_walkers_crossing_paths_keep_their_ids() -> None:
+    t = _tracker()
+    for s in range(6):
+        t.update(make_frame(BLANK, t=float(s)), [_body(100 + 60 * s, y=100), _body(600 - 60 * s, y=300)])
+    ended = t.flush()
+    assert sorted(u.hits for u in ended) == [6, 6]
+    assert len({u.track_id for u in ended}) == 2
+
+
+def test_kinds_never_mix() -> None:
+    t = _tracker()
+    t.update(make_frame(BLANK, t=0), [_body(100)])
+    face = Detection(100, 200, 140, 300, 0.9, "Face")
+    t.update(make_frame(BLANK, t=1), [face])
+    assert t.active == 2
+
+
+def test_max_age_reports_and_continues_under_a_new_id() -> None:
+    t = _tracker(max_age_s=5.0)
+    updates = []
+    for s in range(12):
+        updates += t.update(make_frame(BLANK, t=float(s)), [_body(100 + s)])
+    assert [(u.event, u.track_id) for u in updates] == [("aged", "t1"), ("aged", "t2")]
+    assert t.flush()[0].track_id == "t3"
+
+
+def test_first_sighting_then_final_report_under_the_same_id() -> None:
+    t = _tracker(report_first=True)
+    first = t.update(make_frame(BLANK, t=0), [_body(100)])
+    assert [(u.event, u.track_id) for u in first] == [("first", "t1")]
+    assert t.update(make_frame(BLANK, t=1), [_body(105)]) == []
+    final = t.flush()
+    assert [(u.event, u.track_id, u.hits) for u in final] == [("ended", "t1", 2)]
+
+
+def test_min_hits_drops_one_off_false_alarms() -> None:
+    t = _tracker(min_hits=2)
+    t.update(make_frame(BLANK, t=0), [_body(100)])
+    assert t.flush() == []
+    assert t.dropped_tentative == 1
+
+
+def test_slow_sampling_is_not_cut_by_one_missed_look() -> None:
+    t = _tracker(max_missed_s=3.0, min_missed_frames=2)
+    t.update(make_frame(BLANK, t=0), [_body(100)])
+    assert t.update(make_frame(BLANK, t=5), []) == []  # one miss, 5 s: still alive
+    assert t.update(make_frame(BLANK, t=10), [_body(110)]) == []
+    assert t.active == 1
+
+
+def test_best_shot_prefers_sharp_big_frontal_faces(
+    face_detector: FaceDetector, group_photo: np.ndarray
+) -> None:
+    face = max(face_detector.detect(group_photo), key=lambda f: f.score)
+    blurred = cv2.GaussianBlur(group_photo, (0, 0), 4)
+    cfg = TrackerConfig()
+    sharp = shot_quality(make_frame(group_photo), face, cfg)
+    soft = shot_quality(make_frame(blurred), face, cfg)
+    assert sharp.sharpness > 3 * soft.sharpness
+    assert sharp.quality > soft.quality
+    t = _tracker()
+    t.update(make_frame(blurred, t=0), [face])
+    t.update(make_frame(group_photo, t=1), [face])
+    t.update(make_frame(blurred, t=2), [face])
+    (report,) = t.flush()
+    assert report.best.frame.captured_at == make_frame(group_photo, t=1).captured_at
+    crop = report.best.crop()
+    assert crop.shape[0] > face.height and crop.shape[1] > face.width
+
+
+def test_frontal_score_from_landmarks() -> None:
+    frontal = np.array([[40, 50], [70, 50], [55, 65], [43, 82], [67, 82]], dtype=np.float32)
+    turned = np.array([[40, 50], [70, 50], [66, 65], [48, 82], [70, 82]], dtype=np.float32)
+    profile = np.array([[40, 50], [70, 50], [75, 65], [55, 82], [72, 82]], dtype=np.float32)
+    f, t, p = frontal_score(frontal), frontal_score(turned), frontal_score(profile)
+    assert f is not None and t is not None and p is not None
+    assert f > 0.9 > t > p
+    assert p == 0.0
+    assert frontal_score(None) is None
+
+
+def test_real_street_video_at_one_fps(body_detector: BodyDetector, vtest_frames: list[np.ndarray]) -> None:
+    tracks = CameraTracks(TrackerConfig(max_missed_s=2.0))
+    updates = []
+    detections = 0
+    for s, image in enumerate(vtest_frames[:40]):
+        found = body_detector.detect(image)
+        detections += len(found)
+        updates += tracks.update(make_frame(image, t=float(s), seq=s), found)
+    updates += tracks.flush()
+    assert all(u.event == "ended" and u.kind == "Body" for u in updates)
+    assert len({u.track_id for u in updates}) == len(updates)
+    assert sum(u.hits for u in updates) == detections
+    # people walk through for many seconds: tracks are linked, not one per detection
+    assert len(updates) < detections / 2
+    assert max(u.hits for u in updates) >= 8
+    for u in updates:
+        d = u.best.detection
+        assert u.first_seen <= u.best.frame.captured_at <= u.last_seen
+        assert 0 <= d.x1 < d.x2 <= u.best.frame.width
+        assert u.best.crop_jpeg(quality=80)[:2] == b"\xff\xd8"
