@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         face_batches[0]
     )
     body_ms = _ms(lambda: body.session.run(None, {body_in: body_inputs[0]}))
-    group = cv2.imread(str(samples.group_photo()))
+    group = np.asarray(cv2.imread(str(samples.group_photo())), dtype=np.uint8)
     faces = face.detect(group)
     crops = [align_face(group, f.landmarks) for f in faces if f.landmarks is not None]
     embed_ms = _ms(lambda: embedder.embed_aligned(crops[:1]))
