@@ -40,7 +40,6 @@ from typing import Any, Protocol
 import av
 from aiohttp import web
 
-from agent.api.errors import ApiError
 from agent.devices import Device
 from agent.media import MediaSigner
 from agent.streams import StreamManager, UnknownDevice
@@ -53,11 +52,19 @@ SEGMENT_TIME_S = 2
 PLAYLIST_SIZE = 5
 QUEUE_MAX = 1024  # access units between the loop and the muxing thread (~40 s at 25 fps)
 TIME_BASE = Fraction(1, 90_000)
-MAX_JUMP_90K = 10 * 90_000  # a larger step in pts is a discontinuity (reconnect), not a frame gap
+MAX_JUMP_90K = 10 * 90_000  # a larger step forward in pts is a discontinuity (reconnect), not a frame gap
+MAX_REORDER_90K = 90_000  # a step back up to this is frame reordering (B-frames); more is a reconnect
 DEFAULT_STEP_90K = 3600  # one frame at 25 fps, used across discontinuities before a step is measured
 _SESSION_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _FILE_RE = re.compile(r"index\.m3u8|seg[0-9]{1,9}\.ts")
 _PROBE_FORMAT = {"h264": "h264", "hevc": "hevc"}
+
+
+def _api_error(code: str, message: str, http_status: int) -> Exception:
+    """The API's error (imported here: agent.api imports this module when it builds its server)."""
+    from agent.api.errors import ApiError
+
+    return ApiError(code, message, http_status)
 
 
 def _signed_path(session_id: str) -> str:
@@ -178,7 +185,7 @@ class _Muxer(threading.Thread):
             self._offset = -au.pts_90k
             pts = 0
         elif pts <= last or pts - last > MAX_JUMP_90K:
-            if last - pts > MAX_JUMP_90K or pts - last > MAX_JUMP_90K:  # reconnect: continue the timeline
+            if last - pts > MAX_REORDER_90K or pts - last > MAX_JUMP_90K:  # reconnect: continue the timeline
                 self._offset = last + self._step - au.pts_90k
                 pts = last + self._step
             else:  # reordered frames (B-frames): the units carry no dts, keep dts increasing
@@ -271,7 +278,7 @@ class LiveServer:
     def _wanted(dev: Device, stream_type: int) -> _Wanted:
         st = dev.stream
         if st is None:
-            raise ApiError("DeviceNotPulled", f"DeviceId: {dev.device_id} is not pulled by this box", 400)
+            raise _api_error("DeviceNotPulled", f"DeviceId: {dev.device_id} is not pulled by this box", 400)
         want, label = st.main_url, "main"
         if stream_type == 2 and st.sub_url:
             want, label = st.sub_url, "sub"
@@ -287,7 +294,7 @@ class LiveServer:
     async def url(self, dev: Device, stream_type: int = 1) -> str | None:
         """The signed playlist URL of the camera's live session, or None (Retry) while it starts."""
         if self._closed:
-            raise ApiError("ServiceUnavailable.Live", "live view is shutting down", 503)
+            raise _api_error("ServiceUnavailable.Live", "live view is shutting down", 503)
         wanted = self._wanted(dev, stream_type)
         key = (dev.device_id, wanted.url)
         sess = self._by_key.get(key)
@@ -307,7 +314,7 @@ class LiveServer:
         if sess.muxer.units == 0 and time.monotonic() - sess.started > self.offline_after_s:
             status, error = self._stream_state(sess)
             self._end(sess, "no stream")
-            raise ApiError(
+            raise _api_error(
                 "DeviceOffline",
                 f"DeviceId: {dev.device_id} delivered no video for live view within "
                 f"{self.offline_after_s:g} s (stream {status}, last error: {error or 'none'})",
