@@ -59,9 +59,32 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _models_list(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from pipelines.detect import CustomModelConfig as CustomSpec
     from pipelines.detect.registry import model_rows
 
-    rows = model_rows(args.provider)
+    extra = []
+    provider = args.provider
+    if args.config:
+        try:
+            site = cfgmod.load(args.config)
+        except cfgmod.ConfigError as exc:
+            for line in exc.problems:
+                print(line, file=sys.stderr)
+            return 1
+        provider = args.provider or site.detection.provider
+        for m in site.detection.custom_models:
+            spec = CustomSpec(
+                path=Path(m.path),
+                layout=m.layout,
+                classes=dict(m.classes),
+                model_id=m.id,
+                input_size=(m.input_width, m.input_height),
+            )
+            extra.append(spec.spec())
+    rows = [{k: str(v) for k, v in asdict(r).items()} for r in model_rows(extra, provider=provider or "auto")]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -114,7 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="bundled and configured detection models")
     msub = models.add_subparsers(dest="models_command", required=True)
     mlist = msub.add_parser("list", help="id, file, licence, input size and execution provider of each model")
-    mlist.add_argument("--provider", default="auto", help="auto, cpu, cuda, tensorrt, openvino")
+    mlist.add_argument(
+        "--provider", default=None, help="auto, cpu, cuda, tensorrt, openvino (default: the site's)"
+    )
+    mlist.add_argument("-c", "--config", help="also list the site file's own models")
     mlist.add_argument("--json", action="store_true")
     mlist.set_defaults(func=_models_list)
     sub.add_parser(

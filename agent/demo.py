@@ -92,14 +92,53 @@ class RtspFileServer:
                 self.proc.kill()
 
 
-def summary(sup: Supervisor, started: float) -> dict[str, Any]:
+class TargetWatcher:
+    """A separate MQTT client on the demo's broker: prints each target as it arrives and counts them."""
+
+    def __init__(self, port: int, topic: str, echo: bool) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.count = 0
+        self.echo = echo
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="vcs-edge-demo-watcher")
+        self.client.on_connect = lambda c, u, f, rc, p=None: c.subscribe(topic, qos=1)
+        self.client.on_message = self._on_message
+        self.port = port
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        self.count += 1
+        if not self.echo:
+            return
+        try:
+            t = json.loads(msg.payload)
+            attrs = {a.get("Key"): a.get("Value") for a in json.loads(t.get("TargetAttributes") or "[]")}
+            print(
+                f"  target {t.get('TargetType', '?'):<5} {t.get('DeviceId', '')} score {float(attrs.get('Score') or 0):.2f} "
+                f"box ({t.get('LeftTopX')},{t.get('LeftTopY')})-({t.get('RightBottomX')},{t.get('RightBottomY')}) "
+                f"{t.get('TargetImageUrl', '')}",
+                flush=True,
+            )
+        except (ValueError, TypeError):
+            print(f"  target message on {msg.topic} ({len(msg.payload)} bytes)", flush=True)
+
+    def start(self) -> None:
+        self.client.connect("127.0.0.1", self.port)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def summary(sup: Supervisor, started: float, received: int) -> dict[str, Any]:
     totals = sup.totals()
     return {
         "cameras": len(sup.registry.pulled()),
         "streams_online": sup.health()["streams_online"],
         "frames_decoded": totals["frames_decoded"],
         "frames_sampled": totals["frames_sampled"],
-        "targets_reported": int(getattr(sup, "targets_reported", 0)),
+        "targets_stored": sup.targets_stored,
+        "targets_reported": received,
         "reconnects": totals["reconnects"],
         "instances": {iid: r.rt.status.value for iid, r in sup.runners.items()},
         "duration_s": round(time.monotonic() - started, 1),
@@ -126,7 +165,13 @@ async def run_demo(duration: float | None, as_json: bool, data_dir: str | None) 
     data = Path(data_dir) if data_dir else samples.cache_dir() / "demo-data"
     data.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    env.update(VCS_EDGE_DEMO_URL=server.url(clip.name), VCS_EDGE_DATA_DIR=str(data), VCS_EDGE_HTTP_PORT="0")
+    mqtt_port = free_port()
+    env.update(
+        VCS_EDGE_DEMO_URL=server.url(clip.name),
+        VCS_EDGE_DATA_DIR=str(data),
+        VCS_EDGE_HTTP_PORT="0",
+        VCS_EDGE_MQTT_PORT=str(mqtt_port),
+    )
     path = demo_config_path()
     try:
         site = cfgmod.load(path, env=env)
@@ -138,6 +183,8 @@ async def run_demo(duration: float | None, as_json: bool, data_dir: str | None) 
     sup = Supervisor(site=site, path=None)
     started = time.monotonic()
     await sup.start()
+    watcher = TargetWatcher(mqtt_port, f"vcs-edge/{site.site.name}/targets/#", echo=not as_json)
+    watcher.start()
     print(
         f"vcs-edge demo: pulling {server.url(clip.name)}; /healthz and /metrics on http://127.0.0.1:{sup.http_port}",
         file=sys.stderr,
@@ -147,7 +194,7 @@ async def run_demo(duration: float | None, as_json: bool, data_dir: str | None) 
             await asyncio.sleep(
                 min(STATUS_EVERY_S, max(0.1, (duration or 1e9) - (time.monotonic() - started)))
             )
-            s = summary(sup, started)
+            s = summary(sup, started, watcher.count)
             line = (
                 f"[{s['duration_s']:6.1f}s] cameras={s['cameras']} online={s['streams_online']} "
                 f"decoded={s['frames_decoded']} sampled={s['frames_sampled']} "
@@ -158,8 +205,11 @@ async def run_demo(duration: float | None, as_json: bool, data_dir: str | None) 
     except asyncio.CancelledError:
         pass
     finally:
-        final = summary(sup, started)
-        await sup.stop()
+        final = summary(sup, started, watcher.count)
+        await sup.stop()  # stores the tracks still open; the sink delivers what the outbox holds first
+        await asyncio.sleep(0.5)
+        final.update(targets_stored=sup.targets_stored, targets_reported=watcher.count)
+        watcher.stop()
         server.stop()
     if as_json:
         print(json.dumps(final))

@@ -53,8 +53,9 @@ class StreamPort(Protocol):
     """What an instance needs of the stream manager."""
 
     def attach_frames(
-        self, device_id: str, consumer_id: str, sampler: Sampler, callback: Callable[[Frame], None]
-    ) -> None: ...
+        self, device_id: str, consumer_id: str, sampler: Sampler, callback: Callable[[Frame], None], label: str
+    ) -> None:
+        """``label`` (the instance id) is put in ``Frame.instance_ids`` of each frame this consumer takes."""
 
     def detach(self, device_id: str, consumer_id: str) -> None: ...
 
@@ -173,7 +174,7 @@ class InstanceRunner:
                 if (self.rt.config.spf or self.rt.config.fps)
                 else Sampler(spf=1)
             )
-            self.streams.attach_frames(cam, self.rt.consumer_id, sampler, self._on_frame)
+            self.streams.attach_frames(cam, self.rt.consumer_id, sampler, self._on_frame, self.rt.instance_id)
         self.rt.attached = True
         self.rt.windows_opened += 1
         log.info("instance window open", extra=kv(instance=self.rt.instance_id, cameras=len(self.rt.cameras)))

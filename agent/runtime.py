@@ -14,7 +14,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -36,8 +36,10 @@ from .logs import kv
 from .metrics import Sample, new_registry
 from .store import TargetStore
 from .streams import SnapshotTimeout, StreamManager
+from .targets import TargetRecord
 
 if TYPE_CHECKING:
+    from .analytics import Analytics
     from .reporting import MediaService
 
 log = logging.getLogger("vcs_edge.runtime")
@@ -75,9 +77,9 @@ class CameraStreams:
         self.manager.remove_device(device_id)
 
     def attach_frames(
-        self, device_id: str, consumer_id: str, sampler: Sampler, callback: Callable[[Frame], None]
+        self, device_id: str, consumer_id: str, sampler: Sampler, callback: Callable[[Frame], None], label: str
     ) -> None:
-        self.manager.attach(device_id, consumer_id, sampler, callback)
+        self.manager.attach(device_id, consumer_id, sampler, callback, label=label)
 
     def detach(self, device_id: str, consumer_id: str) -> None:
         if device_id in self.manager.devices():
@@ -133,7 +135,8 @@ class CountingSink:
 class Supervisor:
     site: cfgmod.SiteFile
     path: str | None = None
-    sink: FrameSink = field(default_factory=CountingSink)
+    #: where sampled frames go; None = the detection pipeline of the site file (or a counter when it has no model)
+    sink: FrameSink | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def __post_init__(self) -> None:
@@ -154,6 +157,10 @@ class Supervisor:
         self.extra_routes: list[web.RouteDef] = []
         self.services: list[Service] = []
         self.store: TargetStore | None = None
+        self.analytics: Analytics | None = None
+        self.targets_stored = 0
+        #: called on the loop with each batch of new target records (the demo prints them)
+        self.record_listeners: list[Callable[[list[TargetRecord]], None]] = []
         self.media: MediaService | None = None
         #: face embedding for search by picture, set when a face embedder is loaded
         self.embedder: Callable[[bytes, str], Any] | None = None
@@ -169,15 +176,17 @@ class Supervisor:
 
     async def start(self) -> None:
         Path(self.site.agent.data_dir).mkdir(parents=True, exist_ok=True)
-        for dev in self.registry.pulled():
-            self._add_stream(dev)
-        for inst in self.site.instances:
-            self._start_instance(inst)
         self.store = TargetStore(
             self.site.agent.data_dir,
             sinks=("mqtt",) if self.site.mqtt is not None and self.site.mqtt.enabled else (),
             outbox_max_entries=self.site.storage.outbox_max_entries,
         )
+        if self.sink is None:
+            self.sink = await self._start_analytics()
+        for dev in self.registry.pulled():
+            self._add_stream(dev)
+        for inst in self.site.instances:
+            self._start_instance(inst)
         self.services = self._build_services()
         for svc in self.services:
             svc.register_routes(self.extra_routes)
@@ -213,13 +222,15 @@ class Supervisor:
     async def _stop_all(self) -> None:
         if self._watchdog:
             self._watchdog.cancel()
+        await asyncio.gather(*(r.stop() for r in self.runners.values()))
+        self.runners.clear()
+        if self.analytics is not None:
+            await self.analytics.stop()  # the last tracks are stored before the sinks stop
         for svc in reversed(self.services):
             try:
                 await svc.stop()
             except Exception:
                 log.exception("stopping %s failed", svc.name)
-        await asyncio.gather(*(r.stop() for r in self.runners.values()))
-        self.runners.clear()
         await self.streams.close()
         if self._http:
             await self._http.cleanup()
@@ -369,6 +380,38 @@ class Supervisor:
         """One fresh frame of a camera; opens an on-demand stream for as long as it takes."""
         return await self.streams.snapshot(device_id, timeout)
 
+    async def _start_analytics(self) -> FrameSink:
+        det = self.site.detection
+        if not (det.face.enabled or det.body.enabled):
+            log.warning(
+                "no detector enabled (detection.face and detection.body): sampled frames are only counted"
+            )
+            return CountingSink()
+        from .analytics import Analytics, Models
+
+        models = await asyncio.to_thread(Models, det)
+        assert self.store is not None
+        self.analytics = Analytics(
+            models,
+            self.store,
+            corp_id=self.site.site.project_id,
+            jpeg_quality=self.site.storage.jpeg_quality,
+            on_records=self._on_records,
+        )
+        self.analytics.start()
+        self.collector.register("analytics", self.analytics.samples)
+        self.embedder = models.embed_picture
+        return self.analytics
+
+    def _on_records(self, records: list[TargetRecord]) -> None:
+        self.targets_stored += len(records)
+        gb = self.service("gb28181")
+        for record in records:
+            if gb is not None:
+                gb.on_target(record)  # type: ignore[attr-defined]
+        for cb in self.record_listeners:
+            cb(records)
+
     def _build_services(self, only: set[str] | None = None) -> list[Service]:
         """The services the site asks for (all, or those named in ``only``); the media service is made once."""
         from .reporting import HousekeepingService, MediaService, MqttService
@@ -483,6 +526,7 @@ class Supervisor:
             "cameras": len(cams),
             "streams_online": sum(1 for d in cams if d.stream_status is StreamStatus.ONLINE),
             "instances": {iid: r.refresh_status().value for iid, r in self.runners.items()},
+            "targets_stored": self.targets_stored,
             "reloads": self.reloads,
             **{svc.name: svc.health() for svc in self.services},
         }

@@ -1,0 +1,367 @@
+"""From sampled frames to stored target records: the frame sink that the instances feed.
+
+Frames of every camera meet in one micro-batcher per algorithm (``face``, ``body``, ``face_body``); its worker
+thread runs the detectors on the batch, tracks per camera, embeds the faces being reported, and turns every
+report into a :class:`~agent.targets.TargetRecord` with its best shot. A frame that several instances of the same
+algorithm sampled is detected once. Records, their JPEGs and the outbox rows are written in one store
+transaction, then announced on the event loop (GB28181 alarms, counters). ONNX Runtime and PyAV release the GIL,
+so the batcher and the decode threads share the cores while the loop stays responsive.
+
+Decisions: tracks belong to a camera and an algorithm; each report becomes one record per instance (of that
+algorithm) that sampled its best frame, and the TargetId is a function of camera, type, instance, track start and
+track number, so a re-sent record keeps its id. With ``report_first_sighting`` the first sighting is stored at
+once; the later best shot of the same track keeps that TargetId, and the store keeps the first one (a duplicate
+id is never stored twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pipelines.crops import encode_jpeg
+from pipelines.detect import BodyDetector, CustomDetector, FaceDetector, FaceEmbedder, RuntimeOptions
+from pipelines.detect import CustomModelConfig as CustomSpec
+from pipelines.detect.batch import BatcherClosed, FrameDropped, MicroBatcher
+from pipelines.detect.detection import Detector
+from pipelines.detect.pipeline import DetectionPipeline
+from pipelines.frames import Frame
+from pipelines.track import CameraTracks, TrackerConfig, TrackUpdate
+
+from .config import Algorithm, DetectionConfig
+from .instances import InstanceRuntime
+from .metrics import Sample
+from .store import TargetStore
+from .targets import TargetRecord, make_target_id
+
+log = logging.getLogger("vcs_edge.analytics")
+
+ALGORITHM_NAMES = {
+    Algorithm.FACE: "人脸检测",
+    Algorithm.BODY: "人体检测",
+    Algorithm.FACE_BODY: "人脸人体检测",
+}
+
+
+class Models:
+    """The loaded models of a site, shared by every algorithm's pipeline (one session per model)."""
+
+    def __init__(self, cfg: DetectionConfig) -> None:
+        self.cfg = cfg
+        self.runtime = RuntimeOptions(
+            provider=cfg.provider,
+            intra_op_threads=cfg.intra_op_threads,
+            inter_op_threads=cfg.inter_op_threads,
+        )
+        self._custom = {m.id: m for m in cfg.custom_models}
+        self.face: Detector | None = None
+        self.body: Detector | None = None
+        self.embedder: FaceEmbedder | None = None
+        if cfg.face.enabled:
+            self.face = self._custom_detector(cfg.face.model) or FaceDetector(
+                input_size=(cfg.face.input_width, cfg.face.input_height),
+                score_threshold=cfg.face.score_threshold,
+                min_size=cfg.face.min_size_px,
+                max_batch=cfg.batch_max,
+                runtime=self.runtime,
+            )
+            if cfg.face.embed:
+                self.embedder = FaceEmbedder(max_batch=16, runtime=self.runtime)
+        if cfg.body.enabled:
+            self.body = self._custom_detector(cfg.body.model) or BodyDetector(
+                input_size=(cfg.body.input_width, cfg.body.input_height),
+                score_threshold=cfg.body.score_threshold,
+                min_height=cfg.body.min_height_px,
+                runtime=self.runtime,
+            )
+
+    def _custom_detector(self, model_id: str) -> Detector | None:
+        m = self._custom.get(model_id)
+        if m is None:
+            return None
+        spec = CustomSpec(
+            path=Path(m.path),
+            layout=m.layout,
+            classes=dict(m.classes),
+            model_id=m.id,
+            input_size=(m.input_width, m.input_height),
+            score_threshold=m.score_threshold,
+            nms_threshold=m.nms_threshold,
+            max_batch=self.cfg.batch_max,
+        )
+        return CustomDetector(spec, self.runtime)
+
+    def embed_picture(self, image_bytes: bytes, target_type: str) -> Any:
+        """Search by picture: the embedding of the largest face in a JPEG/PNG, or None (no face, not a face search)."""
+        if target_type != "Face" or self.embedder is None or not isinstance(self.face, FaceDetector):
+            return None
+        image = cv2.imdecode(np.frombuffer(image_bytes, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            return None
+        faces = [f for f in self.face.detect(image) if f.landmarks is not None]
+        if not faces:
+            return None
+        best = max(faces, key=lambda f: f.area)
+        assert best.landmarks is not None
+        return self.embedder.embed(image, best.landmarks)
+
+    def detectors_for(self, algorithm: Algorithm) -> list[Detector]:
+        want = {
+            Algorithm.FACE: [self.face],
+            Algorithm.BODY: [self.body],
+            Algorithm.FACE_BODY: [self.face, self.body],
+        }[algorithm]
+        return [d for d in want if d is not None]
+
+
+class Analytics:
+    """The FrameSink of the instances. ``on_records`` is called on the loop with each batch of new records."""
+
+    def __init__(
+        self,
+        models: Models,
+        store: TargetStore,
+        *,
+        corp_id: str,
+        jpeg_quality: int = 90,
+        on_records: Callable[[list[TargetRecord]], None] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.models = models
+        self.cfg = models.cfg
+        self.store = store
+        self.corp_id = corp_id
+        self.jpeg_quality = jpeg_quality
+        self.on_records = on_records
+        self.loop = loop or asyncio.get_running_loop()
+        self.tracker_config = TrackerConfig(
+            max_missed_s=self.cfg.track_max_missed_s,
+            max_age_s=self.cfg.track_max_age_s,
+            report_first=self.cfg.report_first_sighting,
+        )
+        self._ids = itertools.count(1)
+        self._pipelines: dict[Algorithm, DetectionPipeline] = {}
+        self._batchers: dict[Algorithm, MicroBatcher[list[TrackUpdate]]] = {}
+        self._inflight: dict[tuple[int, Algorithm], Frame] = {}
+        self._pipeline_locks: dict[Algorithm, threading.Lock] = {}
+        self._last_frame: dict[tuple[Algorithm, str], float] = {}
+        self._instances: dict[str, InstanceRuntime] = {}
+        self._lock = threading.Lock()
+        self._sweeper: asyncio.Task[None] | None = None
+        # counters (read by /metrics)
+        self.frames_in = 0
+        self.frames_dropped = 0
+        self.records = 0
+        self.store_errors = 0
+        self.errors = 0
+        #: capture-to-stored latency of records, for the capacity benchmark
+        self.latencies_ms: deque[float] = deque(maxlen=4096)
+
+    # -- FrameSink ------------------------------------------------------------------------------------------
+
+    def submit(self, frame: Frame, instance: InstanceRuntime) -> None:
+        algorithm = instance.config.algorithm_id
+        self._instances[instance.instance_id] = instance
+        self.frames_in += 1
+        key = (id(frame), algorithm)
+        with self._lock:
+            if self._inflight.get(key) is frame:
+                return  # another instance of this algorithm sampled the same frame
+            self._inflight[key] = frame
+        batcher = self._batcher(algorithm)
+        try:
+            fut = batcher.submit(frame)
+        except BatcherClosed:
+            return
+        fut.add_done_callback(lambda f, a=algorithm, fr=frame: self._done(f, a, fr))
+
+    def _batcher(self, algorithm: Algorithm) -> MicroBatcher[list[TrackUpdate]]:
+        b = self._batchers.get(algorithm)
+        if b is None:
+            pipeline = DetectionPipeline(
+                self.models.detectors_for(algorithm),
+                embedder=self.models.embedder if algorithm is not Algorithm.BODY else None,
+                tracks=CameraTracks(self.tracker_config, id_factory=lambda: str(next(self._ids))),
+            )
+            self._pipelines[algorithm] = pipeline
+            lock = self._pipeline_locks[algorithm] = threading.Lock()
+
+            def handler(
+                frames: list[Frame], p: DetectionPipeline = pipeline, lk: threading.Lock = lock
+            ) -> Any:
+                with lk:
+                    return p.process(frames)
+
+            b = MicroBatcher(
+                handler,
+                max_batch=self.cfg.batch_max,
+                max_wait_ms=self.cfg.batch_wait_ms,
+                max_pending=self.cfg.queue_max,
+                name=f"detect-{algorithm.value}",
+            ).start()
+            self._batchers[algorithm] = b
+        return b
+
+    def _done(self, fut: Future[list[TrackUpdate]], algorithm: Algorithm, frame: Frame) -> None:
+        """Runs on the batcher thread: store the reports due after this frame."""
+        with self._lock:
+            self._inflight.pop((id(frame), algorithm), None)
+            self._last_frame[(algorithm, frame.device_id)] = time.monotonic()
+        try:
+            updates = fut.result()
+        except FrameDropped:
+            self.frames_dropped += 1
+            return
+        except Exception:
+            self.errors += 1
+            log.exception("detection failed on a frame of %s", frame.device_id)
+            return
+        if updates:
+            self._emit(updates, algorithm)
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._sweeper = self.loop.create_task(self._sweep_loop(), name="analytics-sweep")
+
+    async def _sweep_loop(self) -> None:
+        """End the tracks of cameras that stopped delivering frames (window closed, stream down)."""
+        while True:
+            await asyncio.sleep(max(1.0, self.cfg.track_max_missed_s / 2))
+            limit = time.monotonic() - (self.cfg.track_max_missed_s + 1.0)
+            with self._lock:
+                idle = [key for key, last in self._last_frame.items() if last < limit]
+                for key in idle:
+                    del self._last_frame[key]
+            for algorithm, device_id in idle:
+                await asyncio.to_thread(self._end_camera, algorithm, device_id)
+
+    def _end_camera(self, algorithm: Algorithm, device_id: str) -> None:
+        with self._pipeline_locks[algorithm]:
+            updates = self._pipelines[algorithm].end_camera(device_id)
+        self._emit(updates, algorithm)
+
+    async def stop(self) -> None:
+        if self._sweeper:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for algorithm, batcher in self._batchers.items():
+            await asyncio.to_thread(batcher.close, 5.0)
+            await asyncio.to_thread(self._flush, algorithm)
+
+    def _flush(self, algorithm: Algorithm) -> None:
+        with self._pipeline_locks[algorithm]:
+            updates = self._pipelines[algorithm].flush()
+        self._emit(updates, algorithm)
+
+    # -- records ----------------------------------------------------------------------------------------------
+
+    def records_for(self, u: TrackUpdate, algorithm: Algorithm) -> list[TargetRecord]:
+        shot = u.best
+        frame = shot.frame
+        det = shot.detection
+        x1, y1, x2, y2 = det.box()
+        out = []
+        for iid in frame.instance_ids:
+            inst = self._instances.get(iid)
+            if inst is None or inst.config.algorithm_id is not algorithm:
+                continue
+            out.append(
+                TargetRecord(
+                    target_id=make_target_id(frame.device_id, u.kind, u.first_seen, int(u.track_id), iid),
+                    target_type=u.kind,
+                    timestamp=frame.captured_at,
+                    device_id=frame.device_id,
+                    left_top_x=x1,
+                    left_top_y=y1,
+                    right_bottom_x=x2,
+                    right_bottom_y=y2,
+                    score=float(det.score),
+                    quality=round(float(shot.quality), 4),
+                    landmarks=tuple((float(x), float(y)) for x, y in det.landmarks)
+                    if det.landmarks is not None
+                    else None,
+                    corp_id=self.corp_id,
+                    instance_id=iid,
+                    algorithm_id=algorithm.value,
+                    algorithm_name=inst.config.algorithm_name or ALGORITHM_NAMES[algorithm],
+                    track_id=int(u.track_id),
+                    embedding=u.embedding,
+                )
+            )
+        return out
+
+    def _emit(self, updates: Iterable[TrackUpdate], algorithm: Algorithm) -> None:
+        by_frame: dict[int, tuple[Frame, list[tuple[TargetRecord, bytes]]]] = {}
+        for u in updates:
+            records = self.records_for(u, algorithm)
+            if not records:
+                continue
+            crop = u.best.crop_jpeg(quality=self.jpeg_quality)
+            entry = by_frame.setdefault(id(u.best.frame), (u.best.frame, []))
+            entry[1].extend((r, crop) for r in records)
+        made: list[TargetRecord] = []
+        for frame, items in by_frame.values():
+            try:
+                fresh = self.store.add_many(encode_jpeg(frame.image, self.jpeg_quality), items)
+            except Exception:
+                self.store_errors += 1
+                log.exception("storing %d targets of %s failed", len(items), frame.device_id)
+                continue
+            now = time.time()
+            for (record, _), ok in zip(items, fresh, strict=True):
+                if ok:
+                    made.append(record)
+                    self.latencies_ms.append((now - record.timestamp.timestamp()) * 1000.0)
+        if made:
+            self.records += len(made)
+            if self.on_records is not None:
+                with contextlib.suppress(RuntimeError):
+                    self.loop.call_soon_threadsafe(self.on_records, made)
+
+    # -- figures ----------------------------------------------------------------------------------------------
+
+    def samples(self) -> Iterable[Sample]:
+        for key, help_ in (
+            ("frames_in", "Sampled frames given to the detectors"),
+            ("frames_dropped", "Frames dropped because the detectors were behind"),
+            ("records", "Target records stored"),
+            ("store_errors", "Batches of targets the store refused"),
+            ("errors", "Frames the detectors failed on"),
+        ):
+            yield Sample(f"vcs_edge_analytics_{key}_total", "counter", help_, {}, float(getattr(self, key)))
+        for algorithm, b in self._batchers.items():
+            labels = {"algorithm": algorithm.value}
+            yield Sample(
+                "vcs_edge_detect_batches_total", "counter", "Detector batches", labels, float(b.stats.batches)
+            )
+            yield Sample(
+                "vcs_edge_detect_frames_total", "counter", "Frames detected", labels, float(b.stats.frames)
+            )
+            yield Sample(
+                "vcs_edge_detect_busy_seconds_total",
+                "counter",
+                "Time the detectors were busy",
+                labels,
+                float(b.stats.busy_s),
+            )
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "records": self.records,
+            "dropped": self.frames_dropped,
+            "pending": sum(b.pending for b in self._batchers.values()),
+        }
