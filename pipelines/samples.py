@@ -87,6 +87,12 @@ def _from_opencv_doc(filename: str) -> Path:
         proc = subprocess.run(
             ["apt-get", "download", "-q", "opencv-doc"], cwd=tmp, capture_output=True, text=True
         )
+        if proc.returncode != 0 and os.geteuid() == 0:
+            # a fresh machine may have no package lists yet
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
+            proc = subprocess.run(
+                ["apt-get", "download", "-q", "opencv-doc"], cwd=tmp, capture_output=True, text=True
+            )
         debs = list(Path(tmp).glob("opencv-doc_*.deb"))
         if proc.returncode != 0 or not debs:
             raise SampleUnavailable(
