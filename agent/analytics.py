@@ -166,6 +166,11 @@ class Analytics:
         self.records = 0
         self.store_errors = 0
         self.errors = 0
+        #: frames the detectors finished, and their capture-to-detection-done lag (sum and last, seconds):
+        #: the mean lag over a window is the difference of the sums over that of the counts
+        self.frames_detected = 0
+        self.detect_lag_s_sum = 0.0
+        self.detect_lag_s_last = 0.0
         #: capture-to-stored latency of records, for the capacity benchmark
         self.latencies_ms: deque[float] = deque(maxlen=4096)
 
@@ -228,6 +233,10 @@ class Analytics:
             self.errors += 1
             log.exception("detection failed on a frame of %s", frame.device_id)
             return
+        lag = max(0.0, time.time() - frame.captured_at.timestamp())
+        self.frames_detected += 1
+        self.detect_lag_s_sum += lag
+        self.detect_lag_s_last = lag
         if updates:
             self._emit(updates, algorithm)
 
@@ -341,8 +350,23 @@ class Analytics:
             ("records", "Target records stored"),
             ("store_errors", "Batches of targets the store refused"),
             ("errors", "Frames the detectors failed on"),
+            ("frames_detected", "Frames the detectors finished"),
         ):
             yield Sample(f"vcs_edge_analytics_{key}_total", "counter", help_, {}, float(getattr(self, key)))
+        yield Sample(
+            "vcs_edge_analytics_detect_lag_seconds_total",
+            "counter",
+            "Sum over finished frames of the time from capture to detection done (divide by frames_detected)",
+            {},
+            self.detect_lag_s_sum,
+        )
+        yield Sample(
+            "vcs_edge_analytics_detect_lag_seconds",
+            "gauge",
+            "Capture to detection done of the last finished frame (grows when the detectors fall behind)",
+            {},
+            self.detect_lag_s_last,
+        )
         for algorithm, b in self._batchers.items():
             labels = {"algorithm": algorithm.value}
             yield Sample(
@@ -357,6 +381,13 @@ class Analytics:
                 "Time the detectors were busy",
                 labels,
                 float(b.stats.busy_s),
+            )
+            yield Sample(
+                "vcs_edge_detect_pending",
+                "gauge",
+                "Frames waiting for the detectors",
+                labels,
+                float(b.pending),
             )
 
     def health(self) -> dict[str, Any]:
