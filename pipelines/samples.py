@@ -83,26 +83,38 @@ def _from_opencv_doc(filename: str) -> Path:
             f"{filename} comes from Debian's opencv-doc package and apt-get is not available; "
             f"copy examples/data/{filename} from opencv-doc to {dest}"
         )
-    with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.run(
-            ["apt-get", "download", "-q", "opencv-doc"], cwd=tmp, capture_output=True, text=True
-        )
-        if proc.returncode != 0 and os.geteuid() == 0:
-            # a fresh machine may have no package lists yet
-            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
-            proc = subprocess.run(
-                ["apt-get", "download", "-q", "opencv-doc"], cwd=tmp, capture_output=True, text=True
-            )
-        debs = list(Path(tmp).glob("opencv-doc_*.deb"))
-        if proc.returncode != 0 or not debs:
-            raise SampleUnavailable(
-                f"'apt-get download opencv-doc' failed ({proc.stderr.strip()[-300:]}); "
-                "run 'apt-get update' first, or copy the file by hand to " + str(dest)
-            )
-        part = dest.with_suffix(dest.suffix + ".part")
-        _extract_deb_member(debs[0], f"examples/data/{filename}", part)
-        part.replace(dest)
+    deb = _opencv_doc_deb(dest)
+    part = dest.with_suffix(dest.suffix + ".part")
+    _extract_deb_member(deb, f"examples/data/{filename}", part)
+    part.replace(dest)
     return dest
+
+
+def _opencv_doc_deb(dest: Path) -> Path:
+    """The opencv-doc package file (about 95 MB), downloaded once into the cache."""
+    folder = cache_dir() / "debs"
+    folder.mkdir(exist_ok=True)
+    have = sorted(folder.glob("opencv-doc_*.deb"))
+    if have:
+        return have[-1]
+
+    def download() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["apt-get", "download", "-q", "opencv-doc"], cwd=folder, capture_output=True, text=True
+        )
+
+    proc = download()
+    if proc.returncode != 0 and os.geteuid() == 0:
+        # a fresh machine may have no package lists yet
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
+        proc = download()
+    have = sorted(folder.glob("opencv-doc_*.deb"))
+    if proc.returncode != 0 or not have:
+        raise SampleUnavailable(
+            f"'apt-get download opencv-doc' failed ({proc.stderr.strip()[-300:]}); "
+            "run 'apt-get update' first, or copy the file by hand to " + str(dest)
+        )
+    return have[-1]
 
 
 def pedestrian_video() -> Path:
