@@ -53,7 +53,12 @@ class StreamPort(Protocol):
     """What an instance needs of the stream manager."""
 
     def attach_frames(
-        self, device_id: str, consumer_id: str, sampler: Sampler, callback: Callable[[Frame], None], label: str
+        self,
+        device_id: str,
+        consumer_id: str,
+        sampler: Sampler,
+        callback: Callable[[Frame], None],
+        label: str,
     ) -> None:
         """``label`` (the instance id) is put in ``Frame.instance_ids`` of each frame this consumer takes."""
 

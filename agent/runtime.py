@@ -77,7 +77,12 @@ class CameraStreams:
         self.manager.remove_device(device_id)
 
     def attach_frames(
-        self, device_id: str, consumer_id: str, sampler: Sampler, callback: Callable[[Frame], None], label: str
+        self,
+        device_id: str,
+        consumer_id: str,
+        sampler: Sampler,
+        callback: Callable[[Frame], None],
+        label: str,
     ) -> None:
         self.manager.attach(device_id, consumer_id, sampler, callback, label=label)
 
