@@ -37,9 +37,10 @@ def site_yaml(
     schedule: str = "{type: LONG_RUNNING}",
     idle: float = 30.0,
     extra_instance: str = "",
+    creds: str = "",
 ) -> str:
     devs = "\n".join(
-        f'  - {{id: "{cid}", name: cam-{cid[-1]}, frame_rate: 25, gop: 25, stream: {{main: "{url}"}}}}'
+        f'  - {{id: "{cid}", name: cam-{cid[-1]}, frame_rate: 25, gop: 25, stream: {{main: "{url}"{creds}}}}}'
         for cid, url in cameras.items()
     )
     return f"""
@@ -63,14 +64,14 @@ instances:
 class Agent:
     """``python -m agent.cli run`` in a subprocess with a real NOTIFY_SOCKET."""
 
-    def __init__(self, workdir: Path, config: Path, port: int) -> None:
+    def __init__(self, workdir: Path, config: Path, port: int, env: dict[str, str] | None = None) -> None:
         self.port = port
         self.sock_path = str(workdir / "notify.sock")
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(self.sock_path)
         self.notify.settimeout(0.2)
         self.messages: list[str] = []
-        env = dict(os.environ, NOTIFY_SOCKET=self.sock_path, WATCHDOG_USEC="1000000")
+        env = dict(os.environ, NOTIFY_SOCKET=self.sock_path, WATCHDOG_USEC="1000000", **(env or {}))
         self.log = workdir / "agent.log"
         with self.log.open(
             "w"
@@ -142,8 +143,9 @@ def test_run_notifies_serves_health_and_metrics_and_stops_on_sigterm(
     srv = start_server(servers)
     port = free_port()
     cfg = workdir / "site.yaml"
-    cfg.write_text(site_yaml(port, {CAM_A: srv.url}))
-    agent = Agent(workdir, cfg, port)
+    secret = "pw-4d1c9e77"
+    cfg.write_text(site_yaml(port, {CAM_A: srv.url}, creds=", username: admin, password: ${CAM_PASSWORD}"))
+    agent = Agent(workdir, cfg, port, env={"CAM_PASSWORD": secret})
     try:
         assert wait_until(lambda: "READY=1" in "".join(agent.drain()), 20), agent.output()
         assert wait_until(lambda: sum("WATCHDOG=1" in m for m in agent.drain()) >= 2, 10)
@@ -159,6 +161,8 @@ def test_run_notifies_serves_health_and_metrics_and_stops_on_sigterm(
         rc = agent.stop()  # raises TimeoutExpired if it takes more than 5 s
     assert rc == 0
     assert any("STOPPING=1" in m for m in agent.messages)
+    log = agent.log.read_text()
+    assert "agent started" in log and secret not in log and secret not in metrics
     assert wait_until(lambda: srv.open_connections == 0, 5)
 
 
