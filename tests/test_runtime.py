@@ -144,7 +144,7 @@ def test_run_notifies_serves_health_and_metrics_and_stops_on_sigterm(
     port = free_port()
     cfg = workdir / "site.yaml"
     secret = "pw-4d1c9e77"
-    cfg.write_text(site_yaml(port, {CAM_A: srv.url}, creds=", username: admin, password: ${CAM_PASSWORD}"))
+    cfg.write_text(site_yaml(port, {CAM_A: srv.url}, creds=', username: admin, password: "${CAM_PASSWORD}"'))
     agent = Agent(workdir, cfg, port, env={"CAM_PASSWORD": secret})
     try:
         assert wait_until(lambda: "READY=1" in "".join(agent.drain()), 20), agent.output()
