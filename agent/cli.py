@@ -14,13 +14,21 @@ from . import __version__, logs
 from . import config as cfgmod
 
 
-def _config_check(args: argparse.Namespace) -> int:
+def _load(path: str, summary: bool = False) -> cfgmod.SiteFile | None:
+    """The site file, or None after printing one line per problem to stderr."""
     try:
-        site = cfgmod.load(args.config)
+        return cfgmod.load(path)
     except cfgmod.ConfigError as exc:
         for line in exc.problems:
             print(line, file=sys.stderr)
-        print(f"{args.config}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        if summary:
+            print(f"{path}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        return None
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    site = _load(args.config, summary=True)
+    if site is None:
         return 1
     from .devices import devices_from_site
 
@@ -38,17 +46,14 @@ def _config_schema(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .runtime import run_file
+    from .runtime import run_site
 
-    try:
-        site = cfgmod.load(args.config)
-    except cfgmod.ConfigError as exc:
-        for line in exc.problems:
-            print(line, file=sys.stderr)
+    site = _load(args.config)
+    if site is None:
         return 1
     logs.setup(args.log_level or site.agent.log.level, args.log_format or site.agent.log.format)
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints every thread's stack to stderr
-    return asyncio.run(run_file(args.config))
+    return asyncio.run(run_site(site, args.config))
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -68,11 +73,8 @@ def _models_list(args: argparse.Namespace) -> int:
     extra = []
     provider = args.provider
     if args.config:
-        try:
-            site = cfgmod.load(args.config)
-        except cfgmod.ConfigError as exc:
-            for line in exc.problems:
-                print(line, file=sys.stderr)
+        site = _load(args.config)
+        if site is None:
             return 1
         provider = args.provider or site.detection.provider
         for m in site.detection.custom_models:

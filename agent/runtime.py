@@ -604,14 +604,8 @@ class Supervisor:
         )
 
 
-async def run_file(path: str) -> int:
-    try:
-        site = cfgmod.load(path)
-    except cfgmod.ConfigError as exc:
-        for line in exc.problems:
-            log.error("%s", line)
-        return 1
-    Path(site.agent.data_dir).mkdir(parents=True, exist_ok=True)
+async def run_site(site: cfgmod.SiteFile, path: str) -> int:
+    """``vcs-edge run``: the supervisor until SIGTERM/SIGINT; ``path`` is re-read on SIGHUP."""
     sup = Supervisor(site=site, path=path)
     with contextlib.suppress(asyncio.CancelledError):
         await sup.run_forever()
