@@ -22,9 +22,9 @@ import itertools
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,9 @@ from .store import TargetStore
 from .targets import TargetRecord, make_target_id
 
 log = logging.getLogger("vcs_edge.analytics")
+
+#: TargetIds remembered as stored (a track's later reports reuse its id)
+STORED_IDS_KEPT = 65536
 
 ALGORITHM_NAMES = {
     Algorithm.FACE: "人脸检测",
@@ -160,6 +163,12 @@ class Analytics:
         self._instances: dict[str, InstanceRuntime] = {}
         self._lock = threading.Lock()
         self._sweeper: asyncio.Task[None] | None = None
+        # Records are built, encoded and stored on their own thread, in order, so the detectors never wait
+        # for JPEG encoding, SQLite commits or fsync (a slow disk would otherwise stall every camera).
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analytics-store")
+        # TargetIds stored lately: with report_first_sighting the track's later best shot has the same id and
+        # the store would refuse it; knowing that here saves its crop and frame JPEG encoding.
+        self._stored_ids: OrderedDict[str, None] = OrderedDict()
         # counters (read by /metrics)
         self.frames_in = 0
         self.frames_dropped = 0
@@ -238,7 +247,7 @@ class Analytics:
         self.detect_lag_s_sum += lag
         self.detect_lag_s_last = lag
         if updates:
-            self._emit(updates, algorithm)
+            self._writer.submit(self._emit_logged, updates, algorithm)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -260,7 +269,7 @@ class Analytics:
     def _end_camera(self, algorithm: Algorithm, device_id: str) -> None:
         with self._pipeline_locks[algorithm]:
             updates = self._pipelines[algorithm].end_camera(device_id)
-        self._emit(updates, algorithm)
+        self._writer.submit(self._emit_logged, updates, algorithm).result()
 
     async def stop(self) -> None:
         if self._sweeper:
@@ -270,11 +279,12 @@ class Analytics:
         for algorithm, batcher in self._batchers.items():
             await asyncio.to_thread(batcher.close, 5.0)
             await asyncio.to_thread(self._flush, algorithm)
+        await asyncio.to_thread(self._writer.shutdown, True)
 
     def _flush(self, algorithm: Algorithm) -> None:
         with self._pipeline_locks[algorithm]:
             updates = self._pipelines[algorithm].flush()
-        self._emit(updates, algorithm)
+        self._writer.submit(self._emit_logged, updates, algorithm).result()
 
     # -- records ----------------------------------------------------------------------------------------------
 
@@ -313,10 +323,17 @@ class Analytics:
             )
         return out
 
+    def _emit_logged(self, updates: Iterable[TrackUpdate], algorithm: Algorithm) -> None:
+        try:
+            self._emit(updates, algorithm)
+        except Exception:
+            self.store_errors += 1
+            log.exception("turning track reports into records failed")
+
     def _emit(self, updates: Iterable[TrackUpdate], algorithm: Algorithm) -> None:
         by_frame: dict[int, tuple[Frame, list[tuple[TargetRecord, bytes]]]] = {}
         for u in updates:
-            records = self.records_for(u, algorithm)
+            records = [r for r in self.records_for(u, algorithm) if r.target_id not in self._stored_ids]
             if not records:
                 continue
             crop = u.best.crop_jpeg(quality=self.jpeg_quality)
@@ -332,6 +349,9 @@ class Analytics:
                 continue
             now = time.time()
             for (record, _), ok in zip(items, fresh, strict=True):
+                self._stored_ids[record.target_id] = None
+                if len(self._stored_ids) > STORED_IDS_KEPT:
+                    self._stored_ids.popitem(last=False)
                 if ok:
                     made.append(record)
                     self.latencies_ms.append((now - record.timestamp.timestamp()) * 1000.0)

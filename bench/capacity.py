@@ -8,10 +8,13 @@ restarted for every step.
 Footage: OpenCV's vtest (people walking, 768x576, 10 fps, 79.5 s) re-encoded to H.264 with a 1 s GOP (10
 frames, no B-frames), as a well-configured camera sends it: at Spf=1 the agent decodes keyframes only. Each
 camera gets its own copy of the clip rotated to a different start second (packet remux, no re-encode), so the
-cameras do not all show the same frame. The copies are served over real RTSP (TCP interleaved) by
-aio-rtsp-toolkit ``rtsp-server`` subprocesses, the peer the demo uses (one per 5 cameras: it streams each
-session from a thread of asyncio's default pool, which has 6 threads on 2 cores, so a 7th session gets no data): RTSP exercises the agent's real ingest
-path (ffmpeg's RTSP demuxer, RTP depacketising, stall timers) where a ``file`` source would read the disk.
+cameras do not all show the same frame, and delayed by a different fraction of a second after its first GOP,
+so the cameras' keyframes are not in phase (real cameras are not synchronised; in phase, every second starts
+with a burst of N frames). The copies are served over real RTSP (TCP interleaved) by aio-rtsp-toolkit
+``rtsp-server`` subprocesses, the peer the demo uses, one per 5 cameras (it streams each session from a thread
+of asyncio's default pool, which has 6 threads on 2 cores: a 7th session gets no data). RTSP exercises the
+agent's real ingest path (ffmpeg's RTSP demuxer, RTP depacketising, stall timers) where a ``file`` source
+would read the disk.
 The servers run on the same 2 cores and their CPU time is reported (``rtsp_server_cpu_pct``): on a real site
 the cameras do this work, so the figure is a lower bound of the agent's capacity. ``--gop 20`` runs the same
 search with a 2 s GOP (the sampler then decodes the frames up to each 1 s mark, not only keyframes).
@@ -32,7 +35,11 @@ a batch in flight there is not a miss), and the detector lag
 (capture -> detection done of the last finished frame, the ``vcs_edge_analytics_detect_lag_seconds`` gauge,
 polled every 0.5 s) stays under one sampling interval (1 s) for the whole window.
 
-Search: N = 1 (the baseline), then 8, 16, 24, ... until a step fails, then bisection between the last pass
+The agent runs with the shipped detection defaults; ``--detection KEY=VALUE`` (e.g. ``intra_op_threads=1``,
+``face.input_width=480``) overrides one in the generated site and is echoed in the JSON
+(``detection_overrides``), so a figure is never taken with changed settings unawares.
+
+Search: N = 1 (the baseline), then 8, 12, 16, ... until a step fails, then bisection between the last pass
 and the first fail down to a step of 2. The result is the last N that passed with its p50/p99 latency and
 RSS. Baseline (same run): the single-camera step; ratios ``rss_ratio_vs_1cam`` and ``p99_ratio_vs_1cam``
 show what the load costs in memory and latency against the lightly loaded agent, and
@@ -134,8 +141,12 @@ def make_clip(gop: int) -> Path:
     return dest
 
 
-def rotated_copy(clip: Path, dest: Path, start_s: float) -> None:
-    """The clip starting at the first keyframe at or after ``start_s``, wrapped around (packets copied)."""
+def rotated_copy(clip: Path, dest: Path, start_s: float, phase_s: float = 0.0) -> None:
+    """The clip starting at the first keyframe at or after ``start_s``, wrapped around (packets copied).
+
+    Everything after the first GOP is delayed by ``phase_s``: the server plays by media time, so this camera's
+    keyframes then arrive ``phase_s`` after the whole second of its session, as unsynchronised cameras do.
+    """
     import av
 
     with av.open(str(clip)) as inp:
@@ -148,11 +159,13 @@ def rotated_copy(clip: Path, dest: Path, start_s: float) -> None:
         total = ptss[-1] + step - ptss[0]
         cut = next((i for i, (p, _) in enumerate(packets) if p.is_keyframe and ptss[i] * tb >= start_s), 0)
         order = list(range(cut, len(packets))) + list(range(cut))
+        phase = round(phase_s / tb)
         with av.open(str(dest), "w") as out:
             ostream = out.add_stream_from_template(src)
-            for i in order:
+            for k, i in enumerate(order):
                 p = packets[i][0]
-                p.pts = p.dts = (ptss[i] - ptss[cut]) % total
+                pts = (ptss[i] - ptss[cut]) % total
+                p.pts = p.dts = pts + (phase if k >= FPS else 0)
                 p.stream = ostream
                 out.mux(p)
 
@@ -273,6 +286,9 @@ def device_id(i: int) -> str:
     return f"3402000000132{i + 1:07d}"
 
 
+DETECTION_OVERRIDES: dict[str, Any] = {}
+
+
 def site_yaml(urls: list[str], mqtt_port: int, http_port: int, data_dir: Path, gop: int) -> dict[str, Any]:
     ids = [device_id(i) for i in range(len(urls))]
     return {
@@ -302,7 +318,7 @@ def site_yaml(urls: list[str], mqtt_port: int, http_port: int, data_dir: Path, g
             }
             for i, did in enumerate(ids)
         ],
-        "detection": {"report_first_sighting": True, "track_max_missed_s": 3},
+        "detection": detection_section(),
         "mqtt": {"enabled": True, "embedded": False, "host": "127.0.0.1", "port": mqtt_port},
         "instances": [
             {
@@ -315,6 +331,18 @@ def site_yaml(urls: list[str], mqtt_port: int, http_port: int, data_dir: Path, g
             }
         ],
     }
+
+
+def detection_section() -> dict[str, Any]:
+    """``report_first_sighting`` on, plus the ``--detection KEY=VALUE`` overrides (dotted keys)."""
+    out: dict[str, Any] = {"report_first_sighting": True, "track_max_missed_s": 3}
+    for key, value in DETECTION_OVERRIDES.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
 
 
 def scrape(http_port: int) -> dict[str, float]:
@@ -408,7 +436,7 @@ def run_step(n: int, clip: Path, gop: int, work: Path, mqtt: Mosquitto, warmup: 
         servers.append(server)
         for i in range(g, min(n, g + CAMERAS_PER_SERVER)):
             # camera i starts (i * 29) s into the 79 s clip: distinct starts, neighbours far apart
-            rotated_copy(clip, serve / f"cam{i + 1:03d}.mkv", float((i * 29) % 79))
+            rotated_copy(clip, serve / f"cam{i + 1:03d}.mkv", float((i * 29) % 79), (i * 0.618) % 1.0)
             urls.append(server.url(f"cam{i + 1:03d}.mkv"))
     for server in servers:
         server.start()
@@ -572,10 +600,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window", type=float, default=30.0)
     ap.add_argument("--budget", type=float, default=540.0, help="stop starting steps after this many seconds")
     ap.add_argument("--first", type=int, default=8, help="first N after the 1-camera baseline")
-    ap.add_argument("--stride", type=int, default=8)
+    ap.add_argument("--stride", type=int, default=4)
+    ap.add_argument(
+        "--detection",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a detection setting of the generated site (e.g. face.input_width=480); default none",
+    )
     ap.add_argument("--only", type=int, nargs="*", help="run just these camera counts (no search)")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop agent and peers
 
+    for item in args.detection:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--detection wants KEY=VALUE, got {item!r}")
+        DETECTION_OVERRIDES[key.strip()] = yaml.safe_load(value)
     clip = make_clip(args.gop)
     work = Path(tempfile.mkdtemp(prefix="vcs-capacity-"))
     mqtt = Mosquitto(work)
@@ -605,6 +646,7 @@ def main(argv: list[str] | None = None) -> int:
         "rss_mb": round(best.rss_mb, 1),
         "rss_peak_mb": round(best.rss_peak_mb, 1),
         "footage": f"vtest 768x576 {FPS} fps H.264 GOP {args.gop} ({args.gop / FPS:g} s) over RTSP/TCP, Spf={SPF:g}",
+        "detection_overrides": dict(DETECTION_OVERRIDES),
         "targets": {"cameras": TARGET_CAMERAS, "p99_ms": TARGET_P99_MS, "rss_mb": TARGET_RSS_MB},
         "meets_targets": best.cameras >= TARGET_CAMERAS
         and best.latency_p99_ms < TARGET_P99_MS
