@@ -4,7 +4,8 @@ Frames of every camera meet in one micro-batcher per algorithm (``face``, ``body
 thread runs the detectors on the batch, tracks per camera, embeds the faces being reported, and turns every
 report into a :class:`~agent.targets.TargetRecord` with its best shot. A frame that several instances of the same
 algorithm sampled is detected once. Records, their JPEGs and the outbox rows are written in one store
-transaction, then announced on the event loop (GB28181 alarms, counters). ONNX Runtime and PyAV release the GIL,
+transaction on a writer thread of their own (the detectors never wait for JPEG encoding, SQLite or fsync),
+then announced on the event loop (GB28181 alarms, counters). ONNX Runtime and PyAV release the GIL,
 so the batcher and the decode threads share the cores while the loop stays responsive.
 
 Decisions: tracks belong to a camera and an algorithm; each report becomes one record per instance (of that
