@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict, deque
@@ -41,7 +42,7 @@ from pipelines.detect.pipeline import DetectionPipeline
 from pipelines.frames import Frame
 from pipelines.track import CameraTracks, TrackerConfig, TrackUpdate
 
-from .config import Algorithm, DetectionConfig
+from .config import Algorithm, CustomModelConfig, DetectionConfig
 from .instances import InstanceRuntime
 from .metrics import Sample
 from .store import TargetStore
@@ -59,14 +60,31 @@ ALGORITHM_NAMES = {
 }
 
 
+def custom_spec(m: CustomModelConfig, max_batch: int = 8) -> CustomSpec:
+    """A site file's custom model in the terms of :mod:`pipelines.detect`."""
+    return CustomSpec(
+        path=Path(m.path),
+        layout=m.layout,
+        classes=dict(m.classes),
+        model_id=m.id,
+        input_size=(m.input_width, m.input_height),
+        score_threshold=m.score_threshold,
+        nms_threshold=m.nms_threshold,
+        max_batch=max_batch,
+    )
+
+
 class Models:
     """The loaded models of a site, shared by every algorithm's pipeline (one session per model)."""
 
     def __init__(self, cfg: DetectionConfig) -> None:
         self.cfg = cfg
+        # ONNX Runtime's default (every core) fights the decode threads on a small box: measured on 2 cores,
+        # one thread per call did the same work at half the CPU (bench.capacity)
+        threads = cfg.intra_op_threads or max(1, (os.cpu_count() or 2) // 2)
         self.runtime = RuntimeOptions(
             provider=cfg.provider,
-            intra_op_threads=cfg.intra_op_threads,
+            intra_op_threads=threads,
             inter_op_threads=cfg.inter_op_threads,
         )
         self._custom = {m.id: m for m in cfg.custom_models}
@@ -95,17 +113,7 @@ class Models:
         m = self._custom.get(model_id)
         if m is None:
             return None
-        spec = CustomSpec(
-            path=Path(m.path),
-            layout=m.layout,
-            classes=dict(m.classes),
-            model_id=m.id,
-            input_size=(m.input_width, m.input_height),
-            score_threshold=m.score_threshold,
-            nms_threshold=m.nms_threshold,
-            max_batch=self.cfg.batch_max,
-        )
-        return CustomDetector(spec, self.runtime)
+        return CustomDetector(custom_spec(m, self.cfg.batch_max), self.runtime)
 
     def embed_picture(self, image_bytes: bytes, target_type: str) -> Any:
         """Search by picture: the embedding of the largest face in a JPEG/PNG, or None (no face, not a face search)."""

@@ -65,10 +65,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _models_list(args: argparse.Namespace) -> int:
     from dataclasses import asdict
-    from pathlib import Path
 
-    from pipelines.detect import CustomModelConfig as CustomSpec
     from pipelines.detect.registry import model_rows
+
+    from .analytics import custom_spec
 
     extra = []
     provider = args.provider
@@ -77,15 +77,7 @@ def _models_list(args: argparse.Namespace) -> int:
         if site is None:
             return 1
         provider = args.provider or site.detection.provider
-        for m in site.detection.custom_models:
-            spec = CustomSpec(
-                path=Path(m.path),
-                layout=m.layout,
-                classes=dict(m.classes),
-                model_id=m.id,
-                input_size=(m.input_width, m.input_height),
-            )
-            extra.append(spec.spec())
+        extra = [custom_spec(m).spec() for m in site.detection.custom_models]
     rows = [{k: str(v) for k, v in asdict(r).items()} for r in model_rows(extra, provider=provider or "auto")]
     if args.json:
         print(json.dumps(rows, indent=2))
