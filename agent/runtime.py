@@ -30,7 +30,7 @@ from pipelines.sources import SourceSpec
 
 from . import config as cfgmod
 from . import sdnotify
-from .devices import Device, Registry, StreamAction, StreamStatus, devices_from_site
+from .devices import Device, DeviceStatus, Registry, StreamAction, StreamStatus, devices_from_site
 from .instances import FrameSink, InstanceRunner, InstanceRuntime, schedule_fn
 from .logs import kv
 from .metrics import Sample, new_registry
@@ -99,6 +99,9 @@ class CameraStreams:
 
     def is_delivering(self, device_id: str) -> bool:
         return device_id in self.manager.devices() and self.manager.stats(device_id).status == "streaming"
+
+    def failing(self, device_id: str) -> bool:
+        return device_id in self.manager.devices() and self.manager.stats(device_id).status == "backoff"
 
     def action(self, device_id: str) -> StreamAction:
         if device_id in self.manager.devices() and self.manager.is_open(device_id):
@@ -500,11 +503,16 @@ class Supervisor:
         return rt
 
     def refresh_device_status(self) -> None:
+        """StreamStatus/StreamAction from the streams; a pulled camera's DeviceStatus follows what its stream
+        last showed (online while it delivers, offline while it fails and backs off, unchanged while closed)."""
         for dev in self.registry.pulled():
-            dev.stream_status = (
-                StreamStatus.ONLINE if self.streams.is_delivering(dev.device_id) else StreamStatus.OFFLINE
-            )
+            delivering = self.streams.is_delivering(dev.device_id)
+            dev.stream_status = StreamStatus.ONLINE if delivering else StreamStatus.OFFLINE
             dev.stream_action = self.streams.action(dev.device_id)
+            if delivering:
+                dev.status = DeviceStatus.ONLINE
+            elif self.streams.failing(dev.device_id):
+                dev.status = DeviceStatus.OFFLINE
 
     # ------------------------------------------------------------------------------------------------ HTTP
 

@@ -157,13 +157,22 @@ def test_run_notifies_serves_health_and_metrics_and_stops_on_sigterm(
         for name in ("packets_total", "frames_decoded_total", "drops_total", "reconnects_total", "status"):
             assert f"vcs_edge_stream_{name}{{" in metrics
         assert agent.metric("vcs_edge_stream_status", CAM_A) == 1.0
+        assert agent.metric("vcs_edge_device_status", CAM_A) == 1.0
+        # the camera goes away: stream and device go offline; it comes back: both online, no restart
+        srv.stop()
+        stale = srv.open_connections  # the stopped server never reported these closed
+        assert wait_until(lambda: agent.metric("vcs_edge_device_status", CAM_A) == 0.0, 20)
+        assert agent.metric("vcs_edge_stream_status", CAM_A) == 0.0
+        srv.start()
+        assert wait_until(lambda: agent.metric("vcs_edge_device_status", CAM_A) == 1.0, 20)
+        assert agent.metric("vcs_edge_stream_reconnects_total", CAM_A) >= 1
     finally:
         rc = agent.stop()  # raises TimeoutExpired if it takes more than 5 s
     assert rc == 0
     assert any("STOPPING=1" in m for m in agent.messages)
     log = agent.log.read_text()
     assert "agent started" in log and secret not in log and secret not in metrics
-    assert wait_until(lambda: srv.open_connections == 0, 5)
+    assert wait_until(lambda: srv.open_connections == stale, 5)
 
 
 def test_sighup_applies_changes_and_leaves_the_rest(workdir: Path, servers: list[RtspServer]) -> None:
