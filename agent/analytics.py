@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -119,9 +120,10 @@ class Models:
         """Search by picture: the embedding of the largest face in a JPEG/PNG, or None (no face, not a face search)."""
         if target_type != "Face" or self.embedder is None or not isinstance(self.face, FaceDetector):
             return None
-        image = cv2.imdecode(np.frombuffer(image_bytes, np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
+        decoded = cv2.imdecode(np.frombuffer(image_bytes, np.uint8), cv2.IMREAD_COLOR)
+        if decoded is None:
             return None
+        image = np.ascontiguousarray(decoded, dtype=np.uint8)
         faces = [f for f in self.face.detect(image) if f.landmarks is not None]
         if not faces:
             return None
@@ -208,7 +210,10 @@ class Analytics:
             fut = batcher.submit(frame)
         except BatcherClosed:
             return
-        fut.add_done_callback(lambda f, a=algorithm, fr=frame: self._done(f, a, fr))
+        fut.add_done_callback(functools.partial(self._done_callback, algorithm=algorithm, frame=frame))
+
+    def _done_callback(self, fut: Future[list[TrackUpdate]], *, algorithm: Algorithm, frame: Frame) -> None:
+        self._done(fut, algorithm, frame)
 
     def _batcher(self, algorithm: Algorithm) -> MicroBatcher[list[TrackUpdate]]:
         b = self._batchers.get(algorithm)

@@ -408,6 +408,10 @@ class InstanceConfig(Strict):
 TargetKind = Literal["Face", "Body", "Motor", "NonMotor"]
 
 
+def _person_only() -> dict[int, TargetKind]:
+    return {0: "Body"}
+
+
 class CustomModelConfig(Strict):
     """A site's own ONNX detector with a declared output layout (edge-box users bring their own models)."""
 
@@ -424,7 +428,7 @@ class CustomModelConfig(Strict):
     input_width: int = Field(640, ge=32, le=4096)
     input_height: int = Field(640, ge=32, le=4096)
     classes: dict[int, TargetKind] = Field(
-        default_factory=lambda: {0: "Body"},
+        default_factory=_person_only,
         description="Class id -> TargetType; other classes are ignored. COCO: {0: Body, 2: Motor, 3: NonMotor, ...}.",
     )
     score_threshold: float = Field(0.4, gt=0, lt=1)

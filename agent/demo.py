@@ -97,10 +97,11 @@ class TargetWatcher:
 
     def __init__(self, port: int, topic: str, echo: bool) -> None:
         import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
 
         self.count = 0
         self.echo = echo
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="vcs-edge-demo-watcher")
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="vcs-edge-demo-watcher")
         self.client.on_connect = lambda c, u, f, rc, p=None: c.subscribe(topic, qos=1)
         self.client.on_message = self._on_message
         self.port = port

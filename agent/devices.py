@@ -16,7 +16,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from gb28181 import ids as gbids
 
-from .config import CameraFields, DeviceConfig, DeviceType, EncodeFormat, SiteFile, StreamDefaults, StreamMode
+from .config import CameraFields, DeviceConfig, DeviceType, EncodeFormat, SiteFile, StreamDefaults
+from .streams import StreamMode
 
 
 class DeviceStatus(IntEnum):

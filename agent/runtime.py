@@ -35,7 +35,7 @@ from .instances import FrameSink, InstanceRunner, InstanceRuntime, schedule_fn
 from .logs import kv
 from .metrics import Sample, new_registry
 from .store import TargetStore
-from .streams import SnapshotTimeout, StreamManager
+from .streams import SnapshotTimeout, StreamManager, StreamMode
 from .targets import TargetRecord
 
 if TYPE_CHECKING:
@@ -361,7 +361,7 @@ class Supervisor:
         elif old.stream != device.stream and device.stream is not None:
             self.streams.update(device)
 
-    def set_stream_mode(self, device_id: str, mode: cfgmod.StreamMode) -> None:
+    def set_stream_mode(self, device_id: str, mode: StreamMode) -> None:
         dev = self.registry.get(device_id)
         if dev is None or dev.stream is None:
             raise KeyError(device_id)
@@ -497,6 +497,7 @@ class Supervisor:
             schedule=schedule_fn(inst.schedule.build(tz, self.clock().astimezone(ZoneInfo(tz)).date())),
             cameras=known,
         )
+        assert self.sink is not None, "instances start after the supervisor chose its frame sink"
         runner = InstanceRunner(rt, self.streams, self.sink, self.clock)
         self.runners[inst.instance_id] = runner
         runner.start()
