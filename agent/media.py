@@ -86,7 +86,7 @@ class MediaSigner:
     def verify(self, path: str, expires: str, sig: str) -> bool:
         """True when ``sig`` was made by :meth:`sign` for this path and the expiry has not passed."""
         norm = normalise_media_path(path)
-        if norm is None or not expires.isdigit() or len(expires) > 12:
+        if norm is None or not expires.isdecimal() or len(expires) > 12:
             return False
         exp = int(expires)
         good = hmac.compare_digest(self._sig(norm, exp), sig)

@@ -16,7 +16,8 @@ Decisions (the seed, ``002_*.txt``, leaves these open):
   EndTime < StartTime crosses midnight: the window belongs to the day it starts on (EVERY_WEEK [5] with
   22:00:00-06:00:00 runs Friday 22:00 to Saturday 06:00). StartTime == EndTime is an instant (the seed:
   "only that moment"): a zero-length interval ``(t, t)`` in :func:`intervals`, active at exactly ``t``,
-  so a sampler can take exactly one frame. "24:00:00" is rejected; a window to midnight ends at 00:00:00.
+  so a sampler can take exactly one frame; an instant at the very end of a window belongs to that window.
+  "24:00:00" is rejected; a window to midnight ends at 00:00:00.
   Empty ScheduleTimes means the whole day. LONG_RUNNING is always active and ignores ScheduleTimes.
 - Several windows: for compute/AI instances overlapping windows act as their union (the seed: "10-12 and
   11-14 run 10-14"); the engine unions real occurrences, so nothing needs rewriting. For watch tasks
@@ -202,7 +203,7 @@ def _positive_int(value: object, what: str) -> int:
         raise ValueError(f"{what} must be a whole number, got {value!r}")
     if isinstance(value, int):
         n = value
-    elif isinstance(value, str) and value.strip().isdigit():
+    elif isinstance(value, str) and value.strip().isdecimal():
         n = int(value.strip())
     else:
         raise ValueError(f"{what} must be a whole number, got {value!r}")
@@ -381,7 +382,7 @@ def parse_cycle_dates(value: object, schedule_type: ScheduleType) -> tuple[int, 
         items = _json_list(value, field)
     days: set[int] = set()
     for item in items:
-        if isinstance(item, str) and item.strip().isdigit():
+        if isinstance(item, str) and item.strip().isdecimal():
             item = int(item.strip())
         if isinstance(item, bool) or not isinstance(item, int):
             raise ScheduleError(field, f"{item!r} is not a whole number")
@@ -519,7 +520,12 @@ _T = TypeVar("_T", datetime, float, int)
 
 
 def _union(spans: Iterable[tuple[_T, _T]]) -> list[tuple[_T, _T]]:
-    """Sorted union: positive spans merged when they overlap or touch; instants kept unless covered."""
+    """Sorted union: positive spans merged when they overlap or touch; instants kept unless covered.
+
+    An instant at the very end of a span counts as covered: a window that runs up to t already samples
+    around t, and a window that collapses to an instant in a DST gap must mean the same whether or not it
+    was merged with the window ending at that gap.
+    """
     spans = list(spans)
     positive = sorted((s, e) for s, e in spans if e > s)
     instants = sorted({s for s, e in spans if e == s})
@@ -534,7 +540,7 @@ def _union(spans: Iterable[tuple[_T, _T]]) -> list[tuple[_T, _T]]:
     out = list(merged)
     for t in instants:
         i = bisect.bisect_right(starts, t) - 1
-        if i < 0 or not merged[i][0] <= t < merged[i][1]:
+        if i < 0 or not merged[i][0] <= t <= merged[i][1]:  # an instant at a span's end belongs to it
             out.append((t, t))
     out.sort()
     return out

@@ -479,11 +479,11 @@ class DeviceUA:
 
     def _granted_expires(self, resp: SipResponse) -> int:
         text = resp.headers.get("Expires")
-        if text and text.strip().isdigit():
+        if text and text.strip().isdecimal():
             return int(text.strip())
         for value in resp.headers.get_all("Contact"):
             na = parse_name_addr(value)
-            if na and na.params.get("expires", "").isdigit():
+            if na and na.params.get("expires", "").isdecimal():
                 return int(na.params["expires"])
         return self.config.expires_s
 

@@ -39,7 +39,7 @@ class MediaDescription:
         for key, value in self.attributes:
             if key == "rtpmap":
                 pt, _, enc = value.partition(" ")
-                if pt.strip().isdigit():
+                if pt.strip().isdecimal():
                     out[int(pt)] = enc.split("/")[0].strip().upper()
         return out
 
@@ -105,7 +105,7 @@ def parse_sdp(body: bytes | str) -> SessionDescription | SdpError:
                 sd.connection = addr
         elif kind == "m":
             parts = value.split()
-            if len(parts) < 4 or not parts[1].split("/")[0].isdigit():
+            if len(parts) < 4 or not parts[1].split("/")[0].isdecimal():
                 return SdpError(f"bad m= line {value[:40]!r}")
             port = int(parts[1].split("/")[0])
             if port > 65535:
@@ -173,7 +173,7 @@ def gb_offer(body: bytes | str) -> GbMediaOffer | SdpError:
     if setup_value in ("active", "passive", "actpass"):
         setup = setup_value  # type: ignore[assignment]
     ssrc_text = (sd.ssrc or "").strip()
-    if ssrc_text and (not ssrc_text.isdigit() or len(ssrc_text) > 10):
+    if ssrc_text and (not ssrc_text.isdecimal() or len(ssrc_text) > 10):
         return SdpError(f"bad y= SSRC {ssrc_text!r}")
     direction = "recvonly"
     for name in ("recvonly", "sendrecv", "sendonly", "inactive"):

@@ -216,13 +216,13 @@ def parse_uri(text: str) -> SipUri | None:
     if hostport.startswith("["):
         host, _, tail = hostport[1:].partition("]")
         if tail.startswith(":"):
-            if not tail[1:].isdigit():
+            if not tail[1:].isdecimal():
                 return None
             port = int(tail[1:])
     else:
         host, colon, ptxt = hostport.partition(":")
         if colon:
-            if not ptxt.isdigit() or len(ptxt) > 5:
+            if not ptxt.isdecimal() or len(ptxt) > 5:
                 return None
             port = int(ptxt)
     if not host:
@@ -297,12 +297,12 @@ def parse_via(value: str) -> Via | None:
     port: int | None = None
     if sent_by.startswith("["):
         host, _, tail = sent_by[1:].partition("]")
-        if tail.startswith(":") and tail[1:].isdigit():
+        if tail.startswith(":") and tail[1:].isdecimal():
             port = int(tail[1:])
     else:
         host, colon, ptxt = sent_by.partition(":")
         if colon:
-            if not ptxt.strip().isdigit():
+            if not ptxt.strip().isdecimal():
                 return None
             port = int(ptxt)
     if not host:
@@ -386,7 +386,7 @@ SipMessage = SipRequest | SipResponse
 def parse_cseq(value: str) -> tuple[int, str] | None:
     num, _, method = value.strip().partition(" ")
     method = method.strip()
-    if not num.isdigit() or len(num) > 10 or not re.fullmatch(_TOKEN, method or "-"):
+    if not num.isdecimal() or len(num) > 10 or not re.fullmatch(_TOKEN, method or "-"):
         return None
     return int(num), method.upper()
 
@@ -460,7 +460,7 @@ def parse_message(data: bytes, *, stream: bool = False) -> SipMessage | ParseErr
     if clen_text is None:
         body = b"" if stream else rest
     else:
-        if not clen_text.isdigit() or len(clen_text) > 7:
+        if not clen_text.isdecimal() or len(clen_text) > 7:
             return ParseError(f"bad Content-Length {clen_text[:20]!r}")
         clen = int(clen_text)
         if clen > len(rest):

@@ -494,11 +494,14 @@ def test_instant_window_is_one_zero_length_interval() -> None:
     assert not is_active(s, at + US)
     assert next_transition(s, utc(2024, 5, 1)) == at
     assert next_transition(s, at) == at + timedelta(days=1)
-    # Instants inside a window add nothing; one at a window's end stays.
+    # Instants inside a window add nothing, nor does one at a window's very end (it belongs to the window,
+    # so a window collapsed to an instant by a DST gap means the same merged or not).
     s2 = sched("EVERYDAY", [("10:00:00", "11:00:00"), ("10:30:00", "10:30:00"), ("11:00:00", "11:00:00")])
-    assert intervals(s2, utc(2024, 5, 1), utc(2024, 5, 2)) == [
+    assert intervals(s2, utc(2024, 5, 1), utc(2024, 5, 2)) == [(utc(2024, 5, 1, 10), utc(2024, 5, 1, 11))]
+    s3 = sched("EVERYDAY", [("10:00:00", "11:00:00"), ("11:00:01", "11:00:01")])
+    assert intervals(s3, utc(2024, 5, 1), utc(2024, 5, 2)) == [
         (utc(2024, 5, 1, 10), utc(2024, 5, 1, 11)),
-        (utc(2024, 5, 1, 11), utc(2024, 5, 1, 11)),
+        (utc(2024, 5, 1, 11, 0, 1), utc(2024, 5, 1, 11, 0, 1)),
     ]
     check_no_overlap([win("10:00:00", "11:00:00"), win("11:00:00", "11:00:00")])
     with pytest.raises(

@@ -628,7 +628,7 @@ async def update_devices_storage(ctx: ApiContext, p: Params) -> dict[str, Any]:
             if st not in STORAGE_TYPES:
                 raise invalid(f"{w}.StorageType", f"{st!r} is not allowed; allowed values: PICTURE, VIDEO")
             days = item.get("StorageDays")
-            if isinstance(days, str) and days.strip().isdigit():
+            if isinstance(days, str) and days.strip().isdecimal():
                 days = int(days)
             if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 3650:
                 raise invalid(
