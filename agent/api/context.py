@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from agent import config as cfgmod
 from agent.devices import (
@@ -58,8 +58,28 @@ def new_numeric_id() -> str:
     return str(10**18 + secrets.randbelow(9 * 10**18))
 
 
+_S = TypeVar("_S", bound="Stored")
+
+
+class Stored:
+    """JSON for ``state.py``: every field but ``declared`` (that one comes from the site file, never from disk);
+    unknown keys of an older or newer file are ignored."""
+
+    __slots__ = ()
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)  # type: ignore[call-overload]
+        out.pop("declared", None)
+        return dict(out)
+
+    @classmethod
+    def from_json(cls: type[_S], data: dict[str, Any]) -> _S:
+        names = {f.name for f in fields(cls)} - {"declared"}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
 @dataclass(slots=True)
-class Corp:
+class Corp(Stored):
     """A project (CreateCorp). The site's own project is declared by the site file."""
 
     corp_id: str
@@ -73,19 +93,9 @@ class Corp:
     created_at: str = field(default_factory=lambda: now_utc().isoformat())
     declared: bool = False
 
-    def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.pop("declared")
-        return out
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Corp:
-        names = {f.name for f in fields(cls)} - {"declared"}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
 
 @dataclass(slots=True)
-class DeviceExtra:
+class DeviceExtra(Stored):
     """CreateDevice/ModifyDevice/AddDataSource fields that the registry's Device does not hold."""
 
     in_protocol: str = ""
@@ -105,17 +115,9 @@ class DeviceExtra:
     description: str = ""
     stream_url: str = ""  # main URL of a data source, without credentials changes
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> DeviceExtra:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
 
 @dataclass(slots=True)
-class PicSource:
+class PicSource(Stored):
     """A PIC data source (AddDataSource DataSourceType=PIC): a named folder pictures are uploaded to."""
 
     data_source_id: str
@@ -124,17 +126,9 @@ class PicSource:
     description: str = ""
     created_at: str = field(default_factory=lambda: now_utc().isoformat())
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> PicSource:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
 
 @dataclass(slots=True)
-class InstanceMeta:
+class InstanceMeta(Stored):
     """What DescribeAIInstance/ListInstances report beyond the InstanceConfig the runtime runs."""
 
     project_id: str
@@ -146,16 +140,6 @@ class InstanceMeta:
     algorithms: list[dict[str, str]] = field(default_factory=list)
     algorithm_type: str = ""
     declared: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.pop("declared")
-        return out
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> InstanceMeta:
-        names = {f.name for f in fields(cls)} - {"declared"}
-        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 # ------------------------------------------------------------------------------------------- devices as JSON

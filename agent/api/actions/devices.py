@@ -411,8 +411,8 @@ def _ipc_record(ctx: ApiContext, d: Device, access: dict[str, str]) -> Fragment:
     return rec
 
 
-def _build_ipc_record(ctx: ApiContext, d: Device, access: dict[str, str]) -> dict[str, Any]:
-    ex = ctx.extra(d)
+def _record_head(d: Device, ex: DeviceExtra, access: dict[str, str]) -> dict[str, Any]:
+    """The fields DescribeIpcs and DescribeNvrs records share: project, SIP access data, identity, place."""
     gb = ex.in_protocol == "GBT28181"
     return {
         "CorpId": d.project_id,
@@ -426,6 +426,13 @@ def _build_ipc_record(ctx: ApiContext, d: Device, access: dict[str, str]) -> dic
         "DeviceAddress": d.address,
         "Longitude": _coord(d.longitude),
         "Latitude": _coord(d.latitude),
+    }
+
+
+def _build_ipc_record(ctx: ApiContext, d: Device, access: dict[str, str]) -> dict[str, Any]:
+    ex = ctx.extra(d)
+    return {
+        **_record_head(d, ex, access),
         "DeviceDirection": d.direction,
         "DeviceSite": d.site,
         "DeviceResolution": d.resolution,
@@ -532,20 +539,9 @@ async def describe_nvrs(ctx: ApiContext, p: Params) -> dict[str, Any]:
     records = []
     for d in rows[(num - 1) * size : num * size]:
         ex = ctx.extra(d)
-        gb = ex.in_protocol == "GBT28181"
         records.append(
             {
-                "CorpId": d.project_id,
-                "ServerId": access["ServerId"] if gb else "",
-                "ServerIp": access["ServerIp"] if gb else "",
-                "ServerRealm": access["ServerRealm"] if gb else "",
-                "ServerPort": access["ServerPort"] if gb else "",
-                "DeviceId": d.device_id,
-                "Password": ex.password,
-                "DeviceName": d.name,
-                "DeviceAddress": d.address,
-                "Longitude": _coord(d.longitude),
-                "Latitude": _coord(d.latitude),
+                **_record_head(d, ex, access),
                 "Vendor": d.vendor,
                 "DeviceType": d.device_type.value,
                 "InProtocol": ex.in_protocol,
