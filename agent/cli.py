@@ -10,7 +10,9 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from . import __version__, logs
+from agent import __version__
+from agent.ops import logs
+
 from . import config as cfgmod
 
 
@@ -30,7 +32,7 @@ def _config_check(args: argparse.Namespace) -> int:
     site = _load(args.config, summary=True)
     if site is None:
         return 1
-    from .devices import devices_from_site
+    from agent.box.registry import devices_from_site
 
     devices = devices_from_site(site)
     cams = sum(1 for d in devices if d.stream is not None)
@@ -46,7 +48,7 @@ def _config_schema(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .runtime import run_site
+    from agent.box.supervisor import run_site
 
     site = _load(args.config)
     if site is None:
@@ -66,9 +68,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _models_list(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
+    from agent.analytics.pipeline import custom_spec
     from pipelines.detect.registry import model_rows
-
-    from .analytics import custom_spec
 
     extra = []
     provider = args.provider

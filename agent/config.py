@@ -24,10 +24,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agent.box import schedules
+from agent.ingest.streams import StreamMode
 from gb28181 import ids as gbids
-
-from . import schedules
-from .streams import StreamMode
 
 # ----------------------------------------------------------------------------------------------------------------
 # Enums of seed 002

@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipelines import samples
+from agent import samples
+from agent.box.supervisor import Supervisor
 
 from . import config as cfgmod
-from .runtime import Supervisor
 
 STATUS_EVERY_S = 5.0
 

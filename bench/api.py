@@ -128,7 +128,7 @@ async def run(devices: int, requests: int, concurrency: int, page_size: int, max
 
     from agent import config as cfgmod
     from agent.api import ApiConfig, ApiServer
-    from agent.runtime import Supervisor
+    from agent.box.supervisor import Supervisor
 
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
         data = Path(tmp)

@@ -107,7 +107,7 @@ def make_clip(gop: int) -> Path:
     import av
     from av.video.frame import PictureType
 
-    from pipelines.samples import cache_dir, pedestrian_video
+    from agent.samples import cache_dir, pedestrian_video
 
     dest = cache_dir() / "media" / f"capacity_vtest_g{gop}.mkv"
     if dest.exists() and dest.stat().st_size > 0:
@@ -248,7 +248,7 @@ class Subscriber:
         self.port = port
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        from agent.targets import parse_timestamp, target_id_time
+        from agent.analytics.targets import parse_timestamp, target_id_time
 
         now = time.time()
         try:

@@ -28,7 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipelines import samples
+from agent import samples
 from pipelines.detect import BodyDetector, FaceDetector, FaceEmbedder, RuntimeOptions, align_face
 from pipelines.detect.batch import MicroBatcher
 from pipelines.detect.pipeline import DetectionPipeline

@@ -27,7 +27,7 @@ TARGET_RATIO = 10.0
 
 
 def clip_path() -> Path:
-    from pipelines.samples import cache_dir
+    from agent.samples import cache_dir
 
     return cache_dir() / "media" / f"bench_{HEIGHT}p{FPS}_g{GOP}_{SECONDS}s.mkv"
 
@@ -37,7 +37,7 @@ def make_clip() -> Path:
     import av
     from av.video.frame import PictureType
 
-    from pipelines.samples import pedestrian_video
+    from agent.samples import pedestrian_video
 
     dest = clip_path()
     if dest.exists() and dest.stat().st_size > 0:

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
-    from pipelines.samples import h264_clip
+    from agent.samples import h264_clip
 
     aus = list(container_access_units(h264_clip()))[: args.frames]
     payload = sum(len(a.data) for a in aus)

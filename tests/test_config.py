@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent import config
-from agent.devices import DeviceStatus, Registry, devices_from_site, redact
+from agent.box.registry import DeviceStatus, Registry, devices_from_site, redact
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {

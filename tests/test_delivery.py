@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from agent import samples
 from agent.demo import RtspFileServer
-from pipelines import samples
 from tests.peers import wait_until
-from tests.store.conftest import Mosquitto, Subscriber, free_port
+from tests.storage.conftest import Mosquitto, Subscriber, free_port
 
 CAM = "34020000001320000001"
 

@@ -22,10 +22,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from agent.analytics.targets import TargetRecord, make_target_id
+from agent.box.supervisor import Supervisor
 from agent.config import load_text
-from agent.gb import GbBridge
-from agent.runtime import Supervisor
-from agent.targets import TargetRecord, make_target_id
+from agent.gb.bridge import GbBridge
 from tests.gb28181.mediautil import decode_ps, ps_from_rtp
 from tests.gb28181.platform import SERVER_ID, MediaCapture, Platform
 from tests.peers import RtspServer, require_gst

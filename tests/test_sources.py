@@ -12,8 +12,8 @@ import av
 import numpy as np
 import pytest
 
+from agent.samples import h264_clip
 from pipelines.frames import Frame
-from pipelines.samples import h264_clip
 from pipelines.sampling import Sampler
 from pipelines.sources import (
     AccessUnit,

@@ -18,8 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.live import LiveServer
-from agent.media import MediaServer, MediaSigner, load_or_create_key
+from agent.ingest.live_hls import LiveServer
+from agent.storage.links import MediaServer, MediaSigner, load_or_create_key
 
 from . import render
 from .actions import load_all

@@ -13,14 +13,9 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
 from agent import config as cfgmod
-from agent.devices import (
-    Device,
-    DeviceStatus,
-    Registry,
-    StreamSettings,
-)
-from agent.instances import InstanceRunner, InstanceRuntime
-from agent.streams import StreamMode
+from agent.box.instances import InstanceRunner, InstanceRuntime
+from agent.box.registry import Device, DeviceStatus, Registry, StreamSettings
+from agent.ingest.streams import StreamMode
 from pipelines.frames import Frame
 
 from .errors import ApiError, declared, invalid, not_found

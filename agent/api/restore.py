@@ -11,7 +11,7 @@ import logging
 from pydantic import ValidationError
 
 from agent import config as cfgmod
-from agent.streams import StreamMode
+from agent.ingest.streams import StreamMode
 
 from .context import ApiContext, Corp, InstanceMeta, PicSource, device_from_json
 

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from agent.config import ApiConfig
-from agent.metrics import Sample
+from agent.ops.metrics import Sample
 
 from .app import ApiServer
 
 if TYPE_CHECKING:
-    from agent.runtime import Supervisor
+    from agent.box.supervisor import Supervisor
 
 
 class ApiService:

@@ -19,7 +19,7 @@ import pytest
 
 from agent import config as cfgmod
 from agent.api import ApiConfig, ApiServer
-from agent.store import TargetStore
+from agent.storage.store import TargetStore
 
 KEY_ID = "ops-test"
 SECRET = "s3cret-for-tests-only"
@@ -97,7 +97,7 @@ class Agent:
         return self.run(wrap())
 
     async def _start(self) -> None:
-        from agent.runtime import Supervisor
+        from agent.box.supervisor import Supervisor
 
         site = cfgmod.load(self.site_path)
         self.sup = Supervisor(site=site, path=str(self.site_path))

@@ -19,10 +19,10 @@ import av
 import pytest
 from alibabacloud_vcs20200515 import models as m
 
+from agent import samples
 from agent.demo import RtspFileServer
-from agent.live import PLAYLIST, _Muxer
-from agent.streams import StreamManager
-from pipelines import samples
+from agent.ingest.live_hls import PLAYLIST, _Muxer
+from agent.ingest.streams import StreamManager
 from pipelines.sources import AccessUnit, SourceSpec
 
 from .conftest import SITE_IPC, Agent, make_agent, sdk_client

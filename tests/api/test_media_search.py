@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from alibabacloud_vcs20200515 import models as m
 
+from agent import samples
+from agent.analytics.targets import TargetAttribute, TargetRecord, make_target_id
 from agent.api import ctl
 from agent.demo import RtspFileServer
-from agent.targets import TargetAttribute, TargetRecord, make_target_id
-from pipelines import samples
 
 from .conftest import KEY_ID, SECRET, SITE_IPC, Agent
 

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipelines import samples
+from agent import samples
 from pipelines.detect import BodyDetector, FaceDetector, FaceEmbedder
 from pipelines.frames import Frame
 

@@ -193,8 +193,8 @@ def finite_source(
 
 
 def _sample_clip_units(n: int) -> list[AccessUnit]:
+    from agent.samples import h264_clip
     from gb28181.avsource import container_access_units
-    from pipelines.samples import h264_clip
 
     return list(container_access_units(h264_clip()))[:n]
 

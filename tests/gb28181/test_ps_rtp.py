@@ -117,7 +117,7 @@ def test_demuxer_resyncs_after_garbage() -> None:
 
 @pytest.mark.parametrize("tcp", [False, True])
 def test_media_session_rtp_to_pyav_on_the_sample_clip(tcp: bool) -> None:
-    from pipelines.samples import h264_clip
+    from agent.samples import h264_clip
 
     aus = list(container_access_units(h264_clip()))[:60]
     session = MediaSession(200003792, tcp=tcp)

@@ -13,8 +13,8 @@ import secrets
 from dataclasses import replace
 from typing import Any
 
+from agent.box.registry import Device, DeviceStatus, allocate_id
 from agent.config import DeviceType
-from agent.devices import Device, DeviceStatus, allocate_id
 from gb28181 import ids as gbids
 from pipelines.sources import UnsupportedSource, redact_url, source_kind
 

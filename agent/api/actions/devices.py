@@ -14,9 +14,9 @@ import string
 from dataclasses import replace
 from typing import Any
 
+from agent.box.registry import Device, DeviceStatus, allocate_id
 from agent.config import DeviceType, EncodeFormat
-from agent.devices import Device, DeviceStatus, allocate_id
-from agent.streams import StreamMode
+from agent.ingest.streams import StreamMode
 from gb28181 import ids as gbids
 
 from ..context import ApiContext, DeviceExtra, now_utc

@@ -17,9 +17,9 @@ from zoneinfo import ZoneInfo
 from pydantic import ValidationError
 
 from agent import config as cfgmod
+from agent.box.instances import InstanceRunner, InstanceStatus
+from agent.box.schedules import ScheduleError, parse_schedule
 from agent.config import Algorithm, InstanceConfig
-from agent.instances import InstanceRunner, InstanceStatus
-from agent.schedules import ScheduleError, parse_schedule
 
 from ..context import ApiContext, InstanceMeta
 from ..errors import declared, invalid

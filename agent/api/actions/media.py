@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import cv2
 
-from agent.devices import Device
+from agent.box.registry import Device
 
 from ..context import ApiContext
 from ..errors import ApiError, invalid

@@ -14,8 +14,8 @@ from functools import partial
 from typing import Any
 from urllib.parse import quote
 
-from agent.store import AttributeFilter
-from agent.targets import TARGET_TYPES, parse_timestamp
+from agent.analytics.targets import TARGET_TYPES, parse_timestamp
+from agent.storage.store import AttributeFilter
 
 from ..context import ApiContext
 from ..errors import ApiError, invalid

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.store import AttributeFilter, TargetStore
-from tests.store.conftest import T0, Jpegs, make_record
+from agent.storage.store import AttributeFilter, TargetStore
+from tests.storage.conftest import T0, Jpegs, make_record
 
 
 def test_add_writes_jpegs_and_one_transaction_with_the_outbox(tmp_path: Path, jpegs: Jpegs) -> None:

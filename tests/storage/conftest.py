@@ -21,8 +21,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.targets import TargetRecord, make_target_id
-from pipelines.samples import group_photo
+from agent.analytics.targets import TargetRecord, make_target_id
+from agent.samples import group_photo
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from agent.targets import (
+from agent.analytics.targets import (
     TargetAttribute,
     TargetRecord,
     format_timestamp,
@@ -16,7 +16,7 @@ from agent.targets import (
     parse_timestamp,
     target_id_time,
 )
-from tests.store.conftest import T0, make_record
+from tests.storage.conftest import T0, make_record
 
 # The Records fields of SearchTarget in seed 002 (10.1), less TargetImageSimilarity (only with image search).
 SEED_RECORD_FIELDS = {

@@ -15,9 +15,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from agent.media import MediaLinks, MediaServer, MediaSigner, load_or_create_key
-from agent.store import TargetStore
-from tests.store.conftest import T0, Jpegs, make_record
+from agent.storage.links import MediaLinks, MediaServer, MediaSigner, load_or_create_key
+from agent.storage.store import TargetStore
+from tests.storage.conftest import T0, Jpegs, make_record
 
 
 class Clock:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from agent.streams import SnapshotTimeout, StreamManager, StreamMode, UnknownDevice
+from agent.ingest.streams import SnapshotTimeout, StreamManager, StreamMode, UnknownDevice
 from pipelines.frames import Frame
 from pipelines.sampling import Sampler
 from pipelines.sources import AccessUnit, SourceSpec

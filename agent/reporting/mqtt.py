@@ -32,9 +32,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.outbox import OutboxEntry
-from agent.sinks import SinkContext
-from agent.targets import TargetRecord
+from agent.analytics.targets import TargetRecord
+from agent.reporting.sinks import SinkContext
+from agent.storage.outbox import OutboxEntry
 
 log = logging.getLogger(__name__)
 

@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .broker import EmbeddedBroker, start_embedded_broker
-from .config import MqttConfig, StorageConfig
-from .media import MediaLinks, MediaServer, MediaSigner, load_or_create_key
-from .metrics import Sample
-from .sinks import SinkRunner
-from .sinks.mqtt import MqttSettings, MqttSink
+from agent.config import MqttConfig, StorageConfig
+from agent.ops.metrics import Sample
+from agent.reporting.broker import EmbeddedBroker, start_embedded_broker
+from agent.reporting.mqtt import MqttSettings, MqttSink
+from agent.reporting.sinks import SinkRunner
+from agent.storage.links import MediaLinks, MediaServer, MediaSigner, load_or_create_key
 
 if TYPE_CHECKING:
-    from .runtime import Supervisor
+    from agent.box.supervisor import Supervisor
 
 log = logging.getLogger("vcs_edge.reporting")
 

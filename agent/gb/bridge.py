@@ -23,6 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from agent import __version__
+from agent.box.registry import Device, DeviceStatus
+from agent.config import Gb28181Config
+from agent.ingest.streams import PACKETS, StreamManager, UnknownDevice
+from agent.ops.logs import kv
+from agent.ops.metrics import Sample
 from gb28181.aio import DeviceService
 from gb28181.config import Channel, DeviceConfig
 from gb28181.events import (
@@ -41,16 +47,9 @@ from gb28181.events import (
 from gb28181.media import AccessUnit as GbAccessUnit
 from pipelines.sources import AccessUnit as SourceUnit
 
-from . import __version__
-from .config import Gb28181Config
-from .devices import Device, DeviceStatus
-from .logs import kv
-from .metrics import Sample
-from .streams import PACKETS, StreamManager, UnknownDevice
-
 if TYPE_CHECKING:
-    from .runtime import Supervisor
-    from .targets import TargetRecord
+    from agent.analytics.targets import TargetRecord
+    from agent.box.supervisor import Supervisor
 
 log = logging.getLogger("vcs_edge.gb28181")
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.outbox import Outbox
-from agent.store import TargetStore
-from tests.store.conftest import Jpegs, make_record
+from agent.storage.outbox import Outbox
+from agent.storage.store import TargetStore
+from tests.storage.conftest import Jpegs, make_record
 
 
 def test_entries_come_out_in_order_per_sink_and_leave_only_when_acked(tmp_path: Path) -> None:
@@ -35,7 +35,7 @@ def test_size_bound_drops_oldest_counts_and_logs_loudly(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     box = Outbox(tmp_path / "o.db", ("mqtt",), max_entries=5)
-    with caplog.at_level(logging.ERROR, logger="agent.outbox"):
+    with caplog.at_level(logging.ERROR, logger="agent.storage.outbox"):
         for i in range(8):
             box.enqueue("target", "cam", f"id-{i}", "{}")
     assert box.dropped == 3 and box.count() == 5
@@ -50,7 +50,7 @@ def test_a_sink_removed_from_the_config_has_its_entries_discarded_loudly(
     box = Outbox(tmp_path / "o.db", ("mqtt", "kafka"))
     box.enqueue("target", "cam", "id-1", "{}")
     box.close()
-    with caplog.at_level(logging.ERROR, logger="agent.outbox"):
+    with caplog.at_level(logging.ERROR, logger="agent.storage.outbox"):
         box = Outbox(tmp_path / "o.db", ("mqtt",))
     assert box.purged == 1 and box.count() == 1
     assert any("no longer configured" in r.getMessage() for r in caplog.records)

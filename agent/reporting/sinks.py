@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from agent.outbox import Outbox, OutboxEntry
+from agent.storage.outbox import Outbox, OutboxEntry
 
 log = logging.getLogger(__name__)
 

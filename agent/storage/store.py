@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from agent.outbox import Outbox, connect
-from agent.targets import TARGET_TYPES, TargetRecord
+from agent.analytics.targets import TARGET_TYPES, TargetRecord
+from agent.storage.outbox import Outbox, connect
 
 log = logging.getLogger(__name__)
 

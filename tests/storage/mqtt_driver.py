@@ -1,6 +1,6 @@
 """A small agent stand-in for crash tests: TargetStore + outbox + MQTT sink in one process, driven over stdin.
 
-Run: ``python -m tests.store.mqtt_driver --data-dir D --port P``. Prints one JSON object per line:
+Run: ``python -m tests.storage.mqtt_driver --data-dir D --port P``. Prints one JSON object per line:
 ``{"ready": true}`` once started, then one answer per command:
 
 - ``produce DEVICE COUNT FIRST`` -> ``{"produced": [TargetId, ...]}`` (track ids FIRST..FIRST+COUNT-1)
@@ -19,11 +19,11 @@ import sys
 
 import cv2
 
-from agent.sinks import SinkRunner
-from agent.sinks.mqtt import MqttSettings, MqttSink
-from agent.store import TargetStore
-from pipelines.samples import group_photo
-from tests.store.conftest import make_record
+from agent.reporting.mqtt import MqttSettings, MqttSink
+from agent.reporting.sinks import SinkRunner
+from agent.samples import group_photo
+from agent.storage.store import TargetStore
+from tests.storage.conftest import make_record
 
 
 def say(obj: object) -> None:

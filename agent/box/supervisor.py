@@ -24,23 +24,22 @@ from aiohttp import web
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from agent import config as cfgmod
+from agent.analytics.targets import TargetRecord
+from agent.box.instances import FrameSink, InstanceRunner, InstanceRuntime, schedule_fn
+from agent.box.registry import Device, DeviceStatus, Registry, StreamAction, StreamStatus, devices_from_site
+from agent.ingest.streams import SnapshotTimeout, StreamManager, StreamMode
+from agent.ops import sdnotify
+from agent.ops.logs import kv
+from agent.ops.metrics import Sample, new_registry
+from agent.storage.store import TargetStore
 from pipelines.frames import Frame
 from pipelines.sampling import Sampler
 from pipelines.sources import SourceSpec
 
-from . import config as cfgmod
-from . import sdnotify
-from .devices import Device, DeviceStatus, Registry, StreamAction, StreamStatus, devices_from_site
-from .instances import FrameSink, InstanceRunner, InstanceRuntime, schedule_fn
-from .logs import kv
-from .metrics import Sample, new_registry
-from .store import TargetStore
-from .streams import SnapshotTimeout, StreamManager, StreamMode
-from .targets import TargetRecord
-
 if TYPE_CHECKING:
-    from .analytics import Analytics
-    from .reporting import MediaService
+    from agent.analytics.pipeline import Analytics
+    from agent.reporting.services import MediaService
 
 log = logging.getLogger("vcs_edge.runtime")
 
@@ -395,7 +394,7 @@ class Supervisor:
                 "no detector enabled (detection.face and detection.body): sampled frames are only counted"
             )
             return CountingSink()
-        from .analytics import Analytics, Models
+        from agent.analytics.pipeline import Analytics, Models
 
         models = await asyncio.to_thread(Models, det)
         assert self.store is not None
@@ -422,7 +421,7 @@ class Supervisor:
 
     def _build_services(self, only: set[str] | None = None) -> list[Service]:
         """The services the site asks for (all, or those named in ``only``); the media service is made once."""
-        from .reporting import HousekeepingService, MediaService, MqttService
+        from agent.reporting.services import HousekeepingService, MediaService, MqttService
 
         if self.media is None:
             self.media = MediaService(self)
@@ -432,7 +431,7 @@ class Supervisor:
             ("housekeeping", lambda: HousekeepingService(self, site.storage)),
         ]
         if site.gb28181 is not None and site.gb28181.enabled:
-            from .gb import GbBridge
+            from agent.gb.bridge import GbBridge
 
             gb_cfg = site.gb28181
             candidates.append(("gb28181", lambda: GbBridge(self, gb_cfg)))
@@ -440,7 +439,7 @@ class Supervisor:
             mqtt_cfg = site.mqtt
             candidates.append(("mqtt", lambda: MqttService(self, mqtt_cfg, self.media)))  # type: ignore[arg-type]
         if site.api is not None and site.api.enabled:
-            from .api.service import ApiService
+            from agent.api.service import ApiService
 
             api_cfg = site.api
             candidates.append(("api", lambda: ApiService(self, api_cfg)))

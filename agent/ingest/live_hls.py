@@ -40,9 +40,9 @@ from typing import Any, Protocol
 import av
 from aiohttp import web
 
-from agent.devices import Device
-from agent.media import MediaSigner
-from agent.streams import StreamManager, UnknownDevice
+from agent.box.registry import Device
+from agent.ingest.streams import StreamManager, UnknownDevice
+from agent.storage.links import MediaSigner
 from pipelines.sources import AccessUnit, SourceSpec, StreamSource
 
 log = logging.getLogger("vcs_edge.live")

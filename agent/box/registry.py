@@ -14,10 +14,9 @@ from datetime import UTC, datetime
 from enum import IntEnum
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from agent.config import CameraFields, DeviceConfig, DeviceType, EncodeFormat, SiteFile, StreamDefaults
+from agent.ingest.streams import StreamMode
 from gb28181 import ids as gbids
-
-from .config import CameraFields, DeviceConfig, DeviceType, EncodeFormat, SiteFile, StreamDefaults
-from .streams import StreamMode
 
 
 class DeviceStatus(IntEnum):

@@ -34,6 +34,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from agent.analytics.targets import TargetRecord, make_target_id
+from agent.box.instances import InstanceRuntime
+from agent.config import Algorithm, CustomModelConfig, DetectionConfig
+from agent.ops.metrics import Sample
+from agent.storage.store import TargetStore
 from pipelines.crops import encode_jpeg
 from pipelines.detect import BodyDetector, CustomDetector, FaceDetector, FaceEmbedder, RuntimeOptions
 from pipelines.detect import CustomModelConfig as CustomSpec
@@ -42,12 +47,6 @@ from pipelines.detect.detection import Detector
 from pipelines.detect.pipeline import DetectionPipeline
 from pipelines.frames import Frame
 from pipelines.track import CameraTracks, TrackerConfig, TrackUpdate
-
-from .config import Algorithm, CustomModelConfig, DetectionConfig
-from .instances import InstanceRuntime
-from .metrics import Sample
-from .store import TargetStore
-from .targets import TargetRecord, make_target_id
 
 log = logging.getLogger("vcs_edge.analytics")
 

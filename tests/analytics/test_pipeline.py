@@ -15,10 +15,10 @@ import av
 import cv2
 import numpy as np
 
+from agent import samples
+from agent.box.supervisor import Supervisor
 from agent.config import load_text
-from agent.runtime import Supervisor
-from agent.store import TargetStore
-from pipelines import samples
+from agent.storage.store import TargetStore
 
 CAM = "34020000001320000009"
 

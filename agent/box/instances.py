@@ -24,12 +24,11 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
+from agent.box import schedules
+from agent.config import InstanceConfig
+from agent.ops.logs import kv
 from pipelines.frames import Frame
 from pipelines.sampling import Sampler
-
-from . import schedules
-from .config import InstanceConfig
-from .logs import kv
 
 log = logging.getLogger("vcs_edge.instances")
 

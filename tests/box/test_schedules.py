@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from agent.schedules import (
+from agent.box.schedules import (
     DataSourceTime,
     Polling,
     Schedule,

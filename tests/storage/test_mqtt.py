@@ -21,11 +21,11 @@ from typing import IO, Any
 
 import pytest
 
-from agent.broker import start_embedded_broker
-from agent.sinks import SinkRunner
-from agent.sinks.mqtt import MqttSettings, MqttSink
-from agent.store import TargetStore
-from tests.store.conftest import Jpegs, Mosquitto, Subscriber, free_port, make_record, wait_until
+from agent.reporting.broker import start_embedded_broker
+from agent.reporting.mqtt import MqttSettings, MqttSink
+from agent.reporting.sinks import SinkRunner
+from agent.storage.store import TargetStore
+from tests.storage.conftest import Jpegs, Mosquitto, Subscriber, free_port, make_record, wait_until
 
 pytestmark = pytest.mark.peer
 
@@ -237,7 +237,7 @@ class Driver:
             [
                 sys.executable,
                 "-m",
-                "tests.store.mqtt_driver",
+                "tests.storage.mqtt_driver",
                 "--data-dir",
                 str(data_dir),
                 "--port",
