@@ -11,6 +11,7 @@ import pytest
 
 from agent import config
 from agent.box.registry import DeviceStatus, Registry, devices_from_site, redact
+from agent.config import loader
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {
@@ -40,12 +41,12 @@ def test_example_documents_every_option() -> None:
     text = (ROOT / "configs" / "site.example.yaml").read_text()
     missing = []
 
-    def walk(model: type[config.BaseModel]) -> None:
+    def walk(model: type[loader.BaseModel]) -> None:
         for name, field in model.model_fields.items():
             if f"{name}:" not in text:
                 missing.append(f"{model.__name__}.{name}")
-            inner = config._unwrap(field.annotation)
-            if isinstance(inner, type) and issubclass(inner, config.BaseModel):
+            inner = loader._unwrap(field.annotation)
+            if isinstance(inner, type) and issubclass(inner, loader.BaseModel):
                 walk(inner)
 
     walk(config.SiteFile)

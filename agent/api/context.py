@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar, cast
 from agent import config as cfgmod
 from agent.box.instances import InstanceRunner, InstanceRuntime
 from agent.box.registry import Device, DeviceStatus, Registry, StreamSettings
-from agent.ingest.streams import StreamMode
+from agent.config.enums import StreamMode
 from pipelines.frames import Frame
 
 from .errors import ApiError, declared, invalid, not_found

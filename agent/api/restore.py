@@ -11,7 +11,7 @@ import logging
 from pydantic import ValidationError
 
 from agent import config as cfgmod
-from agent.ingest.streams import StreamMode
+from agent.config.enums import StreamMode
 
 from .context import ApiContext, Corp, InstanceMeta, PicSource, device_from_json
 

@@ -15,7 +15,7 @@ from enum import IntEnum
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from agent.config import CameraFields, DeviceConfig, DeviceType, EncodeFormat, SiteFile, StreamDefaults
-from agent.ingest.streams import StreamMode
+from agent.config.enums import StreamMode
 from gb28181 import ids as gbids
 
 

@@ -28,7 +28,8 @@ from agent import config as cfgmod
 from agent.analytics.targets import TargetRecord
 from agent.box.instances import FrameSink, InstanceRunner, InstanceRuntime, schedule_fn
 from agent.box.registry import Device, DeviceStatus, Registry, StreamAction, StreamStatus, devices_from_site
-from agent.ingest.streams import SnapshotTimeout, StreamManager, StreamMode
+from agent.config.enums import StreamMode
+from agent.ingest.streams import SnapshotTimeout, StreamManager
 from agent.ops import sdnotify
 from agent.ops.logs import kv
 from agent.ops.metrics import Sample, new_registry

@@ -24,9 +24,9 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Any, Generic, Literal, TypeVar
 
+from agent.config.enums import StreamMode
 from pipelines.frames import Frame
 from pipelines.sampling import Sampler
 from pipelines.sources import AccessUnit, SourceSpec, StreamSource, StreamStats
@@ -38,13 +38,6 @@ FrameHandler = Callable[[Frame], Awaitable[None] | None]
 PacketHandler = Callable[[AccessUnit], Awaitable[None] | None]
 StatusHandler = Callable[[str, str, str | None], None]
 PACKETS: Literal["packets"] = "packets"
-
-
-class StreamMode(IntEnum):
-    """The VCS API's StreamMode: 0 pulls on demand, 1 pulls continuously."""
-
-    ON_DEMAND = 0
-    CONTINUOUS = 1
 
 
 class UnknownDevice(KeyError):

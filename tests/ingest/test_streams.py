@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from agent.ingest.streams import SnapshotTimeout, StreamManager, StreamMode, UnknownDevice
+from agent.config.enums import StreamMode
+from agent.ingest.streams import SnapshotTimeout, StreamManager, UnknownDevice
 from pipelines.frames import Frame
 from pipelines.sampling import Sampler
 from pipelines.sources import AccessUnit, SourceSpec

@@ -16,7 +16,7 @@ from typing import Any
 
 from agent.box.registry import Device, DeviceStatus, allocate_id
 from agent.config import DeviceType, EncodeFormat
-from agent.ingest.streams import StreamMode
+from agent.config.enums import StreamMode
 from gb28181 import ids as gbids
 
 from ..context import ApiContext, DeviceExtra, now_utc

@@ -1,0 +1,83 @@
+"""The site file: one YAML document per site, validated by pydantic models that reject unknown keys.
+
+The schema here is the single source of truth for every option (``vcs-edge config schema`` prints it and
+``configs/site.example.yaml`` documents it). Loading keeps the line of every key so that each error names the file,
+the line, the field path, what was found and what is allowed. Secrets are never written in the file: any string may
+hold ``${VAR}`` (or ``${VAR:-default}``), replaced from the environment at load time; a missing variable is an error
+that names the variable and the field.
+
+Key names are snake_case; the API name of each (VCS seed 002) is given in the field's description.
+"""
+
+from __future__ import annotations
+
+from .api import AccessKey, ApiConfig, GbAccessConfig
+from .detection import BodyModelConfig, CustomModelConfig, DetectionConfig, FaceModelConfig
+from .devices import CameraFields, ChannelConfig, DeviceConfig, StreamConfig, StreamDefaults
+from .enums import (
+    Algorithm,
+    ComputeType,
+    DataSource,
+    DataType,
+    DeviceType,
+    EncodeFormat,
+    InstanceType,
+    ScheduleType,
+    StreamMode,
+    Strict,
+    TargetKind,
+    check_gb_id,
+)
+from .gb28181 import Gb28181Config, GbAlarmConfig
+from .instances import InstanceConfig, PollingConfig, ScheduleConfig, WindowConfig
+from .loader import ConfigError, Loc, load, load_text
+from .reporting import MqttConfig, MqttTlsConfig
+from .schema import SiteFile, json_schema
+from .site import AgentConfig, HttpConfig, LogConfig, SiteConfig
+from .storage import StorageConfig
+
+__all__ = [
+    "AccessKey",
+    "AgentConfig",
+    "Algorithm",
+    "ApiConfig",
+    "BodyModelConfig",
+    "CameraFields",
+    "ChannelConfig",
+    "ComputeType",
+    "ConfigError",
+    "CustomModelConfig",
+    "DataSource",
+    "DataType",
+    "DetectionConfig",
+    "DeviceConfig",
+    "DeviceType",
+    "EncodeFormat",
+    "FaceModelConfig",
+    "Gb28181Config",
+    "GbAccessConfig",
+    "GbAlarmConfig",
+    "HttpConfig",
+    "InstanceConfig",
+    "InstanceType",
+    "Loc",
+    "LogConfig",
+    "MqttConfig",
+    "MqttTlsConfig",
+    "PollingConfig",
+    "ScheduleConfig",
+    "ScheduleType",
+    "SiteConfig",
+    "SiteFile",
+    "StorageConfig",
+    "StreamConfig",
+    "StreamDefaults",
+    "StreamMode",
+    "Strict",
+    "TargetKind",
+    "WindowConfig",
+    "check_gb_id",
+    "json_schema",
+    "load",
+    "load_text",
+]

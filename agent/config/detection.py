@@ -1,0 +1,106 @@
+"""The ``detection:`` section: models, execution provider, batching, tracking."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from .enums import Strict, TargetKind
+
+
+def _person_only() -> dict[int, TargetKind]:
+    return {0: "Body"}
+
+
+class CustomModelConfig(Strict):
+    """A site's own ONNX detector with a declared output layout (edge-box users bring their own models)."""
+
+    id: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.\-]+$",
+        description="Name used in face/body.model.",
+    )
+    path: str = Field(description="ONNX file.")
+    layout: Literal["yolov5", "yolov8", "ssd"] = Field(
+        description="yolov5: [N, boxes, 5+classes]; yolov8: [N, 4+classes, boxes]; ssd: boxes/scores/classes[/num]."
+    )
+    input_width: int = Field(640, ge=32, le=4096)
+    input_height: int = Field(640, ge=32, le=4096)
+    classes: dict[int, TargetKind] = Field(
+        default_factory=_person_only,
+        description="Class id -> TargetType; other classes are ignored. COCO: {0: Body, 2: Motor, 3: NonMotor, ...}.",
+    )
+    score_threshold: float = Field(0.4, gt=0, lt=1)
+    nms_threshold: float = Field(0.45, gt=0, lt=1)
+
+
+class FaceModelConfig(Strict):
+    enabled: bool = True
+    model: str = Field("retinaface", description="Bundled 'retinaface' or the id of a custom model.")
+    input_width: int = Field(
+        480,
+        ge=32,
+        le=4096,
+        description="480x360 keeps 16 cameras at Spf=1 on 2 cores; 640x480 finds smaller faces.",
+    )
+    input_height: int = Field(360, ge=32, le=4096)
+    score_threshold: float = Field(0.6, gt=0, lt=1)
+    min_size_px: float = Field(12.0, ge=1, description="Smaller faces are ignored.")
+    embed: bool = Field(True, description="A 128-d SFace embedding for every face target (search by face).")
+
+
+class BodyModelConfig(Strict):
+    enabled: bool = True
+    model: str = Field("ssdlite-person", description="Bundled 'ssdlite-person' or the id of a custom model.")
+    input_width: int = Field(300, ge=32, le=4096)
+    input_height: int = Field(300, ge=32, le=4096)
+    score_threshold: float = Field(0.4, gt=0, lt=1)
+    min_height_px: float = Field(24.0, ge=1, description="Shorter bodies are ignored.")
+
+
+class DetectionConfig(Strict):
+    """Detectors (ONNX Runtime), micro-batching across cameras, tracking and best shot."""
+
+    provider: Literal["auto", "cpu", "cuda", "tensorrt", "openvino"] = Field(
+        "auto", description="Execution provider; auto takes the best available and logs its choice."
+    )
+    intra_op_threads: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="Threads per model call; 0 = auto: half the cores, at least 1 (decoding needs the others).",
+    )
+    inter_op_threads: int = Field(1, ge=1, le=64)
+    batch_max: int = Field(8, ge=1, le=64, description="Frames of all cameras run together at most.")
+    batch_wait_ms: float = Field(20.0, ge=0, le=1000, description="How long a batch waits to fill.")
+    queue_max: int = Field(
+        64, ge=1, le=10000, description="Frames waiting for the detectors; the oldest are dropped."
+    )
+    face: FaceModelConfig = FaceModelConfig()
+    body: BodyModelConfig = BodyModelConfig()
+    custom_models: list[CustomModelConfig] = Field(default_factory=list)
+    track_max_age_s: float = Field(
+        30.0, gt=0, le=3600, description="A track is reported at the latest after this."
+    )
+    track_max_missed_s: float = Field(
+        3.0, gt=0, le=600, description="A track not seen for this long has ended and is reported."
+    )
+    report_first_sighting: bool = Field(
+        False,
+        description="Report a target as soon as it is first seen, then update it under the same TargetId.",
+    )
+
+    @model_validator(mode="after")
+    def _models(self) -> DetectionConfig:
+        ids = {m.id for m in self.custom_models}
+        if len(ids) != len(self.custom_models):
+            raise ValueError("custom_models ids must be unique")
+        if self.face.enabled and self.face.model not in ids | {"retinaface"}:
+            raise ValueError(f"face.model {self.face.model!r} is neither 'retinaface' nor a custom model id")
+        if self.body.enabled and self.body.model not in ids | {"ssdlite-person"}:
+            raise ValueError(
+                f"body.model {self.body.model!r} is neither 'ssdlite-person' nor a custom model id"
+            )
+        return self

@@ -1,0 +1,35 @@
+"""The ``mqtt:`` section: where targets and status are reported."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .enums import Strict
+
+
+class MqttTlsConfig(Strict):
+    ca_certs: str | None = Field(None, description="CA bundle; default the system's.")
+    certfile: str | None = None
+    keyfile: str | None = None
+    insecure: bool = Field(False, description="Skip hostname checks (test setups only).")
+
+
+class MqttConfig(Strict):
+    """Targets, device and stream status to an MQTT broker (QoS 1, at least once, ordered per camera)."""
+
+    enabled: bool = True
+    embedded: bool = Field(False, description="Start an in-process broker (amqtt, MQTT 3.1.1) at host:port.")
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=0, le=65535)
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    client_id: str = Field("", description="Default vcs-edge-<site>.")
+    username: str | None = None
+    password: str | None = Field(None, json_schema_extra={"writeOnly": True})
+    tls: MqttTlsConfig | None = Field(None, description="Present = TLS on.")
+    topic_prefix: str = Field(
+        "vcs-edge", description="Topics: <prefix>/<site>/targets/<device>, .../status, ..."
+    )
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    max_inflight: int = Field(100, ge=1, le=65000)

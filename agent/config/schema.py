@@ -1,0 +1,63 @@
+"""The root of a site file, made of the sections of the sibling modules."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from .api import ApiConfig
+from .detection import DetectionConfig
+from .devices import DeviceConfig, StreamDefaults
+from .enums import Strict
+from .gb28181 import Gb28181Config
+from .instances import InstanceConfig
+from .reporting import MqttConfig
+from .site import AgentConfig, SiteConfig
+from .storage import StorageConfig
+
+
+class SiteFile(Strict):
+    """Root of a site file."""
+
+    version: Literal[1] = Field(1, description="Schema version of this file.")
+    site: SiteConfig = SiteConfig()
+    agent: AgentConfig = AgentConfig()
+    streams: StreamDefaults = StreamDefaults()
+    devices: list[DeviceConfig] = Field(default_factory=list)
+    instances: list[InstanceConfig] = Field(default_factory=list)
+    detection: DetectionConfig = DetectionConfig()
+    storage: StorageConfig = StorageConfig()
+    mqtt: MqttConfig | None = Field(
+        None, description="Report targets over MQTT; absent = targets stay local."
+    )
+    gb28181: Gb28181Config | None = Field(
+        None, description="Register upstream over GB/T 28181; absent = off."
+    )
+    api: ApiConfig | None = Field(None, description="The VCS-compatible management API; absent = not served.")
+
+    @model_validator(mode="after")
+    def _references(self) -> SiteFile:
+        seen: dict[str, str] = {}
+        for i, dev in enumerate(self.devices):
+            for where, did in [(f"devices[{i}]", dev.id)] + [
+                (f"devices[{i}].channels[{j}]", ch.id) for j, ch in enumerate(dev.channels)
+            ]:
+                if did is None:
+                    continue
+                if did in seen:
+                    raise ValueError(f"{where}: id {did} is already used by {seen[did]}")
+                seen[did] = where
+        names: set[str] = set()
+        for inst in self.instances:
+            if inst.instance_id in names:
+                raise ValueError(f"instance id {inst.instance_id} ({inst.name!r}) appears twice")
+            names.add(inst.instance_id)
+        return self
+
+
+def json_schema() -> dict[str, Any]:
+    schema = SiteFile.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "vcs-edge site file"
+    return schema
