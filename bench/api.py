@@ -138,7 +138,7 @@ async def run(devices: int, requests: int, concurrency: int, page_size: int, max
         cfg = ApiConfig.model_validate(
             {"host": "127.0.0.1", "port": 0, "access_keys": [{"id": KEY_ID, "secret": SECRET}]}
         )
-        api = ApiServer(sup, cfg, data)
+        api = ApiServer(sup, cfg, sup.overlay, sup.links, data, cameras=sup.streams)
         await api.start()
 
         async def bare(request: web.Request) -> web.Response:

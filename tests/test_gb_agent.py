@@ -249,7 +249,7 @@ def test_agent_on_a_gb28181_platform(
 
             # --- UDP live on a continuous camera, then TeleBoot: pipelines restart, the session ends -----
             live_srv = cameras[CAM_LIVE]
-            old_streams = sup.streams
+            old_streams = sup.streams.manager
             connects = live_srv.connects
             cap = await platform.invite(BOX, CH_LIVE, "udp", ssrc="0200000031")
             assert cap.answer is not None and cap.answer.status == 200
@@ -260,7 +260,7 @@ def test_agent_on_a_gb28181_platform(
             pull = bridge.sessions[cap.call_id].pull
             assert pull is not None and pull.ended is not None and "restart" in pull.ended
             assert decoded(cap, 200000031) == pull.delivered >= 50
-            assert sup.streams is not old_streams  # new stream manager
+            assert sup.streams.manager is not old_streams  # new stream manager
             await until(lambda: live_srv.connects > connects, 10, "the continuous camera to reopen")
             await until(lambda: sup.streams.is_delivering(CAM_LIVE), 10, "the reopened stream")
             metrics = await http_get(sup, "/metrics")

@@ -1,8 +1,8 @@
 """The API listener: aiohttp on its own address (optionally TLS), query and form merged, signature checked,
 ``Action`` dispatched, the response rendered as JSON or XML with a RequestId.
 
-Also serves the signed links it hands out (``/snapshots/...`` of GetDevicePicture, ``/live/...`` of
-GetDeviceLiveUrl).
+Also serves the signed links it hands out (``/media/...``: targets and GetDevicePicture snapshots; ``/live/...``
+of GetDeviceLiveUrl), with the box's one signer.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from typing import Any
 
 from aiohttp import web
 
+from agent.box.overlay import Overlay
+from agent.box.ports import CameraPort
 from agent.ingest.live_hls import LiveServer
-from agent.storage.links import MediaServer, MediaSigner, load_or_create_key
+from agent.storage.links import LinkMaker, MediaServer, listener_url
 
 from . import render
 from .actions import load_all
@@ -27,54 +29,50 @@ from .auth import Authenticator
 from .context import ApiContext, Box
 from .errors import ApiError, invalid
 from .params import Params
-from .restore import restore
 from .settings import ApiConfig
-from .state import StateStore
 
 log = logging.getLogger("vcs_edge.api")
 
 MAX_BODY = 2 * 1024 * 1024
-SNAPSHOT_DIR = "snapshots"
 LIVE_DIR = "live"
 
 request_base: contextvars.ContextVar[str] = contextvars.ContextVar("request_base", default="")
 
 
 class ApiServer:
-    """``await ApiServer(supervisor, config, data_dir).start()`` after the Supervisor started; ``stop()``
-    before it stops. Counters: ``requests``, ``errors`` (by Code)."""
+    """``await ApiServer(box, config, overlay, links, data_dir).start()`` after the box started; ``stop()``
+    before it stops. It owns nothing but its listener: the objects it makes are the overlay's, the links the
+    link maker's. Counters: ``requests``, ``errors`` (by Code)."""
 
     def __init__(
         self,
         box: Box,
         config: ApiConfig,
+        overlay: Overlay,
+        links: LinkMaker,
         data_dir: str | Path,
         *,
         target_store: Any = None,
-        media_links: Any = None,
+        cameras: CameraPort | None = None,
         embedder: Callable[[bytes, str], Any] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.data_dir = Path(data_dir)
         self.auth = Authenticator(config, clock)
-        self.state = StateStore(self.data_dir)
-        self.signer = MediaSigner(load_or_create_key(self.data_dir))
+        self.links = links
         self.ctx = ApiContext(
             box=box,
             config=config,
-            state=self.state,
+            overlay=overlay,
             data_dir=self.data_dir,
             base_url=self.base_url,
+            links=links,
             target_store=target_store,
-            media_links=media_links,
             embedder=embedder,
-            signer=self.signer,
         )
-        live_box: Any = box  # the Supervisor: its stream manager is beyond the Box protocol
-        self.ctx.live = LiveServer(
-            live_box, self.signer, self.base_url, config.link_ttl_s, self.data_dir / LIVE_DIR
-        )
+        if cameras is not None:
+            self.ctx.live = LiveServer(cameras, links, self.base_url, self.data_dir / LIVE_DIR)
         self.actions = load_all()
         self.requests = 0
         self.errors: Counter[str] = Counter()
@@ -87,12 +85,9 @@ class ApiServer:
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_route("POST", "/", self.handle)
         app.router.add_route("GET", "/", self.handle)
-        snaps = self.data_dir / SNAPSHOT_DIR
-        snaps.mkdir(parents=True, exist_ok=True)
-        MediaServer(snaps, self.signer).add_routes(app, "/snapshots")
         store = self.ctx.target_store
-        if store is not None and self.ctx.media_links is None:
-            MediaServer(store.media_root, self.signer).add_routes(app, "/media")
+        if store is not None:  # the links this API hands out are served on its own listener too
+            app.router.add_routes([MediaServer(store.media_root, self.links.signer).route()])
         if self.ctx.live is not None:
             self.ctx.live.add_routes(app)
         return app
@@ -105,7 +100,6 @@ class ApiServer:
         return ctx
 
     async def start(self) -> None:
-        await restore(self.ctx)
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port, ssl_context=self._ssl())
@@ -120,21 +114,14 @@ class ApiServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        self.state.close()
 
     @property
     def listen_url(self) -> str:
-        scheme = "https" if self.config.tls_cert else "http"
-        host = self.config.host
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"{scheme}://{host}:{self.port}"
+        return listener_url(self.config.host, self.port, tls=bool(self.config.tls_cert))
 
     def base_url(self) -> str:
-        """Base of the URLs handed out: public_url, else the address the caller reached us on."""
-        return (self.config.public_url or request_base.get() or self.listen_url).rstrip("/")
+        """Base of the URLs handed out: agent.public_url, else the address the caller reached us on."""
+        return self.links.base(request_base.get() or self.listen_url)
 
     # -- requests -------------------------------------------------------------------------------------------
 

@@ -1,238 +1,106 @@
-"""The API's view of the box: the running Supervisor plus what only the API knows (projects, the CreateDevice
-fields the registry does not keep, data sources, instance metadata), loaded from and saved to ``state.py``.
+"""The API's view of the box: the box's ports (``BoxControl``, the overlay of API-made objects, the store, the link
+maker, live view). The API itself is stateless over them: a restart of the API service (a reload of ``api:``)
+changes nothing of what it made.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any
 
 from agent import config as cfgmod
-from agent.box.instances import InstanceRunner, InstanceRuntime
-from agent.box.registry import Device, DeviceStatus, Registry, StreamSettings
-from agent.config.enums import StreamMode
-from pipelines.frames import Frame
+from agent.box.instances import InstanceRunner
+from agent.box.overlay import (
+    Corp,
+    DeviceExtra,
+    InstanceMeta,
+    Overlay,
+    PicSource,
+    Stored,
+    device_from_json,
+    device_to_json,
+    new_numeric_id,
+    now_utc,
+    stream_settings,
+)
+from agent.box.ports import BoxControl
+from agent.box.registry import Device
+from agent.box.state import StateStore
+from agent.storage.links import LinkMaker
 
 from .errors import ApiError, declared, invalid, not_found
 from .settings import ApiConfig
-from .state import StateStore
 
 log = logging.getLogger("vcs_edge.api")
 
+#: the API's name for the box's control port
+Box = BoxControl
 
-class Box(Protocol):
-    """What the API needs of :class:`agent.runtime.Supervisor`."""
-
-    site: cfgmod.SiteFile
-    path: str | None
-    registry: Registry
-    runners: dict[str, InstanceRunner]
-
-    async def add_device(self, device: Device) -> None: ...
-    async def remove_device(self, device_id: str) -> Device: ...
-    async def update_device(self, device: Device) -> None: ...
-    def set_stream_mode(self, device_id: str, mode: StreamMode) -> None: ...
-    async def add_instance(self, inst: cfgmod.InstanceConfig) -> InstanceRuntime: ...
-    async def remove_instance(self, instance_id: str) -> None: ...
-    async def set_instance_cameras(self, instance_id: str, cameras: list[str]) -> None: ...
-    async def snapshot(self, device_id: str, timeout: float = 10.0) -> Frame | None: ...
-    def refresh_device_status(self) -> None: ...
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
-def new_numeric_id() -> str:
-    """A 19-digit id, the shape of the cloud's CorpId."""
-    return str(10**18 + secrets.randbelow(9 * 10**18))
-
-
-_S = TypeVar("_S", bound="Stored")
-
-
-class Stored:
-    """JSON for ``state.py``: every field but ``declared`` (that one comes from the site file, never from disk);
-    unknown keys of an older or newer file are ignored."""
-
-    __slots__ = ()
-
-    def to_json(self) -> dict[str, Any]:
-        out = asdict(self)  # type: ignore[call-overload]
-        out.pop("declared", None)
-        return dict(out)
-
-    @classmethod
-    def from_json(cls: type[_S], data: dict[str, Any]) -> _S:
-        names = {f.name for f in fields(cls)} - {"declared"}  # type: ignore[arg-type]
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-
-@dataclass(slots=True)
-class Corp(Stored):
-    """A project (CreateCorp). The site's own project is declared by the site file."""
-
-    corp_id: str
-    name: str
-    app_name: str = ""
-    description: str = ""
-    isv_sub_id: str = ""
-    icon_path: str = ""
-    parent_corp_id: str = ""
-    algorithm_type: str = ""
-    created_at: str = field(default_factory=lambda: now_utc().isoformat())
-    declared: bool = False
-
-
-@dataclass(slots=True)
-class DeviceExtra(Stored):
-    """CreateDevice/ModifyDevice/AddDataSource fields that the registry's Device does not hold."""
-
-    in_protocol: str = ""
-    data_source_type: str = "VIDEO"
-    device_sn: str = ""
-    audio_enable: str = "1"
-    osd_time_enable: str = "1"
-    osd_time_type: str = "0"
-    osd_time_x: str = "99"
-    osd_time_y: str = "1"
-    device_sub_type: str = ""
-    device_ip: str = ""
-    password: str = ""
-    up_stream_mode: str = ""
-    data_source: bool = False  # created by AddDataSource (a pulled camera)
-    data_source_name: str = ""
-    description: str = ""
-    stream_url: str = ""  # main URL of a data source, without credentials changes
-
-
-@dataclass(slots=True)
-class PicSource(Stored):
-    """A PIC data source (AddDataSource DataSourceType=PIC): a named folder pictures are uploaded to."""
-
-    data_source_id: str
-    corp_id: str
-    name: str
-    description: str = ""
-    created_at: str = field(default_factory=lambda: now_utc().isoformat())
-
-
-@dataclass(slots=True)
-class InstanceMeta(Stored):
-    """What DescribeAIInstance/ListInstances report beyond the InstanceConfig the runtime runs."""
-
-    project_id: str
-    instance_type: str = "Normal"
-    container_type: str = ""
-    data_source_times: list[dict[str, str]] = field(default_factory=list)
-    created_at: str = field(default_factory=lambda: now_utc().isoformat())
-    origin: str = "CreateAIInstance"
-    algorithms: list[dict[str, str]] = field(default_factory=list)
-    algorithm_type: str = ""
-    declared: bool = False
-
-
-# ------------------------------------------------------------------------------------------- devices as JSON
-
-_DEVICE_KEYS = (
-    "device_id",
-    "name",
-    "project_id",
-    "parent_id",
-    "address",
-    "site",
-    "direction",
-    "vendor",
-    "model",
-    "resolution",
-    "bitrate_kbps",
-    "frame_rate",
-    "gop",
-    "longitude",
-    "latitude",
-    "city_code",
-)
-
-
-def device_to_json(dev: Device, extra: DeviceExtra) -> dict[str, Any]:
-    out: dict[str, Any] = {k: getattr(dev, k) for k in _DEVICE_KEYS}
-    out["device_type"] = dev.device_type.value
-    out["encode_format"] = int(dev.encode_format)
-    out["sub_device_ids"] = list(dev.sub_device_ids)
-    out["status"] = int(dev.status)
-    out["created_at"] = dev.created_at.isoformat()
-    out["modified_at"] = dev.modified_at.isoformat()
-    out["stream_mode"] = int(dev.stream.mode) if dev.stream is not None else None
-    out["extra"] = extra.to_json()
-    return out
-
-
-def stream_settings(
-    url: str, defaults: cfgmod.StreamDefaults, mode: StreamMode | None = None
-) -> StreamSettings:
-    """Settings of a camera pulled from ``url`` with the site's stream defaults."""
-    return StreamSettings(
-        url=url,
-        main_url=url,
-        sub_url=None,
-        transport=defaults.rtsp_transport,
-        mode=defaults.mode if mode is None else mode,
-        open_timeout_s=defaults.open_timeout_s,
-        stall_timeout_s=defaults.stall_timeout_s,
-        idle_timeout_s=defaults.idle_timeout_s,
-        backoff_base_s=defaults.backoff_base_s,
-        backoff_cap_s=defaults.backoff_cap_s,
-    )
-
-
-def device_from_json(data: dict[str, Any], defaults: cfgmod.StreamDefaults) -> tuple[Device, DeviceExtra]:
-    extra = DeviceExtra.from_json(data.get("extra", {}))
-    stream = None
-    if extra.data_source and extra.stream_url:
-        mode = data.get("stream_mode")
-        stream = stream_settings(extra.stream_url, defaults, None if mode is None else StreamMode(mode))
-    dev = Device(
-        device_type=cfgmod.DeviceType(data["device_type"]),
-        encode_format=cfgmod.EncodeFormat(data.get("encode_format", 6)),
-        sub_device_ids=tuple(data.get("sub_device_ids", ())),
-        stream=stream,
-        declared=False,
-        status=DeviceStatus(data.get("status", int(DeviceStatus.PENDING))),
-        created_at=datetime.fromisoformat(data["created_at"]),
-        modified_at=datetime.fromisoformat(data["modified_at"]),
-        **cast(dict[str, Any], {k: data[k] for k in _DEVICE_KEYS if k in data}),
-    )
-    return dev, extra
-
-
-# ---------------------------------------------------------------------------------------------- the context
+__all__ = [
+    "ApiContext",
+    "Box",
+    "Corp",
+    "DeviceExtra",
+    "InstanceMeta",
+    "PicSource",
+    "Stored",
+    "device_from_json",
+    "device_to_json",
+    "new_numeric_id",
+    "now_utc",
+    "stream_settings",
+]
 
 
 @dataclass
 class ApiContext:
     box: Box
     config: ApiConfig
-    state: StateStore
+    overlay: Overlay
     data_dir: Path
     base_url: Callable[[], str]
-    target_store: Any = None  # agent.store.TargetStore | None
-    media_links: Any = None  # agent.media.MediaLinks | None (URLs of target crops and frames)
+    links: LinkMaker
+    target_store: Any = None  # agent.storage.store.TargetStore | None
     embedder: Callable[[bytes, str], Any] | None = None  # (image bytes, target type) -> embedding | None
-    signer: Any = None  # agent.media.MediaSigner of the links this API hands out
-    live: Any = None  # agent.api.live.LiveServer when live view is served
-    corps: dict[str, Corp] = field(default_factory=dict)
-    extras: dict[str, DeviceExtra] = field(default_factory=dict)
-    pic_sources: dict[str, PicSource] = field(default_factory=dict)
-    instance_meta: dict[str, InstanceMeta] = field(default_factory=dict)
-    api_instances: dict[str, cfgmod.InstanceConfig] = field(default_factory=dict)
-    stream_modes: dict[str, int] = field(default_factory=dict)  # overrides, declared devices included
-    storage: dict[str, dict[str, int]] = field(default_factory=dict)  # device -> {PICTURE: days, VIDEO: days}
+    live: Any = None  # agent.ingest.live_hls.LiveServer when live view is served
     record_cache: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # DescribeIpcs records
+
+    # -- the overlay (API-made objects belong to the box) -----------------------------------------------
+
+    @property
+    def state(self) -> StateStore:
+        return self.overlay.state
+
+    @property
+    def corps(self) -> dict[str, Corp]:
+        return self.overlay.corps
+
+    @property
+    def extras(self) -> dict[str, DeviceExtra]:
+        return self.overlay.extras
+
+    @property
+    def pic_sources(self) -> dict[str, PicSource]:
+        return self.overlay.pic_sources
+
+    @property
+    def instance_meta(self) -> dict[str, InstanceMeta]:
+        return self.overlay.instance_meta
+
+    @property
+    def api_instances(self) -> dict[str, cfgmod.InstanceConfig]:
+        return self.overlay.api_instances
+
+    @property
+    def stream_modes(self) -> dict[str, int]:
+        return self.overlay.stream_modes
+
+    def link(self, route: str, path: str) -> str:
+        """A signed link for an API answer (``agent.public_url``, else the address the caller used)."""
+        return self.links.url(route, path, caller_base=self.base_url())
 
     # -- site -----------------------------------------------------------------------------------------------
 

@@ -1,49 +1,60 @@
-"""The API as one of the supervisor's services: its own listener, the supervisor's store."""
+"""The API as one of the box's services: its own listener over the box's ports. It is given the overlay (the
+objects it makes are the box's), so restarting it on a reload of ``api:`` changes nothing of what it made."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
+from agent.box.overlay import Overlay
+from agent.box.ports import BoxControl, CameraPort
 from agent.config import ApiConfig
 from agent.ops.metrics import Sample
+from agent.storage.links import LinkMaker
 
 from .app import ApiServer
-
-if TYPE_CHECKING:
-    from agent.box.supervisor import Supervisor
 
 
 class ApiService:
     name = "api"
 
-    def __init__(self, sup: Supervisor, config: ApiConfig) -> None:
-        self.sup = sup
+    def __init__(
+        self,
+        config: ApiConfig,
+        box: BoxControl,
+        overlay: Overlay,
+        links: LinkMaker,
+        data_dir: str | Path,
+        *,
+        target_store: Any = None,
+        cameras: CameraPort | None = None,
+        embedder: Callable[[bytes, str], Any] | None = None,
+    ) -> None:
         self.config = config
-        self.server: ApiServer | None = None
+        self.server = ApiServer(
+            box,
+            config,
+            overlay,
+            links,
+            data_dir,
+            target_store=target_store,
+            cameras=cameras,
+            embedder=embedder,
+        )
 
     def register_routes(self, routes: list[web.RouteDef]) -> None:
         return None
 
     async def start(self) -> None:
-        self.server = ApiServer(
-            self.sup,
-            self.config,
-            self.sup.site.agent.data_dir,
-            target_store=self.sup.store,
-            embedder=self.sup.embedder,
-        )
         await self.server.start()
 
     async def stop(self) -> None:
-        if self.server is not None:
-            await self.server.stop()
+        await self.server.stop()
 
     def samples(self) -> Iterable[Sample]:
-        if self.server is None:
-            return
         yield Sample(
             "vcs_edge_api_requests_total", "counter", "VCS API requests", {}, float(self.server.requests)
         )
@@ -53,5 +64,5 @@ class ApiService:
             )
 
     def health(self) -> dict[str, Any]:
-        port = self.server.port if self.server else None
+        port = self.server.port
         return {"listening": f"{self.config.host}:{port}" if port else None}

@@ -1,9 +1,18 @@
-"""The supervisor: one asyncio loop that owns config, registry, streams, instances and the HTTP endpoints.
+"""The supervisor: one asyncio loop that owns config, registry, cameras, instances, services and the HTTP endpoints.
 
-``vcs-edge run`` builds a :class:`Supervisor` from a site file and runs it until SIGTERM/SIGINT. SIGHUP re-reads the
-file and applies what changed: devices whose definition changed are re-created, new ones added, removed ones
-stopped, and likewise for instances; unchanged devices and instances are not touched (their streams stay open).
-A reload that fails validation keeps the running configuration and logs every problem.
+``vcs-edge run`` builds a :class:`Supervisor` from a site file and runs it until SIGTERM/SIGINT. It wires the
+parts together through narrow ports (``agent.box.ports``): no service is given the supervisor itself.
+
+Reload (SIGHUP, or ``vcs-edge reload``): the file is parsed off the event loop, checked, then applied whole:
+devices whose definition changed are re-created, new ones added, removed ones stopped, likewise for instances, and
+services whose section changed are rebuilt. Unchanged devices and instances are not touched (their streams stay
+open). A reload that fails (the file is invalid, it would remove a sink, every camera or every instance without
+``--force``, or applying it raised) keeps or restores the running configuration, is logged at ERROR, counted in
+``vcs_edge_config_reload_failures_total`` and shown in ``/healthz`` under ``reload``.
+
+Stop (SIGTERM): everything is stopped within ``agent.stop_timeout_s`` (5 s): each step gets what is left of the
+budget, the GB/T 28181 unregister at most 1 s, and the store is always closed. A second SIGTERM during the stop
+ends the process at once.
 """
 
 from __future__ import annotations
@@ -11,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -26,107 +36,37 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from agent import config as cfgmod
 from agent.analytics.targets import TargetRecord
+from agent.box import services as svcmod
 from agent.box.instances import FrameSink, InstanceRunner, InstanceRuntime, schedule_fn
-from agent.box.registry import Device, DeviceStatus, Registry, StreamAction, StreamStatus, devices_from_site
+from agent.box.overlay import Overlay
+from agent.box.ports import TargetBus
+from agent.box.registry import Device, Registry, StreamStatus, devices_from_site
+from agent.box.services import Service
 from agent.config.enums import StreamMode
-from agent.ingest.streams import SnapshotTimeout, StreamManager
+from agent.ingest.cameras import Cameras
 from agent.ops import sdnotify
 from agent.ops.logs import kv
 from agent.ops.metrics import Sample, new_registry
+from agent.ops.tasks import spawn
+from agent.storage.links import LinkMaker, LinkSigner, MediaService, listener_url, load_or_create_key
 from agent.storage.store import TargetStore
 from pipelines.frames import Frame
-from pipelines.sampling import Sampler
-from pipelines.sources import SourceSpec
 
 if TYPE_CHECKING:
     from agent.analytics.pipeline import Analytics
-    from agent.reporting.services import MediaService
 
 log = logging.getLogger("vcs_edge.runtime")
 
-
-class CameraStreams:
-    """The stream manager seen in terms of registry devices (what instances and the supervisor need)."""
-
-    def __init__(self, idle_timeout_s: float) -> None:
-        self.manager = StreamManager(idle_timeout_s=idle_timeout_s)
-
-    @staticmethod
-    def spec(dev: Device) -> SourceSpec:
-        assert dev.stream is not None
-        st = dev.stream
-        return SourceSpec(
-            url=st.url,
-            transport=st.transport,  # type: ignore[arg-type]
-            open_timeout_s=st.open_timeout_s,
-            stall_timeout_s=st.stall_timeout_s,
-            backoff_base_s=st.backoff_base_s,
-            backoff_cap_s=st.backoff_cap_s,
-            gop_s=dev.gop_seconds,
-        )
-
-    def add(self, dev: Device) -> None:
-        assert dev.stream is not None
-        self.manager.add_device(dev.device_id, self.spec(dev), int(dev.stream.mode))
-
-    def update(self, dev: Device) -> None:
-        assert dev.stream is not None
-        self.manager.update_device(dev.device_id, self.spec(dev), int(dev.stream.mode))
-
-    def remove(self, device_id: str) -> None:
-        self.manager.remove_device(device_id)
-
-    def attach_frames(
-        self,
-        device_id: str,
-        consumer_id: str,
-        sampler: Sampler,
-        callback: Callable[[Frame], None],
-        label: str,
-    ) -> None:
-        self.manager.attach(device_id, consumer_id, sampler, callback, label=label)
-
-    def detach(self, device_id: str, consumer_id: str) -> None:
-        if device_id in self.manager.devices():
-            self.manager.detach(device_id, consumer_id)
-
-    async def snapshot(self, device_id: str, timeout: float) -> Frame | None:
-        try:
-            return await self.manager.snapshot(device_id, timeout)
-        except SnapshotTimeout as exc:
-            log.warning("snapshot failed: %s", exc)
-            return None
-
-    def is_delivering(self, device_id: str) -> bool:
-        return device_id in self.manager.devices() and self.manager.stats(device_id).status == "streaming"
-
-    def failing(self, device_id: str) -> bool:
-        return device_id in self.manager.devices() and self.manager.stats(device_id).status == "backoff"
-
-    def action(self, device_id: str) -> StreamAction:
-        if device_id in self.manager.devices() and self.manager.is_open(device_id):
-            return StreamAction.STARTED
-        return StreamAction.STOPPED
-
-    def stats(self, device_id: str) -> dict[str, Any]:
-        if device_id not in self.manager.devices():
-            return {}
-        return self.manager.stats(device_id).as_dict()
-
-    async def close(self) -> None:
-        await self.manager.close(timeout=2.0)
+#: the most the GB/T 28181 unregister (and any one service) may take of the stop budget
+SERVICE_STOP_S = 1.5
 
 
-class Service(Protocol):
-    """A part of the agent with its own lifecycle (store, sinks, API, GB28181), started after the streams."""
+class ReloadRefused(Exception):
+    """A reload that was not applied; ``problems`` says why, one line each."""
 
-    name: str
-
-    def register_routes(self, routes: list[web.RouteDef]) -> None: ...
-    async def start(self) -> None: ...
-    async def stop(self) -> None: ...
-    def samples(self) -> Iterable[Sample]: ...
-    def health(self) -> dict[str, Any]: ...
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
 class CountingSink:
@@ -149,7 +89,7 @@ class Supervisor:
 
     def __post_init__(self) -> None:
         self.registry = Registry(devices_from_site(self.site))
-        self._streams: CameraStreams | None = None
+        self._cameras: Cameras | None = None
         self.runners: dict[str, InstanceRunner] = {}
         self.metrics_registry, self.collector = new_registry()
         self.collector.register("streams", self._stream_samples)
@@ -158,50 +98,101 @@ class Supervisor:
         self.started_monotonic = time.monotonic()
         self.reloads = 0
         self.reload_failures = 0
+        self.last_reload: dict[str, Any] | None = None
         self._stop = asyncio.Event()
+        self._stopping = False
         self._http: web.AppRunner | None = None
         self.http_port: int | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self.extra_routes: list[web.RouteDef] = []
         self.services: list[Service] = []
-        self.store: TargetStore | None = None
+        self._store: TargetStore | None = None
+        self._overlay: Overlay | None = None
+        self._links: LinkMaker | None = None
         self.analytics: Analytics | None = None
+        self.targets = TargetBus()
+        self.targets.subscribe(self._count_targets)
         self.targets_stored = 0
-        #: called on the loop with each batch of new target records (the demo prints them)
-        self.record_listeners: list[Callable[[list[TargetRecord]], None]] = []
-        self.media: MediaService | None = None
         #: face embedding for search by picture, set when a face embedder is loaded
         self.embedder: Callable[[bytes, str], Any] | None = None
-        self.on_started: list[Callable[[Supervisor], Any]] = []
+        self._reload_lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------------------------------------ parts
+
+    @property
+    def streams(self) -> Cameras:
+        """The cameras (made on first use: the stream manager binds to the running loop)."""
+        if self._cameras is None:
+            self._cameras = Cameras(self.registry, self.site.streams.idle_timeout_s)
+        return self._cameras
+
+    @property
+    def store(self) -> TargetStore:
+        assert self._store is not None, "the store exists once the supervisor started"
+        return self._store
+
+    @property
+    def overlay(self) -> Overlay:
+        assert self._overlay is not None, "the overlay exists once the supervisor started"
+        return self._overlay
+
+    @property
+    def links(self) -> LinkMaker:
+        assert self._links is not None, "the link maker exists once the supervisor started"
+        return self._links
+
+    def _ports(self) -> svcmod.Ports:
+        return svcmod.Ports(
+            registry=self.registry,
+            cameras=self.streams,
+            store=self.store,
+            links=self.links,
+            targets=self.targets,
+            overlay=self.overlay,
+            box=self,
+            pipelines=self,
+            embedder=self.embedder,
+        )
+
+    def _agent_url(self) -> str:
+        return listener_url(self.site.agent.http.host, self.http_port)
 
     # ------------------------------------------------------------------------------------------------ lifecycle
 
-    @property
-    def streams(self) -> CameraStreams:
-        if self._streams is None:  # the manager binds to the running loop, so it is made on first use
-            self._streams = CameraStreams(self.site.streams.idle_timeout_s)
-        return self._streams
-
     async def start(self) -> None:
-        Path(self.site.agent.data_dir).mkdir(parents=True, exist_ok=True)
-        self.store = TargetStore(
-            self.site.agent.data_dir,
-            sinks=("mqtt",) if self.site.mqtt is not None and self.site.mqtt.enabled else (),
+        data_dir = Path(self.site.agent.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._store = TargetStore(
+            data_dir,
+            sinks=svcmod.sink_names(self.site),
             outbox_max_entries=self.site.storage.outbox_max_entries,
         )
+        self._links = LinkMaker(
+            LinkSigner(load_or_create_key(data_dir)),
+            fallback=self._agent_url,
+            public_url=self.site.public_url,
+            ttl_s=self.site.link_ttl_s,
+        )
+        self._overlay = Overlay.open(data_dir)
         if self.sink is None:
             self.sink = await self._start_analytics()
         for dev in self.registry.pulled():
-            self._add_stream(dev)
+            self.streams.add(dev)
         for inst in self.site.instances:
             self._start_instance(inst)
-        self.services = self._build_services()
+        await self.overlay.restore(self)
+        self.overlay.remember_ids([d.device_id for d in self.registry])
+        media = MediaService(self.store.media_root, self.links)
+        media.register_routes(self.extra_routes)
+        self.collector.register(media.name, media.samples)
+        self.services = svcmod.build(self.site, self._ports())
         for svc in self.services:
             svc.register_routes(self.extra_routes)
         await self._start_http()
         for svc in self.services:
             await svc.start()
             self.collector.register(svc.name, svc.samples)
+        self._warn_links()
         interval = sdnotify.watchdog_interval_s() or self.site.agent.watchdog_interval_s
         self._watchdog = asyncio.get_running_loop().create_task(self._watchdog_loop(interval))
         sdnotify.notify("READY=1\nSTATUS=running")
@@ -215,51 +206,76 @@ class Supervisor:
                 http=f"{self.site.agent.http.host}:{self.http_port}",
             ),
         )
-        for cb in self.on_started:
-            cb(self)
+
+    def _warn_links(self) -> None:
+        if self.site.public_url is None and (self.site.mqtt is not None or self.site.gb28181 is not None):
+            log.warning(
+                "agent.public_url is not set: links in MQTT messages and GB/T 28181 alarms point at %s, "
+                "which only the box itself reaches; set agent.public_url to the address upstream uses",
+                self._agent_url(),
+            )
 
     async def stop(self) -> None:
+        """Stop everything within ``agent.stop_timeout_s``; the store is closed whatever happens."""
+        self._stopping = True
         sdnotify.notify("STOPPING=1")
-        timeout = self.site.agent.stop_timeout_s
+        deadline = time.monotonic() + self.site.agent.stop_timeout_s - 0.3
         try:
-            await asyncio.wait_for(self._stop_all(), timeout=timeout)
-        except TimeoutError:
-            log.error("stop took longer than %.1f s; leaving the rest to the process exit", timeout)
+            await self._stop_all(deadline)
+        except Exception:
+            log.exception("stopping failed; closing the store")
+        finally:
+            if self._store is not None:
+                self._store.close()
+            if self._overlay is not None:
+                self._overlay.close()
         log.info("agent stopped")
 
-    async def _stop_all(self) -> None:
+    async def _bounded(self, what: str, coro: Any, deadline: float, cap: float | None = None) -> None:
+        left = max(0.05, deadline - time.monotonic())
+        if cap is not None:
+            left = min(left, cap)
+        try:
+            await asyncio.wait_for(coro, timeout=left)
+        except TimeoutError:
+            log.error("stopping %s took longer than %.1f s; going on without it", what, left)
+        except Exception:
+            log.exception("stopping %s failed", what)
+
+    async def _stop_all(self, deadline: float) -> None:
         if self._watchdog:
             self._watchdog.cancel()
-        await asyncio.gather(*(r.stop() for r in self.runners.values()))
+        await self._bounded("instances", asyncio.gather(*(r.stop() for r in self.runners.values())), deadline)
         self.runners.clear()
-        if self.analytics is not None:
-            await self.analytics.stop()  # the last tracks are stored before the sinks stop
+        if self.analytics is not None:  # the last tracks are stored before the sinks stop
+            await self._bounded("analytics", self.analytics.stop(), deadline)
         for svc in reversed(self.services):
-            try:
-                await svc.stop()
-            except Exception:
-                log.exception("stopping %s failed", svc.name)
-        await self.streams.close()
+            await self._bounded(svc.name, svc.stop(), deadline, cap=SERVICE_STOP_S)
+        await self._bounded("streams", self.streams.close(), deadline)
         if self._http:
-            await self._http.cleanup()
-        if self.store is not None:
-            self.store.close()
+            await self._bounded("http", self._http.cleanup(), deadline)
 
     def request_stop(self) -> None:
+        if self._stop.is_set():
+            log.error("second stop signal during shutdown: exiting at once")
+            logging.shutdown()
+            os._exit(1)
+        log.info("stop signal received; stopping")
         self._stop.set()
 
     async def run_forever(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: spawn(self.reload(), "reload"))
         await self.start()
         try:
             await self._stop.wait()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
+            loop.remove_signal_handler(signal.SIGHUP)
             await self.stop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
 
     async def _watchdog_loop(self, interval: float) -> None:
         while True:
@@ -268,26 +284,72 @@ class Supervisor:
 
     # ------------------------------------------------------------------------------------------------ reload
 
-    async def reload(self) -> bool:
+    async def reload(self, force: bool = False) -> bool:
+        """Re-read the site file and apply it whole, or not at all (see the module docstring)."""
         if self.path is None:
             log.warning("reload asked but the agent was not started from a file")
             return False
-        try:
-            new = cfgmod.load(self.path)
-        except cfgmod.ConfigError as exc:
-            self.reload_failures += 1
-            for line in exc.problems:
-                log.error("reload refused: %s", line)
-            return False
-        await self.apply(new)
-        self.reloads += 1
-        return True
+        async with self._reload_lock:
+            try:
+                new = await asyncio.to_thread(cfgmod.load, self.path)  # a slow parse never blocks the loop
+                problems = [] if force else self._removals(new)
+                if problems:
+                    raise ReloadRefused(problems)
+            except cfgmod.ConfigError as exc:
+                return self._reload_failed(exc.problems)
+            except ReloadRefused as exc:
+                return self._reload_failed(exc.problems)
+            old = self.site
+            try:
+                await self.apply(new)
+            except Exception as exc:
+                log.exception("reload failed while applying; going back to the running configuration")
+                try:
+                    await self.apply(old)
+                except Exception:
+                    log.exception("going back to the running configuration failed too")
+                return self._reload_failed([f"applying the new file failed: {type(exc).__name__}: {exc}"])
+            self.reloads += 1
+            self.last_reload = {"ok": True, "at": self.clock().isoformat(), "problems": []}
+            return True
+
+    def _removals(self, new: cfgmod.SiteFile) -> list[str]:
+        """What the new file would remove that the running box has, unless the file allows it."""
+        guard = getattr(cfgmod, "dangerous_changes", None)
+        if guard is not None:
+            found: list[str] = list(guard(self.site, new))
+        else:
+            found = []
+            for name in svcmod.sink_names(self.site):
+                if name not in svcmod.sink_names(new):
+                    found.append(f"the {name} sink would be removed")
+            if (
+                self.registry.cameras()
+                and not [d for d in devices_from_site(new) if d.is_camera]
+                and any(d.declared for d in self.registry.cameras())
+            ):
+                found.append("every camera of the site file would be removed")
+            if self.site.instances and not new.instances:
+                found.append("every instance of the site file would be removed")
+        if found and getattr(new, "allow_removal", False):
+            return []
+        return [
+            f"{p}; use `vcs-edge reload --force` (or allow_removal: true in the file) if that is meant"
+            for p in found
+        ]
+
+    def _reload_failed(self, problems: list[str]) -> bool:
+        self.reload_failures += 1
+        self.last_reload = {"ok": False, "at": self.clock().isoformat(), "problems": problems}
+        for line in problems:
+            log.error("reload refused: %s", line)
+        return False
 
     async def apply(self, new: cfgmod.SiteFile) -> None:
-        """Move to ``new``, touching only the devices and instances whose definition changed.
+        """Move to ``new``, touching only the devices, instances and services whose definition changed.
 
-        Only objects declared in the site file take part; those created through the API stay as they are.
-        A device whose stream settings alone changed keeps its consumers (the stream reconnects to the new
+        Only objects declared in the site file take part; those made through the API (the overlay) stay as they
+        are. A device whose stream settings alone changed keeps its consumers (the stream reconnects to the new
         URL); instances restart only when their own definition changed or they gain a camera.
         """
         old_instances = {i.instance_id: i for i in self.site.instances}
@@ -304,10 +366,15 @@ class Supervisor:
         for did in removed:
             await self.remove_device(did)
         for did in added:
+            if did in self.registry:  # an API-made device the file now declares: the file's wins
+                await self.remove_device(did)
             await self.add_device(new_devices[did])
         for did in changed:
             await self.update_device(new_devices[did])
+        self.overlay.remember_ids(added)
         old_site, self.site = self.site, new
+        self.links.public_url = new.public_url
+        self.links.ttl_s = new.link_ttl_s
         await self._reconcile_services(old_site, new)
         restart = {
             iid
@@ -316,6 +383,9 @@ class Supervisor:
         }
         for iid in restart:
             await self.remove_instance(iid)
+        for iid in set(old_instances) - set(new_instances):
+            if iid in self.runners and iid not in self.overlay.api_instances:
+                await self.remove_instance(iid)
         for iid, inst in new_instances.items():
             if iid not in self.runners:
                 self._start_instance(inst)
@@ -326,14 +396,38 @@ class Supervisor:
             ),
         )
 
+    async def _reconcile_services(self, old: cfgmod.SiteFile, new: cfgmod.SiteFile) -> None:
+        """Rebuild the services whose section changed; new services are built before old ones stop, so a
+        service that cannot be made leaves the running ones as they are."""
+        changed = svcmod.changed_sections(old, new)
+        if not changed:
+            return
+        rebuilt = svcmod.build(new, self._ports(), changed)
+        for name in svcmod.sink_names(new):
+            self.store.outbox.add_sink(name)
+        for svc in [s for s in self.services if s.name in changed]:
+            await svc.stop()
+            self.collector.unregister(svc.name)
+        for name in svcmod.sink_names(old):
+            if name not in svcmod.sink_names(new):
+                self.store.outbox.remove_sink(name)
+        self.services = [s for s in self.services if s.name not in changed] + rebuilt
+        for svc in rebuilt:
+            await svc.start()
+            self.collector.register(svc.name, svc.samples)
+        log.info("services restarted after reload", extra=kv(services=",".join(sorted(changed))))
+
+    def service(self, name: str) -> Service | None:
+        return next((s for s in self.services if s.name == name), None)
+
     # ------------------------------------------------------------------------------------------------ live changes
-    # The API (and later the GB28181 side) change the running site through these; each applies at once.
+    # The API (and the GB28181 side) change the running site through these (BoxControl); each applies at once.
 
     async def add_device(self, device: Device) -> None:
         """Add a device (and start pulling it when it has a stream). Channels are added one by one after it."""
         self.registry.add(device)
         if device.stream is not None:
-            self._add_stream(device)
+            self.streams.add(device)
 
     async def remove_device(self, device_id: str) -> Device:
         """Remove a device; instances lose the camera (they keep running on their other cameras)."""
@@ -355,10 +449,11 @@ class Supervisor:
         self.registry.remove(device.device_id)
         self.registry.add(device)
         if old.stream is None and device.stream is not None:
-            self._add_stream(device)
+            self.streams.add(device)
         elif old.stream is not None and device.stream is None:
             self.streams.remove(device.device_id)
         elif old.stream != device.stream and device.stream is not None:
+            device.stream_status, device.stream_action = old.stream_status, old.stream_action
             self.streams.update(device)
 
     def set_stream_mode(self, device_id: str, mode: StreamMode) -> None:
@@ -388,6 +483,19 @@ class Supervisor:
         """One fresh frame of a camera; opens an on-demand stream for as long as it takes."""
         return await self.streams.snapshot(device_id, timeout)
 
+    async def restart_pipelines(self) -> None:
+        """Stop every instance and stream and start them again from the current definitions (TeleBoot)."""
+        log.warning("restarting pipelines")
+        configs = [r.rt.config for r in self.runners.values()]
+        for runner in list(self.runners.values()):
+            await runner.stop()
+        self.runners.clear()
+        await self.streams.restart()
+        for cfg in configs:
+            self._start_instance(cfg)
+
+    # ------------------------------------------------------------------------------------------------ analytics
+
     async def _start_analytics(self) -> FrameSink:
         det = self.site.detection
         if not (det.face.enabled or det.body.enabled):
@@ -398,92 +506,20 @@ class Supervisor:
         from agent.analytics.pipeline import Analytics, Models
 
         models = await asyncio.to_thread(Models, det)
-        assert self.store is not None
         self.analytics = Analytics(
             models,
             self.store,
             corp_id=self.site.site.project_id,
             jpeg_quality=self.site.storage.jpeg_quality,
-            on_records=self._on_records,
+            on_records=self.targets.publish,
         )
         self.analytics.start()
         self.collector.register("analytics", self.analytics.samples)
         self.embedder = models.embed_picture
         return self.analytics
 
-    def _on_records(self, records: list[TargetRecord]) -> None:
+    def _count_targets(self, records: list[TargetRecord]) -> None:
         self.targets_stored += len(records)
-        gb = self.service("gb28181")
-        for record in records:
-            if gb is not None:
-                gb.on_target(record)  # type: ignore[attr-defined]
-        for cb in self.record_listeners:
-            cb(records)
-
-    def _build_services(self, only: set[str] | None = None) -> list[Service]:
-        """The services the site asks for (all, or those named in ``only``); the media service is made once."""
-        from agent.reporting.services import HousekeepingService, MediaService, MqttService
-
-        if self.media is None:
-            self.media = MediaService(self)
-        site = self.site
-        candidates: list[tuple[str, Callable[[], Service]]] = [
-            ("media", lambda: self.media),  # type: ignore[list-item,return-value]
-            ("housekeeping", lambda: HousekeepingService(self, site.storage)),
-        ]
-        if site.gb28181 is not None and site.gb28181.enabled:
-            from agent.gb.bridge import GbBridge
-
-            gb_cfg = site.gb28181
-            candidates.append(("gb28181", lambda: GbBridge(self, gb_cfg)))
-        if site.mqtt is not None and site.mqtt.enabled:
-            mqtt_cfg = site.mqtt
-            candidates.append(("mqtt", lambda: MqttService(self, mqtt_cfg, self.media)))  # type: ignore[arg-type]
-        if site.api is not None and site.api.enabled:
-            from agent.api.service import ApiService
-
-            api_cfg = site.api
-            candidates.append(("api", lambda: ApiService(self, api_cfg)))
-        return [make() for name, make in candidates if only is None or name in only]
-
-    async def _reconcile_services(self, old: cfgmod.SiteFile, new: cfgmod.SiteFile) -> None:
-        """Restart the services whose section changed (gb28181, mqtt, api, storage); leave the others running."""
-        sections = {"gb28181": "gb28181", "mqtt": "mqtt", "api": "api", "housekeeping": "storage"}
-        changed = {name for name, key in sections.items() if getattr(old, key) != getattr(new, key)}
-        if not changed:
-            return
-        for svc in [s for s in self.services if s.name in changed]:
-            await svc.stop()
-            self.collector.unregister(svc.name)
-        rebuilt = {s.name: s for s in self._build_services(changed)}
-        self.services = [s for s in self.services if s.name not in changed] + list(rebuilt.values())
-        for svc in rebuilt.values():
-            await svc.start()
-            self.collector.register(svc.name, svc.samples)
-        log.info("services restarted after reload", extra=kv(services=",".join(sorted(rebuilt))))
-
-    def service(self, name: str) -> Service | None:
-        return next((s for s in self.services if s.name == name), None)
-
-    async def restart_pipelines(self) -> None:
-        """Stop every instance and stream and start them again from the current definitions (TeleBoot)."""
-        log.warning("restarting pipelines")
-        configs = [r.rt.config for r in self.runners.values()]
-        for runner in list(self.runners.values()):
-            await runner.stop()
-        self.runners.clear()
-        await self.streams.close()
-        self._streams = None
-        for dev in self.registry.pulled():
-            self._add_stream(dev)
-        for cfg in configs:
-            self._start_instance(cfg)
-
-    # ------------------------------------------------------------------------------------------------ parts
-
-    def _add_stream(self, dev: Device) -> None:
-        assert dev.stream is not None
-        self.streams.add(dev)
 
     def _start_instance(self, inst: cfgmod.InstanceConfig) -> InstanceRuntime:
         known = [c for c in inst.cameras if (d := self.registry.get(c)) is not None and d.stream is not None]
@@ -503,24 +539,13 @@ class Supervisor:
         runner.start()
         return rt
 
-    def refresh_device_status(self) -> None:
-        """StreamStatus/StreamAction from the streams; a pulled camera's DeviceStatus follows what its stream
-        last showed (online while it delivers, offline while it fails and backs off, unchanged while closed)."""
-        for dev in self.registry.pulled():
-            delivering = self.streams.is_delivering(dev.device_id)
-            dev.stream_status = StreamStatus.ONLINE if delivering else StreamStatus.OFFLINE
-            dev.stream_action = self.streams.action(dev.device_id)
-            if delivering:
-                dev.status = DeviceStatus.ONLINE
-            elif self.streams.failing(dev.device_id):
-                dev.status = DeviceStatus.OFFLINE
-
     # ------------------------------------------------------------------------------------------------ HTTP
 
     async def _start_http(self) -> None:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_post("/-/reload", self._reload_route)
         app.router.add_routes(self.extra_routes)
         self._http = web.AppRunner(app, access_log=None)
         await self._http.setup()
@@ -530,11 +555,19 @@ class Supervisor:
         sockets = getattr(server, "sockets", None) or []
         self.http_port = sockets[0].getsockname()[1] if sockets else self.site.agent.http.port
 
+    async def _reload_route(self, request: web.Request) -> web.Response:
+        """``vcs-edge reload [--force]``: only from the box itself."""
+        peer = request.remote or ""
+        if peer not in ("127.0.0.1", "::1") and not peer.startswith("127."):
+            raise web.HTTPForbidden(text="reload is accepted from the box itself only\n")
+        ok = await self.reload(force=request.query.get("force") == "1")
+        return web.json_response(self.last_reload or {"ok": ok}, status=200 if ok else 409)
+
     def health(self) -> dict[str, Any]:
-        self.refresh_device_status()
         cams = self.registry.pulled()
+        reload_ok = self.last_reload is None or self.last_reload["ok"]
         return {
-            "status": "ok",
+            "status": "ok" if reload_ok else "degraded",
             "site": self.site.site.name,
             "uptime_s": round(time.monotonic() - self.started_monotonic, 1),
             "cameras": len(cams),
@@ -542,6 +575,7 @@ class Supervisor:
             "instances": {iid: r.refresh_status().value for iid, r in self.runners.items()},
             "targets_stored": self.targets_stored,
             "reloads": self.reloads,
+            "reload": {"failures": self.reload_failures, "last": self.last_reload},
             **{svc.name: svc.health() for svc in self.services},
         }
 
@@ -549,7 +583,6 @@ class Supervisor:
         return web.json_response(self.health())
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        self.refresh_device_status()
         body = generate_latest(self.metrics_registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

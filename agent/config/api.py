@@ -51,14 +51,16 @@ class ApiConfig(Strict):
     tls_key: str | None = Field(None, description="PEM private key of tls_cert.")
     public_url: str | None = Field(
         None,
-        description="Base URL callers reach this box on, for picture and live URLs; default the listener.",
+        description="Deprecated: use agent.public_url (read when agent.public_url is not set).",
     )
     access_keys: list[AccessKey] = Field(default_factory=list, description="Accepted AccessKey pairs.")
     timestamp_skew_s: int = Field(900, ge=10, le=86400, description="Largest |Timestamp - now| accepted.")
     snapshot_timeout_s: float = Field(
         10.0, gt=0, le=60, description="GetDevicePicture waits this long for a frame."
     )
-    link_ttl_s: int = Field(3600, ge=10, le=7 * 86400, description="Lifetime of picture and live URLs.")
+    link_ttl_s: int | None = Field(
+        None, ge=10, le=7 * 86400, description="Deprecated: use agent.link_ttl_s (read when that is not set)."
+    )
     gb_access: GbAccessConfig = Field(default_factory=lambda: GbAccessConfig.model_validate({}))
 
     @model_validator(mode="after")

@@ -36,6 +36,18 @@ class SiteFile(Strict):
     )
     api: ApiConfig | None = Field(None, description="The VCS-compatible management API; absent = not served.")
 
+    @property
+    def public_url(self) -> str | None:
+        """``agent.public_url`` (or the deprecated ``api.public_url``): the base of every link the box hands out."""
+        return self.agent.public_url or (self.api.public_url if self.api is not None else None)
+
+    @property
+    def link_ttl_s(self) -> float:
+        """``agent.link_ttl_s``; the deprecated ``api.link_ttl_s`` when only that one is given."""
+        if "link_ttl_s" not in self.agent.model_fields_set and self.api is not None and self.api.link_ttl_s:
+            return float(self.api.link_ttl_s)
+        return float(self.agent.link_ttl_s)
+
     @model_validator(mode="after")
     def _references(self) -> SiteFile:
         seen: dict[str, str] = {}

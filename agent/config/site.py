@@ -68,6 +68,15 @@ class LogConfig(Strict):
     )
 
 
+def _check_public_url(v: str | None) -> str | None:
+    if v is None:
+        return v
+    m = re.fullmatch(r"(https?)://([^/?#@\s]+)(/[^?#\s]*)?", v)
+    if m is None:
+        raise ValueError(f"{v!r} is not a base URL: expected http(s)://host[:port][/path], without query")
+    return v.rstrip("/")
+
+
 class AgentConfig(Strict):
     data_dir: str = Field("./data", description="State, targets and media. systemd sets $STATE_DIRECTORY.")
     http: HttpConfig = HttpConfig()
@@ -78,6 +87,17 @@ class AgentConfig(Strict):
         le=300,
         description="sd_notify WATCHDOG=1 period when NOTIFY_SOCKET is set (half WatchdogSec).",
     )
+    public_url: str | None = Field(
+        None,
+        description="Base of every link the box hands out (MQTT messages, API answers, GB/T 28181 alarms, live "
+        "view), as upstream reaches the box: e.g. https://box1.example.net:8780. Default: the API caller's "
+        "address for API answers, the agent listener for the rest (only right on the box itself).",
+    )
+    link_ttl_s: int = Field(
+        7 * 86400, ge=10, le=30 * 86400, description="Lifetime of every signed link the box hands out."
+    )
     stop_timeout_s: float = Field(
         5.0, gt=0, le=60, description="SIGTERM: everything is stopped within this time."
     )
+
+    _public = field_validator("public_url")(classmethod(lambda cls, v: _check_public_url(v)))

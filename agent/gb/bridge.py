@@ -17,14 +17,15 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from agent import __version__
-from agent.box.registry import Device, DeviceStatus
+from agent.box.ports import CameraPort, PipelineControl, TargetBus
+from agent.box.registry import Device, DeviceStatus, Registry
 from agent.config import Gb28181Config
 from agent.ingest.streams import PACKETS, StreamManager, UnknownDevice
 from agent.ops.logs import kv
@@ -49,7 +50,6 @@ from pipelines.sources import AccessUnit as SourceUnit
 
 if TYPE_CHECKING:
     from agent.analytics.targets import TargetRecord
-    from agent.box.supervisor import Supervisor
 
 log = logging.getLogger("vcs_edge.gb28181")
 
@@ -149,13 +149,28 @@ def device_config(cfg: Gb28181Config) -> DeviceConfig:
 
 
 class GbBridge:
-    """The supervisor's ``gb28181`` service (see ``agent.runtime.Service``)."""
+    """The box's ``gb28181`` service (see ``agent.box.services.Service``)."""
 
     name = "gb28181"
 
-    def __init__(self, sup: Supervisor, cfg: Gb28181Config) -> None:
-        self.sup = sup
+    #: the most a stop waits for the platform to answer the unregister (a silent platform must not eat the
+    #: box's whole stop budget)
+    UNREGISTER_WAIT_S = 1.0
+
+    def __init__(
+        self,
+        cfg: Gb28181Config,
+        registry: Registry,
+        cameras: CameraPort,
+        pipelines: PipelineControl,
+        targets: TargetBus,
+    ) -> None:
         self.cfg = cfg
+        self.registry = registry
+        self.cameras = cameras
+        self.pipelines = pipelines
+        self.targets = targets
+        self._unsubscribe: Callable[[], None] | None = None
         self.device_config = device_config(cfg)
         self.service: DeviceService | None = None
         self.state = "stopped"
@@ -175,7 +190,12 @@ class GbBridge:
     def register_routes(self, routes: list[web.RouteDef]) -> None:
         return None
 
+    def _on_targets(self, records: list[TargetRecord]) -> None:
+        for record in records:
+            self.on_target(record)
+
     async def start(self) -> None:
+        self._unsubscribe = self.targets.subscribe(self._on_targets)
         self.service = DeviceService(self.device_config, self.channels, self.media, on_event=self._on_event)
         self.state = "registering"
         try:
@@ -210,13 +230,16 @@ class GbBridge:
         )
 
     async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         for task in (self._starter, self._restart):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         if self.service is not None:
-            await self.service.stop()
+            await self.service.stop(timeout=self.UNREGISTER_WAIT_S)
         self.state = "stopped"
         self.registered_since = None
 
@@ -280,7 +303,7 @@ class GbBridge:
                 else None
             ),
             "time_offset_s": round(m.time_offset_s, 3) if m and m.time_offset_s is not None else None,
-            "channels": len(self.sup.registry.pulled()),
+            "channels": len(self.registry.pulled()),
             "sessions": [s.as_dict() for s in self.sessions.values() if s.ended is None],
         }
 
@@ -297,7 +320,7 @@ class GbBridge:
         return self.cfg.channels.get(camera_id, camera_id)
 
     def camera_for(self, channel_id: str) -> Device | None:
-        for dev in self.sup.registry.pulled():
+        for dev in self.registry.pulled():
             if self.channel_id(dev.device_id) == channel_id:
                 return dev
         return None
@@ -305,7 +328,7 @@ class GbBridge:
     def channels(self) -> list[Channel]:
         """One catalog channel per pulled camera, called by the device stack whenever it needs them."""
         out = []
-        for dev in self.sup.registry.pulled():
+        for dev in self.registry.pulled():
             out.append(
                 Channel(
                     channel_id=self.channel_id(dev.device_id),
@@ -326,7 +349,7 @@ class GbBridge:
         """ON unless the device is marked offline or its stream is failing (an idle on-demand camera is ON)."""
         if dev.status is not DeviceStatus.ONLINE:
             return False
-        return self.sup.streams.stats(dev.device_id).get("status") != "backoff"
+        return not self.cameras.failing(dev.device_id)
 
     # --- live media ------------------------------------------------------------------------------------
 
@@ -340,7 +363,7 @@ class GbBridge:
             log.warning("gb28181 live: no camera for channel", extra=kv(channel=channel_id))
             return
         camera = dev.device_id
-        manager: StreamManager = self.sup.streams.manager
+        manager: StreamManager = self.cameras.manager
         pid = next(self._pull_ids)
         stats = PullStats(pid, channel_id, camera, f"gb28181-{pid}")
         self.pulls.append(stats)
@@ -514,7 +537,7 @@ class GbBridge:
 
     async def _run_restart(self) -> None:
         try:
-            await self.sup.restart_pipelines()
+            await self.pipelines.restart_pipelines()
         except Exception:
             log.exception("gb28181 TeleBoot: pipeline restart failed")
 
@@ -528,7 +551,7 @@ class GbBridge:
         """
         if not self.cfg.alarms.enabled or self.service is None:
             return False
-        dev = self.sup.registry.get(record.device_id)
+        dev = self.registry.get(record.device_id)
         if dev is None or dev.stream is None:
             return False
         description = f"{record.target_type} score {record.score:.2f}"

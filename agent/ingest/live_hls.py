@@ -41,9 +41,10 @@ import av
 from aiohttp import web
 
 from agent.box.registry import Device
+from agent.ingest.cameras import source_spec
 from agent.ingest.streams import StreamManager, UnknownDevice
-from agent.storage.links import MediaSigner
-from pipelines.sources import AccessUnit, SourceSpec, StreamSource
+from agent.storage.links import LinkMaker
+from pipelines.sources import AccessUnit, StreamSource
 
 log = logging.getLogger("vcs_edge.live")
 
@@ -60,30 +61,25 @@ _FILE_RE = re.compile(r"index\.m3u8|seg[0-9]{1,9}\.ts")
 _PROBE_FORMAT = {"h264": "h264", "hevc": "hevc"}
 
 
-def _api_error(code: str, message: str, http_status: int) -> Exception:
-    """The API's error (imported here: agent.api imports this module when it builds its server)."""
-    from agent.api.errors import ApiError
+class LiveError(Exception):
+    """Why live view cannot be given, in the API's terms (Code, Message, HTTP status); the API turns it into its
+    error shape, so this module needs nothing of the API."""
 
-    return ApiError(code, message, http_status)
-
-
-def _signed_path(session_id: str) -> str:
-    """What a live link signs: the session folder, under ``live/`` so it grants nothing on other routes."""
-    return f"live/{session_id}"
-
-
-class _Streams(Protocol):
-    manager: StreamManager
-
-    @staticmethod
-    def spec(dev: Device) -> SourceSpec: ...
+    def __init__(self, code: str, message: str, http_status: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.http_status = http_status
 
 
-class LiveBox(Protocol):
-    """What live view needs of :class:`agent.runtime.Supervisor`."""
+_api_error = LiveError
+
+
+class LiveCameras(Protocol):
+    """What live view needs of the cameras (``agent.ingest.cameras.Cameras``)."""
 
     @property
-    def streams(self) -> _Streams: ...
+    def manager(self) -> StreamManager: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,21 +237,19 @@ class LiveServer:
 
     def __init__(
         self,
-        box: LiveBox,
-        signer: MediaSigner,
+        cameras: LiveCameras,
+        links: LinkMaker,
         base_url: Callable[[], str],
-        ttl_s: float,
         work_dir: str | Path,
         *,
         idle_s: float = 30.0,
         offline_after_s: float = 30.0,
     ) -> None:
-        if ttl_s <= 0 or idle_s <= 0 or offline_after_s <= 0:
-            raise ValueError("ttl_s, idle_s and offline_after_s must be positive")
-        self.box = box
-        self.signer = signer
+        if idle_s <= 0 or offline_after_s <= 0:
+            raise ValueError("idle_s and offline_after_s must be positive")
+        self.cameras = cameras
+        self.links = links
         self.base_url = base_url
-        self.ttl_s = ttl_s
         self.work_dir = Path(work_dir)
         self.idle_s = idle_s
         self.offline_after_s = offline_after_s
@@ -286,7 +280,7 @@ class LiveServer:
 
     @property
     def _manager(self) -> StreamManager:
-        return self.box.streams.manager
+        return self.cameras.manager
 
     def sessions(self) -> list[LiveSession]:
         return list(self._by_id.values())
@@ -307,9 +301,8 @@ class LiveServer:
                 return None
         sess.touch()
         if sess.is_ready():
-            return (
-                f"{self.base_url()}/live/{sess.session_id}/{PLAYLIST}"
-                f"?{self.signer.sign(_signed_path(sess.session_id), self.ttl_s)}"
+            return self.links.url(
+                "live", f"{sess.session_id}/{PLAYLIST}", caller_base=self.base_url(), grant=sess.session_id
             )
         if sess.muxer.units == 0 and time.monotonic() - sess.started > self.offline_after_s:
             status, error = self._stream_state(sess)
@@ -341,7 +334,7 @@ class LiveServer:
             if wanted.shared:
                 self._manager.attach(dev.device_id, sess.consumer_id, "packets", sess.muxer.offer)
             else:
-                spec = replace(self.box.streams.spec(dev), url=wanted.url)
+                spec = replace(source_spec(dev), url=wanted.url)
                 sess.source = StreamSource(f"{dev.device_id}/{wanted.label}", spec)
                 sess.source.add_packet_consumer(sess.consumer_id, sess.muxer.offer)
                 sess.source.start()
@@ -419,7 +412,7 @@ class LiveServer:
         if (
             not _SESSION_RE.fullmatch(sid)
             or not _FILE_RE.fullmatch(name)
-            or not self.signer.verify(_signed_path(sid), expires, sig)
+            or not self.links.signer.verify("live", sid, expires, sig)
         ):
             self.refused += 1
             log.info("live link refused (bad signature, expired or unsafe path) for %r", request.path[:200])

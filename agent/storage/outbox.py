@@ -101,6 +101,17 @@ class Outbox:
             self.purged += int(n)
         self._conn.execute(f"DELETE FROM outbox WHERE {where}", self.sinks)
 
+    def add_sink(self, name: str) -> None:
+        """Queue new targets for ``name`` too (a sink configured at run time)."""
+        if not name:
+            raise ValueError("sink names must be non-empty")
+        if name not in self.sinks:
+            self.sinks = (*self.sinks, name)
+
+    def remove_sink(self, name: str) -> None:
+        """Stop queueing for ``name``; its undelivered rows stay until it returns or an operator purges them."""
+        self.sinks = tuple(s for s in self.sinks if s != name)
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

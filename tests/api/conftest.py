@@ -112,7 +112,20 @@ class Agent:
                 **self.api_kw,
             }
         )
-        self.api = ApiServer(self.sup, cfg, self.data_dir, target_store=self.store)
+        if cfg.public_url:  # the fixture's API section stands in for the site file's
+            self.sup.links.public_url = cfg.public_url
+        if cfg.link_ttl_s:
+            self.sup.links.ttl_s = cfg.link_ttl_s
+        self.api = ApiServer(
+            self.sup,
+            cfg,
+            self.sup.overlay,
+            self.sup.links,
+            self.data_dir,
+            target_store=self.store,
+            cameras=self.sup.streams,
+            embedder=self.sup.embedder,
+        )
         await self.api.start()
 
     async def _stop(self) -> None:

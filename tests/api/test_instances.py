@@ -68,7 +68,8 @@ def test_data_sources(client: Any, agent: Agent) -> None:
         m.DescribeIpcsRequest(page_num=1, page_size=10, device_id_list=ds)
     ).body.data.records[0]
     assert rec.device_name == "street" and rec.in_protocol == "RTMP" and rec.datasource_type == "VIDEO"
-    assert rec.device_status == "1"
+    # never tried yet (on demand, no instance): pending (2), not online, until the first open succeeds or fails
+    assert rec.device_status == "2"
     new_url = "http://127.0.0.1:1/hls/a.m3u8"
     client.update_data_source(
         m.UpdateDataSourceRequest(data_source_id=ds, data_source_name="street 2", url=new_url)

@@ -239,11 +239,12 @@ def test_ctl(agent: Agent, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captu
 
 
 def test_data_dir_snapshot_links_are_served_only_when_signed(agent: Agent) -> None:
-    snap = Path(agent.data_dir) / "snapshots" / "x"
+    # snapshots live under the media root and are served by the one /media route
+    snap = Path(agent.store.media_root) / "snapshots" / "x"
     snap.mkdir(parents=True, exist_ok=True)
     (snap / "a.jpg").write_bytes(b"\xff\xd8\xff\xe0secret")
     with pytest.raises(urllib.error.HTTPError) as info:
-        urllib.request.urlopen(f"{agent.endpoint}/snapshots/x/a.jpg", timeout=10)
+        urllib.request.urlopen(f"{agent.endpoint}/media/snapshots/x/a.jpg", timeout=10)
     assert info.value.code == 403
 
 

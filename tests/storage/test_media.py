@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from agent.storage.links import MediaLinks, MediaServer, MediaSigner, load_or_create_key
+from agent.storage.links import LinkMaker, LinkSigner, MediaServer, load_or_create_key
 from agent.storage.store import TargetStore
 from tests.storage.conftest import T0, Jpegs, make_record
 
@@ -29,7 +29,7 @@ class Clock:
 
 
 class Site:
-    def __init__(self, store: TargetStore, server: MediaServer, links: MediaLinks, clock: Clock) -> None:
+    def __init__(self, store: TargetStore, server: MediaServer, links: LinkMaker, clock: Clock) -> None:
         self.store = store
         self.server = server
         self.links = links
@@ -40,17 +40,17 @@ class Site:
 async def serving(tmp_path: Path) -> AsyncIterator[Site]:
     """The media route of a real aiohttp server on 127.0.0.1 (free port), stopped on exit."""
     clock = Clock()
-    signer = MediaSigner(load_or_create_key(tmp_path), clock=clock)
+    signer = LinkSigner(load_or_create_key(tmp_path), clock=clock)
     store = TargetStore(tmp_path, sinks=())
     server = MediaServer(store.media_root, signer)
     app = web.Application()
-    server.add_routes(app)
+    app.router.add_routes([server.route()])
     runner = web.AppRunner(app)
     await runner.setup()
     tcp = web.TCPSite(runner, "127.0.0.1", 0)
     await tcp.start()
     port = runner.addresses[0][1]
-    links = MediaLinks(signer, f"http://127.0.0.1:{port}", ttl_s=600)
+    links = LinkMaker(signer, lambda: f"http://127.0.0.1:{port}", ttl_s=600)
     try:
         yield Site(store, server, links, clock)
     finally:
@@ -78,7 +78,7 @@ async def _record_urls_serve_the_jpegs(tmp_path: Path, jpegs: Jpegs) -> None:
     async with serving(tmp_path) as site:
         rec = make_record("34020000001320000001", 1)
         await asyncio.to_thread(site.store.add, rec, jpegs.crop, jpegs.frame)
-        api = rec.to_api(site.links.url)
+        api = rec.to_api(site.links.media_url)
         status, body, ctype = await _get(str(api["TargetImageUrl"]))
         assert (status, body, ctype) == (200, jpegs.crop, "image/jpeg")
         status, body, _ = await _get(str(api["SourceImageUrl"]))
@@ -95,8 +95,8 @@ async def _tampered_and_expired_links_are_refused(tmp_path: Path, jpegs: Jpegs) 
         a, b = make_record("cam", 1), make_record("cam", 2)
         await asyncio.to_thread(site.store.add, a, jpegs.crop, jpegs.frame)
         await asyncio.to_thread(site.store.add, b, jpegs.crop, jpegs.frame)
-        url_a = site.links.url(a.target_image_path)
-        url_b = site.links.url(b.target_image_path)
+        url_a = site.links.media_url(a.target_image_path)
+        url_b = site.links.media_url(b.target_image_path)
         sig = parse_qs(urlsplit(url_a).query)["s"][0]
         flipped = ("A" if sig[0] != "A" else "B") + sig[1:]
         assert (await _get(_with_query(url_a, s=flipped)))[0] == 403  # signature changed
@@ -128,7 +128,7 @@ async def _raw_get(host_port: str, target: str) -> tuple[int, bytes]:
 async def _paths_outside_the_media_root_are_refused(tmp_path: Path, jpegs: Jpegs) -> None:
     async with serving(tmp_path) as site:
         assert (tmp_path / "targets.db").exists()
-        host_port = urlsplit(site.links.base_url).netloc
+        host_port = urlsplit(site.links.base()).netloc
         for path in (
             "../targets.db",
             "2024/../../targets.db",
@@ -136,16 +136,18 @@ async def _paths_outside_the_media_root_are_refused(tmp_path: Path, jpegs: Jpegs
             "..%2ftargets.db",
             "//etc/passwd",
         ):
-            q = site.links.signer.sign("targets.db", 60)  # a valid signature, for the plain name
+            q = site.links.signer.sign("media", "targets.db", 60)  # a valid signature, for the plain name
             status, raw = await _raw_get(host_port, f"/media/{path}?{q}")
             assert status in (403, 404), path
             assert b"SQLite format" not in raw
         # A symlink planted in the media root with a correctly signed link still cannot leave the root.
         (site.store.media_root / "evil.jpg").symlink_to(tmp_path / "targets.db")
-        status, raw = await _raw_get(host_port, f"/media/evil.jpg?{site.links.signer.sign('evil.jpg', 60)}")
+        status, raw = await _raw_get(
+            host_port, f"/media/evil.jpg?{site.links.signer.sign('media', 'evil.jpg', 60)}"
+        )
         assert status == 403 and b"SQLite format" not in raw
-        with pytest.raises(ValueError, match="relative media path"):
-            site.links.signer.sign("../targets.db", 60)
+        with pytest.raises(ValueError, match="relative path"):
+            site.links.signer.sign("media", "../targets.db", 60)
 
 
 def test_removed_media_is_404_not_500(tmp_path: Path, jpegs: Jpegs) -> None:
@@ -156,7 +158,7 @@ async def _removed_media_is_404_not_500(tmp_path: Path, jpegs: Jpegs) -> None:
     async with serving(tmp_path) as site:
         rec = make_record("cam", 1)
         await asyncio.to_thread(site.store.add, rec, jpegs.crop, jpegs.frame)
-        url = site.links.url(rec.target_image_path)
+        url = site.links.media_url(rec.target_image_path)
         await asyncio.to_thread(site.store.apply_retention, T0 + timedelta(days=5), None, 1)
         assert (await _get(url))[0] == 404
         assert site.server.missing == 1

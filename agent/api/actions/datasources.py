@@ -85,7 +85,7 @@ async def add_data_source(ctx: ApiContext, p: Params) -> dict[str, Any]:
         city_code=ctx.site.site.city_code,
         stream=stream_settings(url, ctx.site.streams, mode),
         declared=False,
-        status=DeviceStatus.ONLINE,
+        status=DeviceStatus.PENDING,  # until its stream is first tried
         created_at=now,
         modified_at=now,
     )

@@ -373,16 +373,13 @@ async def delete_devices(ctx: ApiContext, p: Params) -> dict[str, Any]:
             )
         ctx.state.write(
             puts=[("device", new_parent.device_id, _json(ctx, new_parent))] if new_parent else [],
-            deletes=[("device", d) for d in doomed]
-            + [("stream_mode", d) for d in doomed]
-            + [("storage", d) for d in doomed],
+            deletes=[("device", d) for d in doomed] + [("stream_mode", d) for d in doomed],
         )
         for d in [*dev.sub_device_ids, did]:
             if d in ctx.box.registry:
                 await ctx.box.remove_device(d)
             ctx.extras.pop(d, None)
             ctx.stream_modes.pop(d, None)
-            ctx.storage.pop(d, None)
         if new_parent is not None:
             await ctx.box.update_device(new_parent)
         results.append({"DeviceId": did, "Code": "200", "Description": "SUCCESS"})
@@ -505,7 +502,6 @@ async def describe_ipcs(ctx: ApiContext, p: Params) -> dict[str, Any]:
                 and (par := registry.get(d.parent_id)) is not None
                 and par.device_type.value == ptype
             ]
-    ctx.box.refresh_device_status()
     rows = [d for d in cands if _matches(d, text, status)]
     access = gb_access(ctx)
     page = rows[(num - 1) * size : num * size]
@@ -632,10 +628,7 @@ async def update_devices_storage(ctx: ApiContext, p: Params) -> dict[str, Any]:
                 )
             for did in ids:
                 plan.setdefault(did, {})[st] = days
-    merged = {did: {**ctx.storage.get(did, {}), **vals} for did, vals in plan.items()}
-    ctx.state.write(puts=[("storage", did, vals) for did, vals in merged.items()])
-    ctx.storage.update(merged)
-    store = ctx.target_store
+    store = ctx.target_store  # storage days live in the target store alone (retention reads them there)
     if store is not None:
         loop = asyncio.get_running_loop()
         by_type: dict[tuple[str, int], list[str]] = {}

@@ -8,11 +8,11 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import cv2
 
 from agent.box.registry import Device
+from agent.ingest.live_hls import LiveError
 
 from ..context import ApiContext
 from ..errors import ApiError, invalid
@@ -20,6 +20,8 @@ from ..params import Params
 from . import action
 
 KEEP_PER_DEVICE = 20
+#: snapshots are kept under the media root and served by the one ``/media`` route
+SNAPSHOT_DIR = "snapshots"
 
 
 def _pulled_camera(ctx: ApiContext, name: str, device_id: str) -> Device:
@@ -69,10 +71,9 @@ async def get_device_picture(ctx: ApiContext, p: Params) -> dict[str, Any]:
     )
     if not ok:
         raise ApiError("InternalError", "the snapshot could not be encoded as JPEG", 500)
-    from ..app import SNAPSHOT_DIR
-
-    rel = await loop.run_in_executor(None, _write_snapshot, ctx.data_dir / SNAPSHOT_DIR, did, buf.tobytes())
-    url = f"{ctx.base_url()}/snapshots/{quote(rel)}?{ctx.signer.sign(rel, ctx.config.link_ttl_s)}"
+    root = Path(ctx.target_store.media_root) if ctx.target_store is not None else ctx.data_dir / "media"
+    rel = await loop.run_in_executor(None, _write_snapshot, root / SNAPSHOT_DIR, did, buf.tobytes())
+    url = ctx.link("media", f"{SNAPSHOT_DIR}/{rel}")
     return {"Code": "200", "Message": "SUCCESS", "Data": url}
 
 
@@ -94,17 +95,20 @@ async def get_device_live_url(ctx: ApiContext, p: Params) -> dict[str, Any]:
     if (
         protocol == "httpshls"
         and not ctx.config.tls_cert
-        and not (ctx.config.public_url or "").startswith("https")
+        and not (ctx.links.public_url or "").startswith("https")
     ):
         raise invalid(
             "OutProtocol",
-            "httpshls needs the API on HTTPS (api.tls_cert/tls_key or an https public_url); use hls",
+            "httpshls needs the API on HTTPS (api.tls_cert/tls_key or an https agent.public_url); use hls",
         )
     if ctx.live is None:
         raise ApiError(
             "ServiceUnavailable.Live", "GetDeviceLiveUrl: live view is not available on this box", 503
         )
-    url = await ctx.live.url(dev, stream_type)
+    try:
+        url = await ctx.live.url(dev, stream_type)
+    except LiveError as exc:
+        raise ApiError(exc.code, exc.message, exc.http_status) from None
     if url is None:
         return {
             "Code": "Retry",

@@ -12,7 +12,6 @@ import binascii
 from datetime import datetime
 from functools import partial
 from typing import Any
-from urllib.parse import quote
 
 from agent.analytics.targets import TARGET_TYPES, parse_timestamp
 from agent.storage.store import AttributeFilter
@@ -114,12 +113,9 @@ async def search_target(ctx: ApiContext, p: Params) -> dict[str, Any]:
         similarity_threshold=threshold or 0.0,
     )
     page = await asyncio.get_running_loop().run_in_executor(None, search)
-    if ctx.media_links is not None:
-        url_for = ctx.media_links.url
-    else:
 
-        def url_for(path: str) -> str:
-            return f"{ctx.base_url()}/media/{quote(path)}?{ctx.signer.sign(path, ctx.config.link_ttl_s)}"
+    def url_for(path: str) -> str:
+        return ctx.link("media", path)
 
     records = [h.record.to_api(url_for, similarity=h.similarity) for h in page.hits]
     return {

@@ -16,7 +16,8 @@ from typing import Any
 
 DB_FILE = "api.db"
 
-KINDS = ("corp", "device", "datasource", "instance", "stream_mode", "storage")
+#: "storage" is no longer written (storage days live in the target store alone) but may be in old files
+KINDS = ("corp", "device", "datasource", "instance", "stream_mode", "storage", "used_id")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (

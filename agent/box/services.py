@@ -1,0 +1,121 @@
+"""What a service is (a part of the box with its own lifecycle), and how the box builds them from the site file.
+
+Each service is made from the few ports it uses (``agent.box.ports``), never from the supervisor. ``build`` is the
+one place that knows which section makes which service; a reload rebuilds only the services whose section changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from aiohttp import web
+
+from agent import config as cfgmod
+from agent.ops.metrics import Sample
+
+if TYPE_CHECKING:
+    from agent.box.overlay import Overlay
+    from agent.box.ports import BoxControl, PipelineControl, TargetBus
+    from agent.box.registry import Registry
+    from agent.ingest.cameras import Cameras
+    from agent.storage.links import LinkMaker
+    from agent.storage.store import TargetStore
+
+
+class Service(Protocol):
+    """A part of the agent with its own lifecycle (housekeeping, sinks, API, GB28181), started after the streams."""
+
+    name: str
+
+    def register_routes(self, routes: list[web.RouteDef]) -> None: ...
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def samples(self) -> Iterable[Sample]: ...
+    def health(self) -> dict[str, Any]: ...
+
+
+#: service name -> the site-file section that makes it
+SECTIONS = {"housekeeping": "storage", "gb28181": "gb28181", "mqtt": "mqtt", "api": "api"}
+#: services that deliver from the outbox, by the outbox sink name they read
+SINKS = ("mqtt",)
+
+
+def sink_names(site: cfgmod.SiteFile) -> tuple[str, ...]:
+    """The outbox sinks the site configures (new targets are queued for each)."""
+    return ("mqtt",) if site.mqtt is not None and site.mqtt.enabled else ()
+
+
+@dataclass
+class Ports:
+    """Everything services may be built from; each takes only what it names."""
+
+    registry: Registry
+    cameras: Cameras
+    store: TargetStore
+    links: LinkMaker
+    targets: TargetBus
+    overlay: Overlay
+    box: BoxControl
+    pipelines: PipelineControl
+    embedder: Callable[[bytes, str], Any] | None = None
+
+
+def build(site: cfgmod.SiteFile, ports: Ports, only: set[str] | None = None) -> list[Service]:
+    """The services the site asks for (all, or those named in ``only``)."""
+    candidates: list[tuple[str, Callable[[], Service]]] = []
+    storage = site.storage
+
+    def housekeeping() -> Service:
+        from agent.storage.retention import HousekeepingService
+
+        return HousekeepingService(ports.store, storage)
+
+    candidates.append(("housekeeping", housekeeping))
+    if site.gb28181 is not None and site.gb28181.enabled:
+        gb_cfg = site.gb28181
+
+        def gb() -> Service:
+            from agent.gb.bridge import GbBridge
+
+            return GbBridge(gb_cfg, ports.registry, ports.cameras, ports.pipelines, ports.targets)
+
+        candidates.append(("gb28181", gb))
+    if site.mqtt is not None and site.mqtt.enabled:
+        mqtt_cfg = site.mqtt
+        site_name = site.site.name
+
+        def mqtt() -> Service:
+            from agent.reporting.mqtt_service import MqttService
+
+            return MqttService(
+                mqtt_cfg, site_name, ports.store.outbox, ports.registry, ports.cameras, ports.links.media_url
+            )
+
+        candidates.append(("mqtt", mqtt))
+    if site.api is not None and site.api.enabled:
+        api_cfg = site.api
+        data_dir = site.agent.data_dir
+
+        def api() -> Service:
+            from agent.api.service import ApiService
+
+            return ApiService(
+                api_cfg,
+                ports.box,
+                ports.overlay,
+                ports.links,
+                data_dir,
+                target_store=ports.store,
+                cameras=ports.cameras,
+                embedder=ports.embedder,
+            )
+
+        candidates.append(("api", api))
+    return [make() for name, make in candidates if only is None or name in only]
+
+
+def changed_sections(old: cfgmod.SiteFile, new: cfgmod.SiteFile) -> set[str]:
+    """The services whose section differs between two site files."""
+    return {name for name, key in SECTIONS.items() if getattr(old, key) != getattr(new, key)}
