@@ -91,6 +91,33 @@ def _models_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reload(args: argparse.Namespace) -> int:
+    """Ask the running agent of a site file to reload it (over its loopback HTTP listener)."""
+    import urllib.error
+    import urllib.request
+
+    site = _load(args.config)
+    if site is None:
+        return 1
+    host = site.agent.http.host
+    host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    url = f"http://{host}:{site.agent.http.port}/-/reload" + ("?force=1" if args.force else "")
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=60) as resp:
+            body = json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        body = json.loads(exc.read() or b"{}")
+    except OSError as exc:
+        print(f"vcs-edge reload: no agent answers on {url}: {exc}", file=sys.stderr)
+        return 1
+    if body.get("ok"):
+        print("reloaded")
+        return 0
+    for line in body.get("problems", []):
+        print(f"reload refused: {line}", file=sys.stderr)
+    return 1
+
+
 def _ctl(argv: Sequence[str]) -> int:
     from .api.ctl import main as ctl_main
 
@@ -128,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_config_check)
     schema = csub.add_parser("schema", help="print the JSON Schema of the site file")
     schema.set_defaults(func=_config_schema)
+
+    rel = sub.add_parser("reload", help="make the running agent re-read its site file (like SIGHUP)")
+    rel.add_argument("-c", "--config", required=True, help="the site file the agent runs")
+    rel.add_argument(
+        "--force", action="store_true", help="apply even if it removes a sink, every camera or every instance"
+    )
+    rel.set_defaults(func=_reload)
 
     models = sub.add_parser("models", help="bundled and configured detection models")
     msub = models.add_subparsers(dest="models_command", required=True)

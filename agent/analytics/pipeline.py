@@ -196,7 +196,7 @@ class Analytics:
     # -- FrameSink ------------------------------------------------------------------------------------------
 
     def submit(self, frame: Frame, instance: InstanceRuntime) -> None:
-        algorithm = instance.config.algorithm_id
+        algorithm = instance.algorithm
         self._instances[instance.instance_id] = instance
         self.frames_in += 1
         key = (id(frame), algorithm)
@@ -309,7 +309,7 @@ class Analytics:
         out = []
         for iid in frame.instance_ids:
             inst = self._instances.get(iid)
-            if inst is None or inst.config.algorithm_id is not algorithm:
+            if inst is None or inst.algorithm is not algorithm:
                 continue
             out.append(
                 TargetRecord(
@@ -328,7 +328,7 @@ class Analytics:
                     else None,
                     corp_id=self.corp_id,
                     instance_id=iid,
-                    algorithm_id=algorithm.value,
+                    algorithm_id=inst.config.algorithm_id,
                     algorithm_name=inst.config.algorithm_name or ALGORITHM_NAMES[algorithm],
                     track_id=int(u.track_id),
                     embedding=u.embedding,

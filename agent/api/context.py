@@ -166,6 +166,7 @@ class ApiContext:
             for d in devs
         ]
         self.state.write(puts=puts)
+        self.overlay.remember_ids([d.device_id for d in devs])  # a deleted id is never handed out again
         for d in devs:
             self.record_cache.pop(d.device_id, None)
 

@@ -26,6 +26,7 @@ from typing import Protocol
 
 from agent.box import schedules
 from agent.config import InstanceConfig
+from agent.config.enums import Algorithm
 from agent.ops.logs import kv
 from pipelines.frames import Frame
 from pipelines.sampling import Sampler
@@ -109,6 +110,8 @@ class InstanceRuntime:
     config: InstanceConfig
     schedule: ScheduleFn
     cameras: list[str]
+    #: the detectors its AlgorithmId stands for in the site's catalogue (the id itself stays in the config)
+    algorithm: Algorithm = Algorithm.FACE_BODY
     status: InstanceStatus = InstanceStatus.UN_STATE
     frames: int = 0
     snapshots: int = 0

@@ -150,7 +150,8 @@ def _stream_settings(cam: CameraFields, defaults: StreamDefaults) -> StreamSetti
 
 
 def allocate_id(prefix: str, type_code: str, taken: Iterable[str]) -> str:
-    """The lowest free serial (from 1) under ``prefix`` (10 digits) and ``type_code``."""
+    """The lowest free serial (from 1) under ``prefix`` (10 digits) and ``type_code``. The API passes every id
+    the box ever used (the overlay's), so a deleted device's id is never given to another."""
     head = prefix + type_code
     used = {c for c in taken if c.startswith(head)}
     serial = 1

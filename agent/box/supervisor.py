@@ -42,7 +42,7 @@ from agent.box.overlay import Overlay
 from agent.box.ports import TargetBus
 from agent.box.registry import Device, Registry, StreamStatus, devices_from_site
 from agent.box.services import Service
-from agent.config.enums import StreamMode
+from agent.config.enums import Algorithm, StreamMode
 from agent.ingest.cameras import Cameras
 from agent.ops import sdnotify
 from agent.ops.logs import kv
@@ -528,10 +528,17 @@ class Supervisor:
                 "instance camera is not a pulled camera", extra=kv(instance=inst.instance_id, camera=c)
             )
         tz = self.site.site.timezone
+        algo = self.site.algorithm_catalogue().get(inst.algorithm_id)
+        if algo is None:  # made through the API against an older catalogue: keep it, run both detectors
+            log.warning(
+                "instance algorithm is not in the catalogue; running face and body",
+                extra=kv(instance=inst.instance_id, algorithm=inst.algorithm_id),
+            )
         rt = InstanceRuntime(
             config=inst,
             schedule=schedule_fn(inst.schedule.build(tz, self.clock().astimezone(ZoneInfo(tz)).date())),
             cameras=known,
+            algorithm=algo.kind if algo is not None else Algorithm.FACE_BODY,
         )
         assert self.sink is not None, "instances start after the supervisor chose its frame sink"
         runner = InstanceRunner(rt, self.streams, self.sink, self.clock)

@@ -11,6 +11,7 @@ Key names are snake_case; the API name of each (VCS seed 002) is given in the fi
 
 from __future__ import annotations
 
+from .algorithms import DEFAULT_ALGORITHMS, AlgorithmConfig, catalogue
 from .api import AccessKey, ApiConfig, GbAccessConfig
 from .detection import BodyModelConfig, CustomModelConfig, DetectionConfig, FaceModelConfig
 from .devices import CameraFields, ChannelConfig, DeviceConfig, StreamConfig, StreamDefaults
@@ -37,9 +38,11 @@ from .site import AgentConfig, HttpConfig, LogConfig, SiteConfig
 from .storage import StorageConfig
 
 __all__ = [
+    "DEFAULT_ALGORITHMS",
     "AccessKey",
     "AgentConfig",
     "Algorithm",
+    "AlgorithmConfig",
     "ApiConfig",
     "BodyModelConfig",
     "CameraFields",
@@ -76,6 +79,7 @@ __all__ = [
     "Strict",
     "TargetKind",
     "WindowConfig",
+    "catalogue",
     "check_gb_id",
     "json_schema",
     "load",

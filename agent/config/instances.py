@@ -10,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from agent.box import schedules
 
-from .enums import Algorithm, ComputeType, DataSource, DataType, InstanceType, ScheduleType, Strict
+from .enums import ComputeType, DataSource, DataType, InstanceType, ScheduleType, Strict
 
 
 class WindowConfig(Strict):
@@ -89,7 +89,13 @@ class ScheduleConfig(Strict):
 class InstanceConfig(Strict):
     id: str | None = Field(None, max_length=64, description="InstanceId; derived from the name when absent.")
     name: str = Field(min_length=1, max_length=32, description="InstanceName (1-32 characters).")
-    algorithm_id: Algorithm = Field(Algorithm.FACE_BODY, description="AlgorithmId: face, body or face_body.")
+    algorithm_id: str = Field(
+        "face_body",
+        min_length=1,
+        max_length=64,
+        description="AlgorithmId: an id of the algorithm catalogue (face, body, face_body, 1, 2, 3 and the "
+        "site's algorithms).",
+    )
     algorithm_name: str | None = Field(None, description="AlgorithmName; default derived from algorithm_id.")
     compute_type: ComputeType = ComputeType.STREAM_COMPUTE
     data_source: DataSource = DataSource.CAMERA

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from .algorithms import AlgorithmConfig, catalogue
 from .api import ApiConfig
 from .detection import DetectionConfig
 from .devices import DeviceConfig, StreamDefaults
@@ -26,6 +27,11 @@ class SiteFile(Strict):
     streams: StreamDefaults = StreamDefaults()
     devices: list[DeviceConfig] = Field(default_factory=list)
     instances: list[InstanceConfig] = Field(default_factory=list)
+    algorithms: list[AlgorithmConfig] = Field(
+        default_factory=list,
+        description="AlgorithmIds beyond the shipped ones (face, body, face_body, 1 faces, 2 bodies, 3 both), "
+        "or replacing them: id, name, detectors.",
+    )
     detection: DetectionConfig = DetectionConfig()
     storage: StorageConfig = StorageConfig()
     mqtt: MqttConfig | None = Field(
@@ -35,6 +41,9 @@ class SiteFile(Strict):
         None, description="Register upstream over GB/T 28181; absent = off."
     )
     api: ApiConfig | None = Field(None, description="The VCS-compatible management API; absent = not served.")
+
+    def algorithm_catalogue(self) -> dict[str, AlgorithmConfig]:
+        return catalogue(self.algorithms)
 
     @property
     def public_url(self) -> str | None:
@@ -61,7 +70,17 @@ class SiteFile(Strict):
                     raise ValueError(f"{where}: id {did} is already used by {seen[did]}")
                 seen[did] = where
         names: set[str] = set()
+        known = self.algorithm_catalogue()
+        ids = [a.id for a in self.algorithms]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"algorithms: id(s) {dup} appear more than once")
         for inst in self.instances:
+            if inst.algorithm_id not in known:
+                raise ValueError(
+                    f"instance {inst.name!r}: algorithm_id {inst.algorithm_id!r} is not in the algorithm "
+                    f"catalogue; known: {', '.join(known)} (add it under algorithms:)"
+                )
             if inst.instance_id in names:
                 raise ValueError(f"instance id {inst.instance_id} ({inst.name!r}) appears twice")
             names.add(inst.instance_id)

@@ -346,8 +346,9 @@ class GbBridge:
         return out
 
     def _camera_online(self, dev: Device) -> bool:
-        """ON unless the device is marked offline or its stream is failing (an idle on-demand camera is ON)."""
-        if dev.status is not DeviceStatus.ONLINE:
+        """ON unless the device is marked offline or its stream is failing (an idle on-demand camera, never
+        opened yet and so still pending, is ON)."""
+        if dev.status is DeviceStatus.OFFLINE:
             return False
         return not self.cameras.failing(dev.device_id)
 

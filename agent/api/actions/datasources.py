@@ -74,7 +74,7 @@ async def add_data_source(ctx: ApiContext, p: Params) -> dict[str, Any]:
     url = p.req_text("Url", max_len=2048, min_len=1)
     protocol = check_url("Url", url)
     taken = {d.device_id for d in ctx.box.registry}
-    did = allocate_id(ctx.site.site.gb_prefix, gbids.IPC, taken)
+    did = allocate_id(ctx.site.site.gb_prefix, gbids.IPC, taken | ctx.overlay.used_ids)
     now = now_utc()
     mode = ctx.site.streams.mode
     dev = Device(

@@ -206,7 +206,7 @@ async def create_device(ctx: ApiContext, p: Params) -> dict[str, Any]:
     if dtype is DeviceType.IPC and parent is None:
         ids = [_check_new_id("SubDeviceIdList", i, taken) for i in sub_ids] if sub_ids else []
         for k in range(n):
-            did = ids[k] if ids else allocate_id(prefix, gbids.IPC, taken)
+            did = ids[k] if ids else allocate_id(prefix, gbids.IPC, taken | ctx.overlay.used_ids)
             taken.add(did)
             created.append(
                 Device(
@@ -224,7 +224,7 @@ async def create_device(ctx: ApiContext, p: Params) -> dict[str, Any]:
             did = (
                 _check_new_id("DeviceId", given_id, taken)
                 if given_id
-                else allocate_id(prefix, gbids.NVR, taken)
+                else allocate_id(prefix, gbids.NVR, taken | ctx.overlay.used_ids)
             )
             taken.add(did)
             base_name = name
@@ -235,7 +235,7 @@ async def create_device(ctx: ApiContext, p: Params) -> dict[str, Any]:
         chan_ids = [_check_new_id("SubDeviceIdList", i, taken) for i in sub_ids] if sub_ids else []
         channels: list[Device] = []
         for k in range(n):
-            cid = chan_ids[k] if chan_ids else allocate_id(prefix, gbids.CAMERA, taken)
+            cid = chan_ids[k] if chan_ids else allocate_id(prefix, gbids.CAMERA, taken | ctx.overlay.used_ids)
             taken.add(cid)
             chan_name = f"{base_name} CH{start + k + 1}" if parent is None or n > 1 else name
             channels.append(

@@ -27,7 +27,6 @@ from ..params import Params
 from . import action
 
 MAX_CAMERAS = 10000
-_ALGOS = [a.value for a in Algorithm]
 _NAME_RE = r"[\w\- ]{1,32}"
 
 
@@ -106,7 +105,7 @@ async def create_ai_instance(ctx: ApiContext, p: Params) -> dict[str, Any]:
     )
     project = p.req_text("ProjectId", max_len=64, min_len=1)
     ctx.corp("ProjectId", project)
-    algo = p.req_enum("AlgorithmId", _ALGOS)
+    algo = p.req_enum("AlgorithmId", list(ctx.site.algorithm_catalogue()))
     algo_name = p.req_text("AlgorithmName", max_len=64, min_len=1)
     p.req_enum("ComputeType", ["StreamCompute"])
     p.req_enum("DataSource", ["Camera"])
@@ -131,7 +130,7 @@ async def create_ai_instance(ctx: ApiContext, p: Params) -> dict[str, Any]:
     cfg = _config(
         id=iid,
         name=name,
-        algorithm_id=Algorithm(algo),
+        algorithm_id=algo,
         algorithm_name=algo_name,
         instance_type=cfgmod.InstanceType(itype),
         schedule=schedule,
@@ -165,8 +164,8 @@ def _ai_record(ctx: ApiContext, runner: InstanceRunner) -> dict[str, Any]:
     return {
         "InstanceId": cfg.instance_id,
         "InstanceName": cfg.name,
-        "AlgorithmId": cfg.algorithm_id.value,
-        "AlgorithmName": cfg.algorithm_name or cfg.algorithm_id.value,
+        "AlgorithmId": cfg.algorithm_id,
+        "AlgorithmName": cfg.algorithm_name or _algorithm_name(ctx, cfg.algorithm_id),
         "ComputeType": cfg.compute_type.value,
         "DataSource": cfg.data_source.value,
         "DataType": cfg.data_type.value,
@@ -336,27 +335,34 @@ _LIST_STATUS = {
 }
 
 
-def _algorithm_from_list(items: list[dict[str, Any]]) -> tuple[Algorithm, str]:
-    """CreateComputeInstance's Algorithms: face and body together run as ``face_body``."""
+def _algorithm_from_list(ctx: ApiContext, items: list[dict[str, Any]]) -> tuple[str, str]:
+    """CreateComputeInstance's Algorithms: ids of the catalogue; several that together run face and body
+    become ``face_body`` (one id alone is echoed as given)."""
+    known = ctx.site.algorithm_catalogue()
     got: list[str] = []
     names: list[str] = []
     for i, item in enumerate(items):
         aid = item.get("AlgorithmId")
-        if not isinstance(aid, str | int) or str(aid) not in _ALGOS:
+        if not isinstance(aid, str | int) or str(aid) not in known:
             raise invalid(
-                f"Algorithms[{i}].AlgorithmId", f"{aid!r} is not allowed; allowed values: {', '.join(_ALGOS)}"
+                f"Algorithms[{i}].AlgorithmId", f"{aid!r} is not allowed; allowed values: {', '.join(known)}"
             )
         got.append(str(aid))
         aname = item.get("AlgorithmName")
         if not isinstance(aname, str) or not aname.strip():
             raise invalid(f"Algorithms[{i}].AlgorithmName", "required: a non-empty name")
         names.append(aname)
-    kinds = set(got)
-    if "face_body" in kinds or kinds == {"face", "body"}:
-        return Algorithm.FACE_BODY, " + ".join(names)
-    if len(kinds) != 1:
-        raise invalid("Algorithms", f"{sorted(kinds)} cannot run together")
-    return Algorithm(got[0]), names[0]
+    if len(set(got)) == 1:
+        return got[0], names[0]
+    kinds = {known[a].kind for a in got}
+    if Algorithm.FACE_BODY in kinds or kinds == {Algorithm.FACE, Algorithm.BODY}:
+        return Algorithm.FACE_BODY.value, " + ".join(names)
+    raise invalid("Algorithms", f"{sorted(set(got))} cannot run together")
+
+
+def _algorithm_name(ctx: ApiContext, algorithm_id: str) -> str:
+    entry = ctx.site.algorithm_catalogue().get(algorithm_id)
+    return entry.name if entry is not None else algorithm_id
 
 
 @action("CreateComputeInstance")
@@ -371,7 +377,7 @@ async def create_compute_instance(ctx: ApiContext, p: Params) -> dict[str, Any]:
     ctx.corp("ProjectId", project)
     devices = p.json_objects("Devices", required=True, max_items=MAX_CAMERAS)
     algorithms = p.json_objects("Algorithms", required=True, max_items=10)
-    algo, algo_name = _algorithm_from_list(algorithms)
+    algo, algo_name = _algorithm_from_list(ctx, algorithms)
     cameras: list[str] = []
     for i, d in enumerate(devices):
         did = d.get("DeviceId")
@@ -444,8 +450,8 @@ async def list_instances(ctx: ApiContext, p: Params) -> dict[str, Any]:
         cams = ctx.instance_cameras(cfg.instance_id)
         algos = meta.algorithms or [
             {
-                "AlgorithmId": cfg.algorithm_id.value,
-                "AlgorithmName": cfg.algorithm_name or cfg.algorithm_id.value,
+                "AlgorithmId": cfg.algorithm_id,
+                "AlgorithmName": cfg.algorithm_name or _algorithm_name(ctx, cfg.algorithm_id),
             }
         ]
         items.append(
