@@ -37,6 +37,8 @@ Decisions (the seed, ``002_*.txt``, leaves these open):
 - ``DataSourceTimes`` are spans of the data source itself, ``HH:MM:SS`` offsets from the start of the
   media (hours may exceed 23 for long recordings); EndTime < StartTime is an error, equal means one frame
   at that offset. :func:`clip_to_data_source_times` cuts a media time range down to them; empty = all.
+
+Long because: every schedule rule of seed 002 as pure functions with their decisions written next to them; splitting would scatter the decisions.
 """
 
 from __future__ import annotations

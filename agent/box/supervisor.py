@@ -13,6 +13,8 @@ open). A reload that fails (the file is invalid, it would remove a sink, every c
 Stop (SIGTERM): everything is stopped within ``agent.stop_timeout_s`` (5 s): each step gets what is left of the
 budget, the GB/T 28181 unregister at most 1 s, and the store is always closed. A second SIGTERM during the stop
 ends the process at once.
+
+Long because: start, stop, reload and the live changes of the box are one ordering problem; the parts it wires live elsewhere (box/services.py builds them from ports).
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ so an on-demand camera is opened for the session and closes after its idle timeo
 fails, is removed, or the pipelines restart (TeleBoot), the pull ends and the service hangs up with BYE.
 Targets from the detection pipeline can be sent as video alarms. Registration state shows in logs, ``/metrics``
 and ``/healthz``.
+
+Long because: it is the one adapter between the sans-I/O device stack and the box (catalog, live pulls, sessions, alarms, metrics); each part is small and they share the session bookkeeping.
 """
 
 from __future__ import annotations

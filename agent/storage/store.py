@@ -6,6 +6,8 @@ the targets stored from the same frame). A target and its outbox rows are commit
 
 Removal follows UpdateDevicesStorage (days per device and storage type; targets are PICTURE) and a disk
 high-watermark that removes the oldest targets first. Every removal is counted in ``removed[reason]``.
+
+Long because: one SQLite schema with its writer, queries and retention must change together (one transaction writes a target, its media and its outbox rows).
 """
 
 from __future__ import annotations

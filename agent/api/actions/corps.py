@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..context import ApiContext, Corp, new_numeric_id
+from ..dispatch import action, paged
 from ..errors import declared
 from ..params import Params
-from . import action, paged
 
 _TEXT = 128
 

@@ -19,9 +19,9 @@ from gb28181 import ids as gbids
 from pipelines.sources import UnsupportedSource, redact_url, source_kind
 
 from ..context import ApiContext, DeviceExtra, PicSource, now_utc, stream_settings
+from ..dispatch import action
 from ..errors import declared, invalid, not_found
 from ..params import Params
-from . import action
 
 _KINDS = {"rtsp": "RTSP", "rtmp": "RTMP", "hls": "HLS", "http-flv": "HTTP-FLV"}
 

@@ -3,6 +3,8 @@ GetDevicePicture, UpdateDevicesStorage.
 
 GB/T 28181 devices created here get this box's SIP access data and stay pending (DeviceStatus 2) until they
 register; pulled cameras are created with AddDataSource (``datasources.py``) and are listed here as IPCs.
+
+Long because: the seed's device family (CreateDevice, ModifyDevice, DeleteDevices, DescribeIpcs/Nvrs, stream modes, storage days) shares its record shape and checks.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from agent.config.enums import StreamMode
 from gb28181 import ids as gbids
 
 from ..context import ApiContext, DeviceExtra, now_utc
+from ..dispatch import action, paged
 from ..errors import declared, invalid
 from ..params import Params
 from ..render import Fragment
-from . import action, paged
 
 MAX_CHANNELS = 512
 MAX_PAGE = 200

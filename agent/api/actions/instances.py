@@ -4,6 +4,8 @@ BatchDeleteInstance mapped onto the same model (an :class:`agent.config.Instance
 
 Schedules are checked by :func:`agent.schedules.parse_schedule`, the one schedule parser of the project.
 Changes apply at once: a created instance starts, a deleted one stops and detaches from its cameras.
+
+Long because: the seed's instance family (CreateAIInstance, CreateComputeInstance, Describe/Update/Delete, cameras of an instance) shares one parameter and schedule vocabulary; split by action it would repeat it.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from agent.box.schedules import ScheduleError, parse_schedule
 from agent.config import Algorithm, InstanceConfig
 
 from ..context import ApiContext, InstanceMeta
+from ..dispatch import action
 from ..errors import declared, invalid
 from ..params import Params
-from . import action
 
 MAX_CAMERAS = 10000
 _NAME_RE = r"[\w\- ]{1,32}"

@@ -15,9 +15,9 @@ from agent.box.registry import Device
 from agent.ingest.live_hls import LiveError
 
 from ..context import ApiContext
+from ..dispatch import action
 from ..errors import ApiError, invalid
 from ..params import Params
-from . import action
 
 KEEP_PER_DEVICE = 20
 #: snapshots are kept under the media root and served by the one ``/media`` route

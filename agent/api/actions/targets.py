@@ -17,9 +17,9 @@ from agent.analytics.targets import TARGET_TYPES, parse_timestamp
 from agent.storage.store import AttributeFilter
 
 from ..context import ApiContext
+from ..dispatch import action
 from ..errors import ApiError, invalid
 from ..params import Params
-from . import action
 
 MAX_IMAGE = 500 * 1024
 
