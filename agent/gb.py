@@ -38,8 +38,7 @@ from gb28181.events import (
     TeleBoot,
     Unregistered,
 )
-from gb28181.media import AccessUnit as GbAccessUnit
-from pipelines.sources import AccessUnit as SourceUnit
+from pipelines.annexb import AccessUnit, codec_family
 
 from . import __version__
 from .config import Gb28181Config
@@ -58,8 +57,6 @@ log = logging.getLogger("vcs_edge.gb28181")
 MEDIA_QUEUE = 100
 #: how often an idle pull checks that its camera source is still alive
 POLL_S = 0.25
-#: codec names of the stream sources -> codec names of the PS muxer
-CODECS = {"h264": "h264", "hevc": "h265", "h265": "h265"}
 #: AlarmType 2 (motion target detection) of the video alarm method (5): a detected face/body/vehicle
 ALARM_TYPE_TARGET = 2
 ALARM_PRIORITY = 4
@@ -331,11 +328,11 @@ class GbBridge:
 
     # --- live media ------------------------------------------------------------------------------------
 
-    def media(self, channel_id: str) -> AsyncIterator[GbAccessUnit]:
+    def media(self, channel_id: str) -> AsyncIterator[AccessUnit]:
         """The device stack's media provider: access units of the channel's camera, in real time."""
         return self._pull(channel_id)
 
-    async def _pull(self, channel_id: str) -> AsyncIterator[GbAccessUnit]:
+    async def _pull(self, channel_id: str) -> AsyncIterator[AccessUnit]:
         dev = self.camera_for(channel_id)
         if dev is None or dev.stream is None:
             log.warning("gb28181 live: no camera for channel", extra=kv(channel=channel_id))
@@ -349,15 +346,14 @@ class GbBridge:
         for s in self.sessions.values():
             if s.pull is None and s.ended is None and s.channel_id == channel_id:
                 s.pull = stats
-        queue: asyncio.Queue[GbAccessUnit] = asyncio.Queue(MEDIA_QUEUE)
+        queue: asyncio.Queue[AccessUnit] = asyncio.Queue(MEDIA_QUEUE)
         need_key = True
         unsupported: list[str] = []
 
-        def on_unit(au: SourceUnit) -> None:
+        def on_unit(au: AccessUnit) -> None:
             nonlocal need_key
             stats.received += 1
-            codec = CODECS.get(au.codec)
-            if codec is None:
+            if codec_family(au.codec) is None:
                 if not unsupported:
                     unsupported.append(au.codec)
                 return
@@ -376,7 +372,7 @@ class GbBridge:
                     self.media_units_dropped += 1
                     return
             need_key = False
-            queue.put_nowait(GbAccessUnit(au.data, au.pts_90k, au.keyframe, codec))
+            queue.put_nowait(au)  # the sources' unit is the one the PS muxer takes
 
         attached_at = time.monotonic()
         open_timeout = dev.stream.open_timeout_s

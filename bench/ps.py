@@ -16,8 +16,9 @@ import platform
 import sys
 import time
 
-from gb28181.avsource import container_access_units
-from gb28181.media import AccessUnit, MediaSession
+from bench.avsource import container_access_units
+from gb28181.media import MediaSession
+from pipelines.annexb import AccessUnit
 
 TARGET_STREAMS = 100
 STREAM_MBYTES_PER_S = 4.0 / 8.0
