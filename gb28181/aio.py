@@ -185,11 +185,10 @@ def _accept_once(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
 ) -> None:
-    """TCP-ACTIVE media: keep the first connection from the receiver's host, close any other."""
+    """TCP-ACTIVE media: keep the first connection from the receiver's host, close (and count) any other."""
     peer = writer.get_extra_info("peername")
     if fut.done() or not peer or str(peer[0]) != receiver_host:
-        if not fut.done():
-            on_stranger()
+        on_stranger()
         writer.close()
     else:
         fut.set_result((reader, writer))
@@ -231,6 +230,7 @@ class DeviceService:
         self._media_provider = media_provider
         self._on_event = on_event
         self.ua = DeviceUA(config, channels_provider)
+        self.metrics.requests_refused = self.ua.requests_refused  # live: the transport counts here too
         self._loop: asyncio.AbstractEventLoop | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp_writer: asyncio.StreamWriter | None = None
@@ -408,7 +408,6 @@ class DeviceService:
         m.registrations = ua.registrations
         m.keepalives_sent = ua.keepalives_sent
         m.malformed_dropped = ua.malformed_dropped
-        m.requests_refused = dict(ua.requests_refused)
         m.sessions_receiver_gone = ua.sessions_receiver_gone
         m.time_offset_s = ua.time_offset_s
         m.alarms_sent = ua.alarms_sent

@@ -86,7 +86,7 @@ REFUSAL_REASONS = (
     "not_platform",  # From user is not the platform's server id
     "channel_busy",  # 486: max_sessions_per_channel reached
     "box_busy",  # 486: max_sessions reached
-    "media_stranger",  # a TCP media connection from another host than the session's receiver (transport)
+    "media_stranger",  # a TCP media connection that is not the receiver's first one (counted by the transport)
 )
 
 
