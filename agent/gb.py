@@ -25,6 +25,7 @@ from aiohttp import web
 
 from gb28181.aio import DeviceService
 from gb28181.config import Channel, DeviceConfig
+from gb28181.device import REFUSAL_REASONS
 from gb28181.events import (
     ByeReceived,
     Event,
@@ -142,6 +143,9 @@ def device_config(cfg: Gb28181Config) -> DeviceConfig:
         local_ip=cfg.local_ip,
         local_sip_port=cfg.local_sip_port,
         rtp_port_range=(cfg.rtp_port_min, cfg.rtp_port_max),
+        max_sessions_per_channel=cfg.max_sessions_per_channel,
+        max_sessions=cfg.max_sessions,
+        media_idle_timeout_s=cfg.media_idle_timeout_s,
         alarm_min_interval_s=cfg.alarms.min_interval_s,
     )
 
@@ -239,6 +243,19 @@ class GbBridge:
         )
         yield counter("keepalives_total", "Keepalive MESSAGEs sent", m.keepalives_sent)
         yield counter("malformed_dropped_total", "Malformed SIP/MANSCDP input dropped", m.malformed_dropped)
+        for reason in REFUSAL_REASONS:
+            yield Sample(
+                p + "requests_refused_total",
+                "counter",
+                "Requests refused with 403 (not the registered platform) or 486 (session limits), by reason",
+                {"reason": reason},
+                float(m.requests_refused.get(reason, 0)),
+            )
+        yield counter(
+            "sessions_receiver_gone_total",
+            "Sessions ended because their receiver was gone (ICMP error, TCP closed, idle timeout)",
+            m.sessions_receiver_gone,
+        )
         yield gauge("sessions_active", "Live media sessions being sent", m.sessions_active)
         yield counter("sessions_total", "Live media sessions started", m.sessions_total)
         yield gauge("pulls_active", "Cameras read for live media", m.pulls_active)

@@ -46,6 +46,7 @@ Addr = tuple[str, int]
 TCP_ACCEPT_TIMEOUT_S = 15.0
 TCP_CONNECT_TIMEOUT_S = 10.0
 SUBSCRIBER_QUEUE = 120
+KEEP_SESSIONS = 64
 
 
 @dataclass(slots=True)
@@ -163,7 +164,6 @@ class _Session:
     watcher: asyncio.Task[None] | None = None
     subscriber: _Subscriber | None = None
     task: asyncio.Task[None] | None = None
-    packets_sent: int = 0
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -246,6 +246,8 @@ class DeviceService:
         self.local_address: Addr | None = None
         #: the address every socket binds (local_ip, or the route's to the platform); set by ``start``
         self.bind_host = ""
+        #: RTP packets sent per session (Call-ID), the last KEEP_SESSIONS sessions: what a receiver should have
+        self.rtp_packets_by_session: dict[str, int] = {}
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -537,6 +539,9 @@ class DeviceService:
         if session is None or session.task is not None:
             return
         session.task = asyncio.ensure_future(self._send_media(session))
+        self.rtp_packets_by_session[session.call_id] = 0
+        while len(self.rtp_packets_by_session) > KEEP_SESSIONS:
+            del self.rtp_packets_by_session[next(iter(self.rtp_packets_by_session))]
         self.metrics.sessions_total += 1
         self.metrics.sessions_active = sum(1 for s in self._sessions.values() if s.task is not None)
 
@@ -587,7 +592,7 @@ class DeviceService:
                             break  # an ICMP error ended the session (error_received runs inside sendto)
                 self.metrics.rtp_packets_sent += len(packets)
                 self.metrics.media_frames_sent += 1
-                session.packets_sent += len(packets)
+                self.rtp_packets_by_session[session.call_id] += len(packets)
                 if session.call_id not in self._sessions:
                     break
             failed = True

@@ -230,7 +230,8 @@ def test_live_invite_decodes_to_the_frames_sent(mode: str, codec: str) -> None:
             if mode == "tcp-active":
                 assert b"a=setup:passive" in cap.answer.body
             await asyncio.wait_for(cap.device_bye.wait(), 40)  # the finite source ended: the device hangs up
-            await asyncio.sleep(0.2)
+            sent = service.rtp_packets_by_session[cap.call_id]
+            await platform.wait_for(lambda: len(cap.packets) >= sent)  # every packet sent has arrived
         finally:
             await service.stop()
             await platform.stop()
