@@ -151,3 +151,33 @@ def test_media_session_waits_for_keyframe_and_rfc4571_frame() -> None:
     assert frame_rfc4571(b"a" * 1412)[:2] == H("0584")
     with pytest.raises(ValueError):
         frame_rfc4571(b"a" * 70000)
+
+
+def test_the_sources_access_units_are_packetised_as_they_are() -> None:
+    """One AccessUnit type: what pipelines.sources hands over (FFmpeg codec names) goes to MediaSession as is."""
+    from pipelines import sources
+
+    assert sources.AccessUnit is AccessUnit
+    h265 = synthetic_access_units("h265", 10, gop=5)
+    as_source = [AccessUnit(a.data, a.pts_90k, a.keyframe, "hevc") for a in h265]  # the source's name
+    session = MediaSession(7, sequence=0)
+    packets = [p for au in as_source for p in session.push(au)]
+    ps = ps_from_rtp(packets, 7)
+    demux = PsDemuxer()
+    frames = [f for f in demux.feed(ps) + demux.flush() if isinstance(f, PsFrame)]
+    assert [f.codec for f in frames] == ["h265"] * 10 and decode_ps(ps) == 10
+    with pytest.raises(ValueError, match="unsupported codec"):
+        MediaSession(8).push(AccessUnit(b"\x00\x00\x01\xb6", 0, True, "mpeg4"))
+
+
+def test_gb28181_imports_neither_pyav_nor_numpy() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gb28181.aio, gb28181.device, gb28181.media, gb28181.ps, gb28181.sdp, gb28181.manscdp;"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('av', 'numpy', 'agent'));"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
