@@ -5,9 +5,10 @@ gst-rtsp-server cameras (live H.264 test pattern, 25 fps) and the WVP-like platf
 Checked: digest registration, the catalog/DeviceInfo/DeviceStatus answers, ``/metrics`` and ``/healthz``, live
 INVITEs over UDP and TCP whose PS/RTP PyAV decodes to exactly the access units the bridge handed to the
 session, two sessions sharing one pull, platform BYE and the on-demand camera closing after idle, a failing
-camera ending its session with BYE, a stranger's TeleBoot/INVITE/queries refused with 403 (counted in
-``/metrics``, no restart), TeleBoot from the platform restarting the pipelines, alarms with their rate limit,
-a wrong password, and a SIP port already in use (the agent keeps running and ``/healthz`` says why).
+camera ending its session with BYE, a receiver closing its UDP port (BYE, pull released), a stranger's
+TeleBoot/INVITE/queries refused with 403 (counted in ``/metrics``, no restart), TeleBoot from the platform
+restarting the pipelines, alarms with their rate limit, a wrong password, and a SIP port already in use (the
+agent keeps running and ``/healthz`` says why).
 """
 
 from __future__ import annotations
@@ -303,6 +304,25 @@ def test_agent_on_a_gb28181_platform(
             metrics = await http_get(sup, "/metrics")
             assert metric(metrics, "vcs_edge_gb28181_teleboots_total") == 1
             assert metric(metrics, "vcs_edge_gb28181_sessions_total") == 4
+            assert metric(metrics, "vcs_edge_gb28181_sessions_active") == 0
+
+            # --- a UDP receiver that closes its port: the box sends BYE and lets go of the camera ---------
+            cap = await platform.invite(BOX, CH_LIVE, "udp", ssrc="0200000041")
+            assert cap.answer is not None and cap.answer.status == 200
+            await until(lambda: frames_delivered(bridge, cap) >= 10, what="frames before the receiver goes")
+
+            def gb_consumers() -> list[str]:
+                return [c for c in sup.streams.manager.consumers(CAM_LIVE) if c.startswith("gb28181")]
+
+            assert gb_consumers() != []
+            platform.hang_up_media(cap)  # no BYE from the platform: the kernel answers ICMP port unreachable
+            await asyncio.wait_for(cap.device_bye.wait(), 15)
+            await until(lambda: gb_consumers() == [], 5, "the GB consumer to detach")
+            ended = bridge.sessions[cap.call_id].ended
+            assert ended is not None and ended.startswith("receiver gone"), ended
+            assert sup.streams.is_delivering(CAM_LIVE)  # the continuous camera itself stays open
+            metrics = await http_get(sup, "/metrics")
+            assert metric(metrics, "vcs_edge_gb28181_sessions_receiver_gone_total") == 1
             assert metric(metrics, "vcs_edge_gb28181_sessions_active") == 0
         finally:
             await sup.stop()
