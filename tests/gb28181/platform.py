@@ -68,6 +68,8 @@ class Platform:
         self._tcp_writer: asyncio.StreamWriter | None = None
         self._sn = 10000
         self.last_call_id = ""
+        #: leave keepalives unanswered (a platform that went quiet; it sends no RTCP either)
+        self.silent = False
         self._cseq = 100
 
     # --- lifecycle ---
@@ -200,6 +202,9 @@ class Platform:
         if isinstance(body, manscdp.ManscdpError):
             self._reply(req, addr, 400)
             return
+        if self.silent and body.cmd_type == "Keepalive":
+            self.keepalives[device] = self.keepalives.get(device, 0) + 1
+            return  # gone quiet: the device hears no SIP from us
         self._reply(req, addr, 200)
         self.froms.append(device)
         if body.cmd_type == "Keepalive":

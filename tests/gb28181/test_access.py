@@ -244,3 +244,39 @@ def test_sockets_bind_local_ip_when_set() -> None:
             await platform.stop()
 
     run(main())
+
+
+def test_a_udp_session_with_no_rtcp_and_a_quiet_platform_ends_after_the_idle_timeout() -> None:
+    async def main() -> None:
+        platform = Platform(queries_on_register=False)
+        await platform.start()
+        seen: list[Event] = []
+        pulls: list[str] = []
+        ended: list[str] = []
+        service = DeviceService(
+            # the idle timeout is never shorter than two keepalive periods: 2 s here
+            config(platform.port, heartbeat_interval_s=1, heartbeat_count=100, media_idle_timeout_s=1),
+            lambda: CHANNELS,
+            endless(pulls, ended),
+            on_event=seen.append,
+        )
+        await service.start()
+        try:
+            await platform.wait_for(lambda: DEVICE_ID in platform.online)
+            cap = await platform.invite(DEVICE_ID, CHANNELS[0].channel_id, "udp", ssrc="0200000005")
+            assert cap.answer is not None and cap.answer.status == 200
+            # while the platform answers keepalives, the session lives through several idle periods
+            kept = platform.keepalives.get(DEVICE_ID, 0)
+            await platform.wait_for(lambda: platform.keepalives.get(DEVICE_ID, 0) >= kept + 4, 20)
+            assert not cap.device_bye.is_set() and service.metrics.sessions_active == 1
+            platform.silent = True  # no RTCP, no SIP: the receiver is taken for gone
+            await asyncio.wait_for(cap.device_bye.wait(), 20)
+            await platform.wait_for(lambda: ended == [CHANNELS[0].channel_id])
+            (gone,) = [e for e in seen if isinstance(e, SessionEnded)]
+            assert gone.reason == "receiver gone: no RTCP or SIP from the platform for 2 s"
+            assert service.metrics.sessions_receiver_gone == 1
+        finally:
+            await service.stop()
+            await platform.stop()
+
+    run(main())
