@@ -720,9 +720,9 @@ def refused_total(ua: DeviceUA) -> int:
     st.integers(0, 10**9),
 )
 def test_requests_from_anyone_but_the_platform_get_403(
-    request: tuple[str, bytes], who: tuple[tuple[str, int], str, str], n: int
+    kind: tuple[str, bytes], who: tuple[tuple[str, int], str, str], n: int
 ) -> None:
-    method, body = request
+    method, body = kind
     addr, from_user, reason = who
     ua = registered_ua()
     raw = request_of(method, body, branch=f"z9hG4bKs{n}", from_user=from_user)
