@@ -592,7 +592,8 @@ class DeviceService:
                             break  # an ICMP error ended the session (error_received runs inside sendto)
                 self.metrics.rtp_packets_sent += len(packets)
                 self.metrics.media_frames_sent += 1
-                self.rtp_packets_by_session[session.call_id] += len(packets)
+                counts = self.rtp_packets_by_session
+                counts[session.call_id] = counts.get(session.call_id, 0) + len(packets)
                 if session.call_id not in self._sessions:
                     break
             failed = True
