@@ -1,6 +1,6 @@
 """Benchmark: PS muxing + RTP packetisation of H.264 on one core (``python -m bench.ps --json``).
 
-Input is the sample clip (pipelines.samples.h264_clip(), 768x576) demuxed once to Annex B access units. The
+Input is the sample clip (agent.samples.h264_clip(), 768x576) demuxed once to Annex B access units. The
 timed loop runs :class:`gb28181.media.MediaSession` (PS pack per frame, system header + PSM on keyframes,
 RTP packets of <= 1400 bytes). The baseline, timed in the same run on the same payload, is the least work
 any packetiser must do: copy each frame into 1400-byte slices behind a fixed 12-byte header. ``ratio`` is
@@ -16,8 +16,9 @@ import platform
 import sys
 import time
 
-from gb28181.avsource import container_access_units
-from gb28181.media import AccessUnit, MediaSession
+from bench.avsource import container_access_units
+from gb28181.media import MediaSession
+from pipelines.annexb import AccessUnit
 
 TARGET_STREAMS = 100
 STREAM_MBYTES_PER_S = 4.0 / 8.0

@@ -3,6 +3,16 @@
 All protocol decisions live in the sans-I/O classes; this module moves bytes, arms the one timer the UA asks
 for, opens camera sources on INVITE (several sessions on one channel share one pull) and sends PS/RTP over
 UDP or TCP (both TCP roles).
+
+Where it listens: every socket (SIP, RTP, TCP media) binds ``local_ip`` or, when that is unset, the local
+address of the route to the platform (a UDP ``connect()`` + ``getsockname()``; no packet is sent), never
+0.0.0.0. The platform's host is resolved once per start; the UA accepts requests only from that address.
+
+What it reports to the UA about a session's receiver: the UDP RTP socket is connected to the receiver, so
+the kernel drops datagrams from anyone else, RTCP from the receiver is ``media_heard`` and an ICMP error
+(port unreachable shows as ``ConnectionRefusedError`` in ``error_received``) is ``media_receiver_gone``;
+a TCP media connection that closes is ``media_receiver_gone``; a TCP-ACTIVE listener keeps only a connection
+from the session's receiver host (others are closed and counted as ``media_stranger``).
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ Addr = tuple[str, int]
 TCP_ACCEPT_TIMEOUT_S = 15.0
 TCP_CONNECT_TIMEOUT_S = 10.0
 SUBSCRIBER_QUEUE = 120
+KEEP_SESSIONS = 64
 
 
 @dataclass(slots=True)
@@ -46,6 +57,10 @@ class DeviceMetrics:
     registrations: int = 0
     keepalives_sent: int = 0
     malformed_dropped: int = 0
+    #: requests refused (403) and INVITEs turned away (486), per reason (``gb28181.device.REFUSAL_REASONS``)
+    requests_refused: dict[str, int] = field(default_factory=dict)
+    #: sessions ended because their receiver was gone (ICMP error, TCP closed, idle timeout)
+    sessions_receiver_gone: int = 0
     sessions_active: int = 0
     sessions_total: int = 0
     time_offset_s: float | None = None
@@ -58,7 +73,7 @@ class DeviceMetrics:
 
 
 def local_ip_towards(host: str, port: int) -> str:
-    """The local address the OS would use to reach ``host`` (no packet is sent)."""
+    """The local address the OS would use to reach ``host`` (no packet is sent); loopback without a route."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
             s.connect((host, port))
@@ -145,6 +160,8 @@ class _Session:
     server: asyncio.Server | None = None
     accepted: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]] | None = None
     writer: asyncio.StreamWriter | None = None
+    reader: asyncio.StreamReader | None = None
+    watcher: asyncio.Task[None] | None = None
     subscriber: _Subscriber | None = None
     task: asyncio.Task[None] | None = None
     extra: dict[str, object] = field(default_factory=dict)
@@ -163,18 +180,32 @@ class _SipUdp(asyncio.DatagramProtocol):
 
 def _accept_once(
     fut: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]],
+    receiver_host: str,
+    on_stranger: Callable[[], None],
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
 ) -> None:
-    """TCP-ACTIVE media: keep the platform's first connection, refuse any other."""
-    if fut.done():
+    """TCP-ACTIVE media: keep the first connection from the receiver's host, close (and count) any other."""
+    peer = writer.get_extra_info("peername")
+    if fut.done() or not peer or str(peer[0]) != receiver_host:
+        on_stranger()
         writer.close()
     else:
         fut.set_result((reader, writer))
 
 
-class _NullUdp(asyncio.DatagramProtocol):
-    """RTP source socket: we only send; anything received (RTCP, junk) is ignored."""
+class _RtpUdp(asyncio.DatagramProtocol):
+    """RTP source socket, connected to the receiver: RTCP proves it alive, an ICMP error says it is gone."""
+
+    def __init__(self, service: DeviceService, call_id: str) -> None:
+        self.service = service
+        self.call_id = call_id
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        self.service._media_heard(self.call_id)
+
+    def error_received(self, exc: Exception) -> None:
+        self.service._receiver_gone(self.call_id, f"UDP {type(exc).__name__}: {exc}")
 
 
 class DeviceService:
@@ -199,6 +230,7 @@ class DeviceService:
         self._media_provider = media_provider
         self._on_event = on_event
         self.ua = DeviceUA(config, channels_provider)
+        self.metrics.requests_refused = self.ua.requests_refused  # live: the transport counts here too
         self._loop: asyncio.AbstractEventLoop | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp_writer: asyncio.StreamWriter | None = None
@@ -212,17 +244,24 @@ class DeviceService:
         self._tasks: set[asyncio.Future[None]] = set()
         self._closing = False
         self.local_address: Addr | None = None
+        #: the address every socket binds (local_ip, or the route's to the platform); set by ``start``
+        self.bind_host = ""
+        #: RTP packets sent per session (Call-ID), the last KEEP_SESSIONS sessions: what a receiver should have
+        self.rtp_packets_by_session: dict[str, int] = {}
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Bind the SIP socket (or connect over TCP) and send the first REGISTER."""
+        """Resolve the platform, bind the SIP socket (or connect over TCP) and send the first REGISTER."""
         self._loop = asyncio.get_running_loop()
         cfg = self.config
-        local_ip = cfg.local_ip or local_ip_towards(cfg.server_host, cfg.server_port)
+        server_ip = await self._resolve(cfg.server_host, cfg.server_port)
+        self.ua.set_server_address(server_ip, cfg.server_port)
+        local_ip = cfg.local_ip or local_ip_towards(server_ip, cfg.server_port)
+        self.bind_host = local_ip
         if cfg.transport == "udp":
             transport, _ = await self._loop.create_datagram_endpoint(
-                lambda: _SipUdp(self), local_addr=(cfg.local_ip or "0.0.0.0", cfg.local_sip_port)
+                lambda: _SipUdp(self), local_addr=(local_ip, cfg.local_sip_port)
             )
             self._udp = transport
             port = int(transport.get_extra_info("sockname")[1])
@@ -287,6 +326,15 @@ class DeviceService:
         self._pump()
         return ok
 
+    async def _resolve(self, host: str, port: int) -> str:
+        """The platform's IPv4 address (a literal is returned as is); OSError when it does not resolve."""
+        assert self._loop is not None
+        kind = socket.SOCK_DGRAM if self.config.transport == "udp" else socket.SOCK_STREAM
+        infos = await self._loop.getaddrinfo(host, port, family=socket.AF_INET, type=kind)
+        if not infos:
+            raise OSError(f"{host} does not resolve to an IPv4 address")
+        return str(infos[0][4][0])
+
     def reregister(self) -> None:
         """Start a new registration cycle now (e.g. after a configuration change)."""
         self.ua.register(self._now())
@@ -307,7 +355,10 @@ class DeviceService:
         while not self._closing:
             try:
                 reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(cfg.server_host, cfg.server_port), TCP_CONNECT_TIMEOUT_S
+                    asyncio.open_connection(
+                        self.ua.server_addr[0], cfg.server_port, local_addr=(local_ip, 0)
+                    ),
+                    TCP_CONNECT_TIMEOUT_S,
                 )
             except (OSError, TimeoutError) as exc:
                 log.warning("SIP TCP connect to %s:%s failed: %s", cfg.server_host, cfg.server_port, exc)
@@ -359,6 +410,7 @@ class DeviceService:
         m.registrations = ua.registrations
         m.keepalives_sent = ua.keepalives_sent
         m.malformed_dropped = ua.malformed_dropped
+        m.sessions_receiver_gone = ua.sessions_receiver_gone
         m.time_offset_s = ua.time_offset_s
         m.alarms_sent = ua.alarms_sent
         m.alarms_suppressed = ua.alarms_suppressed
@@ -403,7 +455,17 @@ class DeviceService:
         raise OSError("no free port in rtp_port_range")
 
     def _bind_ip(self) -> str:
-        return self.config.local_ip or "0.0.0.0"
+        return self.bind_host or self.config.local_ip or "127.0.0.1"
+
+    def _media_heard(self, call_id: str) -> None:
+        self.ua.media_heard(call_id, self._now())
+
+    def _receiver_gone(self, call_id: str, reason: str) -> None:
+        if call_id not in self._sessions or self._closing:
+            return
+        log.info("media session %s: receiver gone (%s)", call_id, reason)
+        if self.ua.media_receiver_gone(call_id, reason, self._now()):
+            self._pump()
 
     def _on_invite(self, event: InviteReceived) -> None:
         task = asyncio.ensure_future(self._prepare_session(event))
@@ -425,13 +487,22 @@ class DeviceService:
             try:
                 if offer.transport == "udp":
                     transport, _ = await self._loop.create_datagram_endpoint(
-                        _NullUdp, local_addr=(self._bind_ip(), port)
+                        functools.partial(_RtpUdp, self, event.call_id),
+                        local_addr=(self._bind_ip(), port),
+                        remote_addr=(offer.ip, offer.port),
                     )
                     session.udp = transport
                 elif not offer.device_connects:
                     session.accepted = self._loop.create_future()
                     session.server = await asyncio.start_server(
-                        functools.partial(_accept_once, session.accepted), self._bind_ip(), port
+                        functools.partial(
+                            _accept_once,
+                            session.accepted,
+                            offer.ip,
+                            functools.partial(self.ua.refuse, "media_stranger"),
+                        ),
+                        self._bind_ip(),
+                        port,
                     )
                 else:
                     probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -468,6 +539,9 @@ class DeviceService:
         if session is None or session.task is not None:
             return
         session.task = asyncio.ensure_future(self._send_media(session))
+        self.rtp_packets_by_session[session.call_id] = 0
+        while len(self.rtp_packets_by_session) > KEEP_SESSIONS:
+            del self.rtp_packets_by_session[next(iter(self.rtp_packets_by_session))]
         self.metrics.sessions_total += 1
         self.metrics.sessions_active = sum(1 for s in self._sessions.values() if s.task is not None)
 
@@ -492,11 +566,13 @@ class DeviceService:
                     except BaseException:
                         sock.close()
                         raise
-                    _, writer = await asyncio.open_connection(sock=sock)
+                    reader, writer = await asyncio.open_connection(sock=sock)
                 else:
                     assert session.accepted is not None
-                    _, writer = await asyncio.wait_for(session.accepted, TCP_ACCEPT_TIMEOUT_S)
+                    reader, writer = await asyncio.wait_for(session.accepted, TCP_ACCEPT_TIMEOUT_S)
                 session.writer = writer
+                session.reader = reader
+                session.watcher = asyncio.ensure_future(self._watch_tcp(session.call_id, reader))
             assert session.subscriber is not None
             queue = session.subscriber.queue
             while True:
@@ -511,9 +587,15 @@ class DeviceService:
                     await session.writer.drain()
                 elif session.udp is not None:
                     for pkt in packets:
-                        session.udp.sendto(pkt, (offer.ip, offer.port))
+                        session.udp.sendto(pkt)  # connected to the receiver
+                        if session.call_id not in self._sessions:
+                            break  # an ICMP error ended the session (error_received runs inside sendto)
                 self.metrics.rtp_packets_sent += len(packets)
                 self.metrics.media_frames_sent += 1
+                counts = self.rtp_packets_by_session
+                counts[session.call_id] = counts.get(session.call_id, 0) + len(packets)
+                if session.call_id not in self._sessions:
+                    break
             failed = True
         except asyncio.CancelledError:
             raise
@@ -527,12 +609,23 @@ class DeviceService:
                 self._end_session(session.call_id)
                 self._pump()
 
+    async def _watch_tcp(self, call_id: str, reader: asyncio.StreamReader) -> None:
+        """Read (and drop) what the receiver sends on a TCP media connection; its close ends the session."""
+        why = "TCP connection closed"
+        try:
+            while await reader.read(4096):
+                self._media_heard(call_id)
+        except OSError as exc:
+            why = f"TCP connection failed: {exc}"
+        self._receiver_gone(call_id, why)
+
     def _end_session(self, call_id: str) -> None:
         session = self._sessions.pop(call_id, None)
         if session is None:
             return
-        if session.task is not None and session.task is not asyncio.current_task():
-            session.task.cancel()
+        for task in (session.task, session.watcher):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
         self._close_session_io(session)
         self.metrics.sessions_active = sum(1 for s in self._sessions.values() if s.task is not None)
 

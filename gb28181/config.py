@@ -14,6 +14,12 @@ class DeviceConfig:
     defaults to ``device_id``; some platforms (Huawei VIS, Monibuca) issue a separate one. ``local_ip`` is the
     address written in Via/Contact/SDP; empty means "the address the socket got when talking to the server".
     ``platform_utc_offset_s`` interprets the zone-less ``Date`` of the 200 OK (Beijing time by the standard).
+
+    Media sessions: at most ``max_sessions_per_channel`` on one channel and ``max_sessions`` on the box (over
+    either, an INVITE gets 486 Busy Here). A UDP session ends when nothing proves its receiver alive for
+    ``media_idle_timeout_s`` (RTCP on the RTP socket, or any SIP from the platform; never less than two
+    keepalive periods, since a keepalive's answer is the only SIP a platform that sends no RTCP gives);
+    0 turns that timer off (ICMP errors and closed TCP connections still end a session).
     """
 
     server_id: str
@@ -39,6 +45,9 @@ class DeviceConfig:
     max_udp_message: int = 1300
     alarm_min_interval_s: float = 10.0
     platform_utc_offset_s: int = 8 * 3600
+    max_sessions_per_channel: int = 4
+    max_sessions: int = 32
+    media_idle_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.realm:
@@ -51,6 +60,10 @@ class DeviceConfig:
             raise ValueError("heartbeat interval and count must be positive")
         if self.expires_s <= 0:
             raise ValueError("expires must be positive")
+        if self.max_sessions_per_channel < 1 or self.max_sessions < 1:
+            raise ValueError("session limits must be at least 1")
+        if self.media_idle_timeout_s < 0:
+            raise ValueError("media_idle_timeout_s must not be negative")
         lo, hi = self.rtp_port_range
         if not 0 <= lo <= hi <= 65535:
             raise ValueError(f"bad rtp port range {self.rtp_port_range}")

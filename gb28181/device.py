@@ -8,6 +8,18 @@ Behaviour follows what WVP-GB28181-pro expects: REGISTER with Expires, digest on
 Expires on the same Call-ID, back-off after 403 and failures, a fresh registration after a 404/403 to a
 keepalive or HeartBeatCount missed keepalives; every MESSAGE has the device ID as From user; queries get
 a 200 OK and then a Response MESSAGE with the same SN.
+
+Only the platform may command the box. A request (any method) is accepted only while registered, only from
+the platform's address and port as resolved for registration (``set_server_address``), and only with the
+platform's server id as the From user; anything else gets a stateless 403 (no transaction is kept for it, so
+a stranger cannot make the box retransmit) and is counted per reason in ``requests_refused``. Responses are
+matched to the box's own transactions by branch, as before.
+
+Media sessions are bounded (``max_sessions_per_channel``, ``max_sessions``: 486 Busy Here) and end by
+themselves when their receiver is gone: the transport reports ICMP errors and closed TCP connections with
+``media_receiver_gone``, RTCP with ``media_heard``; a UDP session that hears neither RTCP nor any SIP from
+the platform for the idle timeout ends on the UA's timer. Either way the UA sends BYE and emits
+``SessionEnded``, and the transport frees the pull.
 """
 
 from __future__ import annotations
@@ -67,6 +79,15 @@ _CONTROLS_WITH_RESPONSE = {
 }
 CATALOG_PACING_S = 0.1
 TCP_MAX_MESSAGE = 16_000
+#: why a request was refused (403) or an INVITE turned away (486), the keys of ``DeviceUA.requests_refused``
+REFUSAL_REASONS = (
+    "not_registered",  # the box is not registered: nobody may command it
+    "unknown_source",  # not from the platform's address and port
+    "not_platform",  # From user is not the platform's server id
+    "channel_busy",  # 486: max_sessions_per_channel reached
+    "box_busy",  # 486: max_sessions reached
+    "media_stranger",  # a TCP media connection that is not the receiver's first one (counted by the transport)
+)
 
 
 class RegState(Enum):
@@ -105,6 +126,8 @@ class _MediaState:
     state: str = "offered"
     local_port: int = 0
     dialog: Dialog | None = None
+    #: last time something proved the receiver alive (RTCP, SIP from the platform); UDP sessions only
+    heard_at: float = 0.0
 
 
 class DeviceUA:
@@ -142,6 +165,8 @@ class DeviceUA:
         self.keepalives_sent = 0
         self.keepalive_misses = 0
         self.malformed_dropped = 0
+        self.requests_refused: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
+        self.sessions_receiver_gone = 0
         self.alarms_sent = 0
         self.alarms_suppressed = 0
         self.time_offset_s: float | None = None
@@ -174,6 +199,14 @@ class DeviceUA:
         self.local_host = host
         self.local_port = port
 
+    def set_server_address(self, host: str, port: int) -> None:
+        """The platform's address as resolved for registration: where requests go and may come from."""
+        self.server_addr = (host, port)
+
+    def refuse(self, reason: str) -> None:
+        """Count a refusal the transport made on its own (see ``REFUSAL_REASONS``)."""
+        self.requests_refused[reason] = self.requests_refused.get(reason, 0) + 1
+
     def datagrams_to_send(self) -> list[tuple[bytes, Addr]]:
         out, self._out = self._out, []
         return out
@@ -187,6 +220,9 @@ class DeviceUA:
         ]
         timers += [t for o in self._client.values() if (t := o.tx.get_timer()) is not None]
         timers += [t for i in self._server.values() if (t := i.tx.get_timer()) is not None]
+        timeout = self._media_idle_timeout()
+        if timeout:
+            timers += [s.heard_at + timeout for s in self._sessions.values() if self._idle_watched(s)]
         return min(timers) if timers else None
 
     def handle_timer(self, now: float) -> None:
@@ -219,6 +255,11 @@ class DeviceUA:
             self._catalog_next_at = None
             self._catalog_inflight = None
             self._send_next_catalog(now)
+        timeout = self._media_idle_timeout()
+        if timeout:
+            for session in list(self._sessions.values()):
+                if self._idle_watched(session) and now >= session.heard_at + timeout:
+                    self._receiver_gone(session, f"no RTCP or SIP from the platform for {timeout:g} s", now)
 
     def register(self, now: float) -> None:
         """Start a fresh registration cycle (new Call-ID and From-tag, no credentials yet)."""
@@ -279,8 +320,11 @@ class DeviceUA:
                 self.last_failure = msg.reason
                 continue
             if isinstance(msg, SipResponse):
+                if addr == self.server_addr:
+                    self._heard_platform(now)
                 self._on_response(msg, now)
-            else:
+            elif self._accepted(msg, addr):
+                self._heard_platform(now)
                 self._on_request(msg, addr, now)
 
     def send_alarm(
@@ -367,6 +411,22 @@ class DeviceUA:
         assert session.dialog is not None
         bye = session.dialog.create_request("BYE", self._via(), user_agent=self.config.user_agent)
         self._start_client(bye, "bye", now, dest=session.addr)
+        return True
+
+    def media_heard(self, call_id: str, now: float) -> None:
+        """The session's receiver showed it is alive (RTCP, or anything, on the RTP socket)."""
+        self._now = now
+        session = self._sessions.get(call_id)
+        if session is not None:
+            session.heard_at = now
+
+    def media_receiver_gone(self, call_id: str, reason: str, now: float) -> bool:
+        """The receiver is gone (ICMP port unreachable, TCP connection closed): BYE and ``SessionEnded``."""
+        self._now = now
+        session = self._sessions.get(call_id)
+        if session is None or session.state == "offered":
+            return False
+        self._receiver_gone(session, reason, now)
         return True
 
     @property
@@ -595,6 +655,28 @@ class DeviceUA:
 
     # --- incoming requests -------------------------------------------------------------------------------
 
+    def _accepted(self, req: SipRequest, addr: Addr) -> bool:
+        """The access rule: registered, from the platform's address and port, From user its server id."""
+        if not self.registered:
+            reason = "not_registered"
+        elif addr != self.server_addr:
+            reason = "unknown_source"
+        elif req.from_.user != self.config.server_id:
+            reason = "not_platform"
+        else:
+            return True
+        self.refuse(reason)
+        if req.method != "ACK":
+            resp = make_response(req, 403, "Forbidden", to_tag=self._new_tag(), source=addr)
+            resp.headers.add("User-Agent", self.config.user_agent)
+            self._out.append((resp.encode(), addr))
+        return False
+
+    def _heard_platform(self, now: float) -> None:
+        """Any SIP from the platform shows it is alive: UDP sessions' idle timers restart."""
+        for session in self._sessions.values():
+            session.heard_at = now
+
     def _on_request(self, req: SipRequest, addr: Addr, now: float) -> None:
         if req.method == "ACK":
             self._on_ack(req, now)
@@ -780,6 +862,15 @@ class DeviceUA:
         if not channel.status_on:
             self._respond(inc, 480, "Channel offline")
             return
+        on_channel = sum(1 for s in self._sessions.values() if s.channel_id == channel_id)
+        if on_channel >= self.config.max_sessions_per_channel:
+            self.refuse("channel_busy")
+            self._respond(inc, 486, f"{on_channel} sessions on this channel (max_sessions_per_channel)")
+            return
+        if len(self._sessions) >= self.config.max_sessions:
+            self.refuse("box_busy")
+            self._respond(inc, 486, f"{len(self._sessions)} sessions on this box (max_sessions)")
+            return
         offer = gb_offer(req.body)
         if isinstance(offer, SdpError):
             self._respond(inc, 488, offer.reason[:120])
@@ -798,6 +889,7 @@ class DeviceUA:
             addr=inc.addr,
             tx_key=inc.tx.key,
             local_tag=inc.to_tag,
+            heard_at=now,
         )
         self._events.append(InviteReceived(req.call_id, channel_id, offer))
 
@@ -812,6 +904,7 @@ class DeviceUA:
         if s_inc is not None:
             s_inc.tx.receive_ack(now)
         session.state = "active"
+        session.heard_at = now
         self._events.append(
             MediaSessionStarted(session.call_id, session.channel_id, session.offer, session.local_port)
         )
@@ -849,6 +942,19 @@ class DeviceUA:
             return
         self.hangup(session.call_id, now)
         self._events.append(SessionEnded(session.call_id, session.channel_id, "no ACK"))
+
+    def _media_idle_timeout(self) -> float:
+        configured = self.config.media_idle_timeout_s
+        return max(configured, 2.0 * self.config.heartbeat_interval_s) if configured > 0 else 0.0
+
+    @staticmethod
+    def _idle_watched(session: _MediaState) -> bool:
+        return session.state == "active" and session.offer.transport == "udp"
+
+    def _receiver_gone(self, session: _MediaState, reason: str, now: float) -> None:
+        self.sessions_receiver_gone += 1
+        self.hangup(session.call_id, now)
+        self._events.append(SessionEnded(session.call_id, session.channel_id, f"receiver gone: {reason}"))
 
     # --- helpers -----------------------------------------------------------------------------------------
 

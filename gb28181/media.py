@@ -1,28 +1,20 @@
-"""A sans-I/O media session: encoded access units in, RTP packets of MPEG-2 PS out (RFC 4571 on TCP)."""
+"""A sans-I/O media session: encoded access units in, RTP packets of MPEG-2 PS out (RFC 4571 on TCP).
+
+:class:`~pipelines.annexb.AccessUnit` is the one access-unit type of the project (re-exported here): what the
+stream sources hand over is packetised as it is.
+"""
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+
+from pipelines.annexb import AccessUnit
 
 from .ps import PsMuxer
 from .rtp import MAX_PAYLOAD, RtpPacketizer
 from .tcpframing import frame_rfc4571
 
-
-@dataclass(frozen=True, slots=True)
-class AccessUnit:
-    """One encoded video frame: Annex B bytes (start codes), timestamps in 90 kHz units.
-
-    Keyframes should carry their parameter sets (SPS/PPS, and VPS for H.265); if they don't, the muxer
-    repeats the last ones it saw.
-    """
-
-    data: bytes
-    pts: int
-    keyframe: bool
-    codec: str = "h264"
-    dts: int | None = None
+__all__ = ["AccessUnit", "MediaSession"]
 
 
 class MediaSession:
@@ -58,8 +50,8 @@ class MediaSession:
                 self.frames_skipped += 1
                 return []
             self.started = True
-        ps = self.muxer.mux(au.data, au.pts, keyframe=au.keyframe, codec=au.codec, dts=au.dts)
-        ts = au.pts & 0xFFFFFFFF
+        ps = self.muxer.mux(au.data, au.pts_90k, keyframe=au.keyframe, codec=au.codec, dts=au.dts_90k)
+        ts = au.pts_90k & 0xFFFFFFFF
         if ts == self._last_ts:
             ts = (ts + 1) & 0xFFFFFFFF
         self._last_ts = ts

@@ -11,6 +11,16 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from pipelines.annexb import (
+    AUD_TYPE,
+    PARAMETER_SET_TYPES,
+    Family,
+    codec_family,
+    first_nal_type,
+    nal_type,
+    split_nals,
+)
+
 STREAM_TYPES = {"h264": 0x1B, "h265": 0x24}
 CODEC_OF_STREAM_TYPE = {0x1B: "h264", 0x24: "h265", 0x10: "mpeg4", 0x80: "svac", 0x90: "g711a", 0x91: "g711u"}
 VIDEO_STREAM_ID = 0xE0
@@ -124,35 +134,6 @@ def pes_packets(
     return out
 
 
-def iter_nal_types(data: bytes, codec: str) -> list[int]:
-    """NAL unit types of an Annex B access unit."""
-    types: list[int] = []
-    pos = data.find(b"\x00\x00\x01")
-    while pos >= 0 and pos + 3 < len(data):
-        b = data[pos + 3]
-        types.append(b & 0x1F if codec == "h264" else (b >> 1) & 0x3F)
-        pos = data.find(b"\x00\x00\x01", pos + 3)
-    return types
-
-
-def split_nals(data: bytes) -> list[bytes]:
-    """Annex B -> NAL payloads without start codes."""
-    out: list[bytes] = []
-    starts: list[tuple[int, int]] = []
-    pos = data.find(b"\x00\x00\x01")
-    while pos >= 0:
-        begin = pos - 1 if pos > 0 and data[pos - 1] == 0 else pos
-        starts.append((begin, pos + 3))
-        pos = data.find(b"\x00\x00\x01", pos + 3)
-    for i, (_, body) in enumerate(starts):
-        end = starts[i + 1][0] if i + 1 < len(starts) else len(data)
-        out.append(data[body:end])
-    return out
-
-
-_PARAM_TYPES = {"h264": (7, 8), "h265": (32, 33, 34)}
-
-
 class PsMuxer:
     """One video elementary stream -> one PS pack per access unit."""
 
@@ -162,38 +143,32 @@ class PsMuxer:
         self._params: dict[int, bytes] = {}
 
     def mux(self, data: bytes, pts: int, *, keyframe: bool, codec: str, dts: int | None = None) -> bytes:
-        """``data`` is one Annex B access unit; ``pts``/``dts`` in 90 kHz units."""
-        if codec not in STREAM_TYPES:
+        """``data`` is one Annex B access unit; ``pts``/``dts`` in 90 kHz units; ``codec`` h264 or h265/hevc."""
+        family = codec_family(codec)
+        if family is None:
             raise ValueError(f"unsupported codec {codec!r} (h264 or h265)")
-        if codec != self.codec:
-            self.codec = codec
+        if family != self.codec:
+            self.codec = family
             self._version = (self._version + 1) & 0x1F
             self._params.clear()
         parts: list[bytes] = [pack_header(max(0, (dts if dts is not None else pts) - 3600))]
         if keyframe:
             parts.append(system_header())
-            parts.append(program_stream_map([(STREAM_TYPES[codec], VIDEO_STREAM_ID)], self._version))
-            data = self._with_parameter_sets(data, codec)
-        aud = _AUD[codec]
-        nal = (
-            data[4]
-            if data[:4] == b"\x00\x00\x00\x01" and len(data) > 4
-            else (data[3] if len(data) > 3 else -1)
-        )
-        first_type = (nal & 0x1F if codec == "h264" else (nal >> 1) & 0x3F) if nal >= 0 else -1
-        if first_type != (9 if codec == "h264" else 35):
-            data = aud + data
+            parts.append(program_stream_map([(STREAM_TYPES[family], VIDEO_STREAM_ID)], self._version))
+            data = self._with_parameter_sets(data, family)
+        if first_nal_type(data, family) != AUD_TYPE[family]:
+            data = _AUD[family] + data
         parts.extend(pes_packets(data, pts, dts=dts, aligned=keyframe))
         return b"".join(parts)
 
-    def _with_parameter_sets(self, data: bytes, codec: str) -> bytes:
-        wanted = _PARAM_TYPES[codec]
+    def _with_parameter_sets(self, data: bytes, family: Family) -> bytes:
+        wanted = PARAMETER_SET_TYPES[family]
         nals = split_nals(data)
         present: set[int] = set()
         for nal in nals:
             if not nal:
                 continue
-            t = nal[0] & 0x1F if codec == "h264" else (nal[0] >> 1) & 0x3F
+            t = nal_type(nal[0], family)
             if t in wanted:
                 self._params[t] = nal
                 present.add(t)

@@ -33,6 +33,7 @@ import av.error
 import numpy as np
 import numpy.typing as npt
 
+from pipelines.annexb import AccessUnit as AccessUnit  # the one type; re-exported for existing imports
 from pipelines.frames import Frame
 from pipelines.sampling import GopEstimator, Sampler, plan
 
@@ -205,16 +206,6 @@ class StreamStats:
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
-
-
-@dataclass(frozen=True, slots=True)
-class AccessUnit:
-    """One encoded video access unit in Annex-B form, for remuxing without decoding (GB28181 live view)."""
-
-    data: bytes
-    pts_90k: int
-    keyframe: bool
-    codec: str
 
 
 FrameCallback = Callable[[Frame], None]

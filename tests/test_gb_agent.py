@@ -5,8 +5,10 @@ gst-rtsp-server cameras (live H.264 test pattern, 25 fps) and the WVP-like platf
 Checked: digest registration, the catalog/DeviceInfo/DeviceStatus answers, ``/metrics`` and ``/healthz``, live
 INVITEs over UDP and TCP whose PS/RTP PyAV decodes to exactly the access units the bridge handed to the
 session, two sessions sharing one pull, platform BYE and the on-demand camera closing after idle, a failing
-camera ending its session with BYE, TeleBoot restarting the pipelines, alarms with their rate limit, a wrong
-password, and a SIP port already in use (the agent keeps running and ``/healthz`` says why).
+camera ending its session with BYE, a receiver closing its UDP port (BYE, pull released), a stranger's
+TeleBoot/INVITE/queries refused with 403 (counted in ``/metrics``, no restart), TeleBoot from the platform
+restarting the pipelines, alarms with their rate limit, a wrong password, and a SIP port already in use (the
+agent keeps running and ``/healthz`` says why).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from agent.box.supervisor import Supervisor
 from agent.config import load_text
 from agent.gb.bridge import GbBridge
 from tests.gb28181.mediautil import decode_ps, ps_from_rtp
-from tests.gb28181.platform import SERVER_ID, MediaCapture, Platform
+from tests.gb28181.platform import SERVER_ID, MediaCapture, Platform, Stranger
 from tests.peers import RtspServer, require_gst
 
 BOX = "34020000001180000001"
@@ -127,6 +129,13 @@ def frames_delivered(bridge: GbBridge, cap: MediaCapture) -> int:
     return session.pull.delivered if session is not None and session.pull is not None else 0
 
 
+async def all_arrived(bridge: GbBridge, cap: MediaCapture) -> None:
+    """Wait until the platform has every RTP packet the device sent for the session."""
+    assert bridge.service is not None
+    sent = bridge.service.rtp_packets_by_session[cap.call_id]
+    await until(lambda: len(cap.packets) >= sent, 10, f"the {sent} RTP packets of {cap.call_id}")
+
+
 def decoded(cap: MediaCapture, ssrc: int) -> int:
     return decode_ps(ps_from_rtp(cap.packets, ssrc))
 
@@ -185,6 +194,31 @@ def test_agent_on_a_gb28181_platform(
             assert health["registered"] is True and health["state"] == "registered"
             assert health["server"] == f"127.0.0.1:{platform.port}" and health["channels"] == 3
 
+            # --- a stranger spoofing the platform's server id from another port commands nothing ----------
+            stranger = Stranger()
+            await stranger.start()
+            try:
+                box_addr = platform.online[BOX][1]
+                streams_before = sup.streams
+                answers = [
+                    await stranger.message(
+                        box_addr, BOX, "DeviceControl", "<TeleBoot>Boot</TeleBoot>\r\n", root="Control"
+                    ),
+                    await stranger.invite(box_addr, CH_LIVE),
+                    await stranger.message(box_addr, BOX, "Catalog"),
+                    await stranger.message(box_addr, BOX, "DeviceInfo"),
+                    await stranger.message(box_addr, BOX, "DeviceStatus"),
+                ]
+                assert [a.status for a in answers] == [403] * 5
+                assert bridge.teleboots == 0 and sup.streams is streams_before  # no pipeline restart
+                assert stranger.rtp_received == [] and bridge.sessions == {}
+            finally:
+                stranger.close()
+            metrics = await http_get(sup, "/metrics")
+            refused = 'vcs_edge_gb28181_requests_refused_total{reason="%s"}'
+            assert metric(metrics, refused % "unknown_source") == 5
+            assert metric(metrics, refused % "not_registered") == 0
+
             # --- alarms: a target becomes a video alarm of its channel, rate-limited per channel ----------
             record = TargetRecord(
                 make_target_id(CAM_LIVE, "Body", datetime.now(UTC), 1),
@@ -222,13 +256,17 @@ def test_agent_on_a_gb28181_platform(
             assert len(manager.consumers(CAM_DEMAND)) == 1 and demand.sessions == 1
             health = (await sup_health(sup))["gb28181"]
             assert {s["call_id"] for s in health["sessions"]} == {cap1.call_id, cap2.call_id}
+            assert bridge.service is not None
+            at_bye: dict[str, int] = {}
             for cap in (cap1, cap2):
                 bye = await platform.bye(BOX, cap)
                 assert bye.status == 200
+                at_bye[cap.call_id] = bridge.service.rtp_packets_by_session[cap.call_id]
             await until(lambda: manager.consumers(CAM_DEMAND) == [], 5, "the consumer to detach")
+            for cap in (cap1, cap2):
+                await all_arrived(bridge, cap)
             sent = len(cap1.packets), len(cap2.packets)
-            await asyncio.sleep(0.5)
-            assert (len(cap1.packets), len(cap2.packets)) == sent  # nothing sent after BYE
+            assert sent == (at_bye[cap1.call_id], at_bye[cap2.call_id])  # nothing sent after BYE
             assert decoded(cap1, 200000011) > 0 and decoded(cap2, 200000012) > 0
             await until(lambda: not manager.is_open(CAM_DEMAND), 10, "the on-demand camera to close")
             await until(lambda: demand.open_connections == 0, 10, "the RTSP connection to close")
@@ -241,7 +279,7 @@ def test_agent_on_a_gb28181_platform(
             await until(lambda: frames_delivered(bridge, cap) >= 50, what="frames over TCP")
             cameras[CAM_FAIL].stop()
             await asyncio.wait_for(cap.device_bye.wait(), 15)
-            await asyncio.sleep(0.2)
+            await all_arrived(bridge, cap)
             pull = bridge.sessions[cap.call_id].pull
             assert pull is not None and pull.ended is not None
             assert "failed" in pull.ended or "ended" in pull.ended
@@ -256,7 +294,7 @@ def test_agent_on_a_gb28181_platform(
             await until(lambda: frames_delivered(bridge, cap) >= 50, what="frames over UDP")
             platform.query(BOX, "DeviceControl", "<TeleBoot>Boot</TeleBoot>\r\n", root="Control")
             await asyncio.wait_for(cap.device_bye.wait(), 15)
-            await asyncio.sleep(0.2)
+            await all_arrived(bridge, cap)
             pull = bridge.sessions[cap.call_id].pull
             assert pull is not None and pull.ended is not None and "restart" in pull.ended
             assert decoded(cap, 200000031) == pull.delivered >= 50
@@ -266,6 +304,25 @@ def test_agent_on_a_gb28181_platform(
             metrics = await http_get(sup, "/metrics")
             assert metric(metrics, "vcs_edge_gb28181_teleboots_total") == 1
             assert metric(metrics, "vcs_edge_gb28181_sessions_total") == 4
+            assert metric(metrics, "vcs_edge_gb28181_sessions_active") == 0
+
+            # --- a UDP receiver that closes its port: the box sends BYE and lets go of the camera ---------
+            cap = await platform.invite(BOX, CH_LIVE, "udp", ssrc="0200000041")
+            assert cap.answer is not None and cap.answer.status == 200
+            await until(lambda: frames_delivered(bridge, cap) >= 10, what="frames before the receiver goes")
+
+            def gb_consumers() -> list[str]:
+                return [c for c in sup.streams.manager.consumers(CAM_LIVE) if c.startswith("gb28181")]
+
+            assert gb_consumers() != []
+            platform.hang_up_media(cap)  # no BYE from the platform: the kernel answers ICMP port unreachable
+            await asyncio.wait_for(cap.device_bye.wait(), 15)
+            await until(lambda: gb_consumers() == [], 5, "the GB consumer to detach")
+            ended = bridge.sessions[cap.call_id].ended
+            assert ended is not None and ended.startswith("receiver gone"), ended
+            assert sup.streams.is_delivering(CAM_LIVE)  # the continuous camera itself stays open
+            metrics = await http_get(sup, "/metrics")
+            assert metric(metrics, "vcs_edge_gb28181_sessions_receiver_gone_total") == 1
             assert metric(metrics, "vcs_edge_gb28181_sessions_active") == 0
         finally:
             await sup.stop()

@@ -31,11 +31,22 @@ class Gb28181Config(Strict):
     expires_s: int = Field(3600, ge=60, le=86400, description="REGISTER Expires; refreshed at two thirds.")
     register_backoff_s: float = Field(60.0, ge=1, le=3600, description="Wait after 403 or a failed attempt.")
     local_ip: str = Field(
-        "", description="Address put in Contact/Via/SDP; default the route to the platform."
+        "",
+        description="Address SIP and media sockets bind and Contact/Via/SDP name; default the local address"
+        " of the route to the platform (never 0.0.0.0).",
     )
     local_sip_port: int = Field(5060, ge=0, le=65535, description="0 picks a free port.")
     rtp_port_min: int = Field(30000, ge=1024, le=65535)
     rtp_port_max: int = Field(30999, ge=1024, le=65535)
+    max_sessions_per_channel: int = Field(4, ge=1, le=64, description="Live sessions per channel; then 486.")
+    max_sessions: int = Field(32, ge=1, le=1024, description="Live sessions on the box; then 486.")
+    media_idle_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="End a UDP session after this long without RTCP or SIP from the platform (at least two"
+        " heartbeat intervals); 0 = off.",
+    )
     channels: dict[str, str] = Field(
         default_factory=dict, description="Camera id -> channel id; default the camera's own id."
     )

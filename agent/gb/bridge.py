@@ -34,6 +34,7 @@ from agent.ops.logs import kv
 from agent.ops.metrics import Sample
 from gb28181.aio import DeviceService
 from gb28181.config import Channel, DeviceConfig
+from gb28181.device import REFUSAL_REASONS
 from gb28181.events import (
     ByeReceived,
     Event,
@@ -47,8 +48,7 @@ from gb28181.events import (
     TeleBoot,
     Unregistered,
 )
-from gb28181.media import AccessUnit as GbAccessUnit
-from pipelines.sources import AccessUnit as SourceUnit
+from pipelines.annexb import AccessUnit, codec_family
 
 if TYPE_CHECKING:
     from agent.analytics.targets import TargetRecord
@@ -59,8 +59,6 @@ log = logging.getLogger("vcs_edge.gb28181")
 MEDIA_QUEUE = 100
 #: how often an idle pull checks that its camera source is still alive
 POLL_S = 0.25
-#: codec names of the stream sources -> codec names of the PS muxer
-CODECS = {"h264": "h264", "hevc": "h265", "h265": "h265"}
 #: AlarmType 2 (motion target detection) of the video alarm method (5): a detected face/body/vehicle
 ALARM_TYPE_TARGET = 2
 ALARM_PRIORITY = 4
@@ -146,6 +144,9 @@ def device_config(cfg: Gb28181Config) -> DeviceConfig:
         local_ip=cfg.local_ip,
         local_sip_port=cfg.local_sip_port,
         rtp_port_range=(cfg.rtp_port_min, cfg.rtp_port_max),
+        max_sessions_per_channel=cfg.max_sessions_per_channel,
+        max_sessions=cfg.max_sessions,
+        media_idle_timeout_s=cfg.media_idle_timeout_s,
         alarm_min_interval_s=cfg.alarms.min_interval_s,
     )
 
@@ -266,6 +267,19 @@ class GbBridge:
         )
         yield counter("keepalives_total", "Keepalive MESSAGEs sent", m.keepalives_sent)
         yield counter("malformed_dropped_total", "Malformed SIP/MANSCDP input dropped", m.malformed_dropped)
+        for reason in REFUSAL_REASONS:
+            yield Sample(
+                p + "requests_refused_total",
+                "counter",
+                "Requests refused with 403 (not the registered platform) or 486 (session limits), by reason",
+                {"reason": reason},
+                float(m.requests_refused.get(reason, 0)),
+            )
+        yield counter(
+            "sessions_receiver_gone_total",
+            "Sessions ended because their receiver was gone (ICMP error, TCP closed, idle timeout)",
+            m.sessions_receiver_gone,
+        )
         yield gauge("sessions_active", "Live media sessions being sent", m.sessions_active)
         yield counter("sessions_total", "Live media sessions started", m.sessions_total)
         yield gauge("pulls_active", "Cameras read for live media", m.pulls_active)
@@ -356,11 +370,11 @@ class GbBridge:
 
     # --- live media ------------------------------------------------------------------------------------
 
-    def media(self, channel_id: str) -> AsyncIterator[GbAccessUnit]:
+    def media(self, channel_id: str) -> AsyncIterator[AccessUnit]:
         """The device stack's media provider: access units of the channel's camera, in real time."""
         return self._pull(channel_id)
 
-    async def _pull(self, channel_id: str) -> AsyncIterator[GbAccessUnit]:
+    async def _pull(self, channel_id: str) -> AsyncIterator[AccessUnit]:
         dev = self.camera_for(channel_id)
         if dev is None or dev.stream is None:
             log.warning("gb28181 live: no camera for channel", extra=kv(channel=channel_id))
@@ -374,15 +388,14 @@ class GbBridge:
         for s in self.sessions.values():
             if s.pull is None and s.ended is None and s.channel_id == channel_id:
                 s.pull = stats
-        queue: asyncio.Queue[GbAccessUnit] = asyncio.Queue(MEDIA_QUEUE)
+        queue: asyncio.Queue[AccessUnit] = asyncio.Queue(MEDIA_QUEUE)
         need_key = True
         unsupported: list[str] = []
 
-        def on_unit(au: SourceUnit) -> None:
+        def on_unit(au: AccessUnit) -> None:
             nonlocal need_key
             stats.received += 1
-            codec = CODECS.get(au.codec)
-            if codec is None:
+            if codec_family(au.codec) is None:
                 if not unsupported:
                     unsupported.append(au.codec)
                 return
@@ -401,7 +414,7 @@ class GbBridge:
                     self.media_units_dropped += 1
                     return
             need_key = False
-            queue.put_nowait(GbAccessUnit(au.data, au.pts_90k, au.keyframe, codec))
+            queue.put_nowait(au)  # the sources' unit is the one the PS muxer takes
 
         attached_at = time.monotonic()
         open_timeout = dev.stream.open_timeout_s

@@ -1,6 +1,6 @@
 """Real models and real images for the detection tests, loaded once per session.
 
-Images come from registry packages via ``pipelines.samples``: the insightface wheel's group photo (six faces),
+Images come from registry packages via ``agent.samples``: the insightface wheel's group photo (six faces),
 opencv-doc's vtest.avi (pedestrians), messi5.jpg, and four opencv-doc photos without people.
 """
 

@@ -8,8 +8,8 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from gb28181.media import AccessUnit
 from gb28181.rtp import parse_rtp
+from pipelines.annexb import AccessUnit
 
 
 def synthetic_access_units(codec: str, frames: int = 50, *, fps: int = 25, gop: int = 25) -> list[AccessUnit]:

@@ -67,6 +67,9 @@ class Platform:
         self._server: asyncio.Server | None = None
         self._tcp_writer: asyncio.StreamWriter | None = None
         self._sn = 10000
+        self.last_call_id = ""
+        #: leave keepalives unanswered (a platform that went quiet; it sends no RTCP either)
+        self.silent = False
         self._cseq = 100
 
     # --- lifecycle ---
@@ -199,6 +202,9 @@ class Platform:
         if isinstance(body, manscdp.ManscdpError):
             self._reply(req, addr, 400)
             return
+        if self.silent and body.cmd_type == "Keepalive":
+            self.keepalives[device] = self.keepalives.get(device, 0) + 1
+            return  # gone quiet: the device hears no SIP from us
         self._reply(req, addr, 200)
         self.froms.append(device)
         if body.cmd_type == "Keepalive":
@@ -209,7 +215,14 @@ class Platform:
     # --- requests to the device ---
 
     def _request(
-        self, method: str, device: str, target: str, body: bytes, ctype: str, call_id: str
+        self,
+        method: str,
+        device: str,
+        target: str,
+        body: bytes,
+        ctype: str,
+        call_id: str,
+        from_user: str = SERVER_ID,
     ) -> SipRequest:
         _, addr = self.online[device]
         self._cseq += 1
@@ -218,7 +231,7 @@ class Platform:
         h.add(
             "Via", f"SIP/2.0/{transport} 127.0.0.1:{self.port};rport;branch=z9hG4bK{random.getrandbits(40)}"
         )
-        h.add("From", f"<sip:{SERVER_ID}@{REALM}>;tag=p{random.getrandbits(20)}")
+        h.add("From", f"<sip:{from_user}@{REALM}>;tag=p{random.getrandbits(20)}")
         h.add("To", f"<sip:{target}@{addr[0]}:{addr[1]}>")
         h.add("Call-ID", call_id)
         h.add("CSeq", f"{self._cseq} {method}")
@@ -229,16 +242,27 @@ class Platform:
         return SipRequest(headers=h, body=body, method=method, uri=f"sip:{target}@{addr[0]}:{addr[1]}")
 
     def query(
-        self, device: str, cmd: str, extra: str = "", target: str | None = None, root: str = "Query"
+        self,
+        device: str,
+        cmd: str,
+        extra: str = "",
+        target: str | None = None,
+        root: str = "Query",
+        *,
+        from_user: str = SERVER_ID,
     ) -> int:
+        """Send a MANSCDP query (or ``root`` Control); its SIP answer lands in ``answers[last_call_id]``."""
         self._sn += 1
         body = (
             f'<?xml version="1.0" encoding="GB2312"?>\r\n<{root}>\r\n<CmdType>{cmd}</CmdType>\r\n'
             f"<SN>{self._sn}</SN>\r\n<DeviceID>{target or device}</DeviceID>\r\n{extra}</{root}>\r\n"
         ).encode("gb2312")
         call_id = f"q{random.getrandbits(40)}"
-        req = self._request("MESSAGE", device, target or device, body, "Application/MANSCDP+xml", call_id)
-        self.answers[f"{call_id}/MESSAGE"] = asyncio.get_running_loop().create_future()
+        req = self._request(
+            "MESSAGE", device, target or device, body, "Application/MANSCDP+xml", call_id, from_user
+        )
+        self.last_call_id = f"{call_id}/MESSAGE"
+        self.answers[self.last_call_id] = asyncio.get_running_loop().create_future()
         self._send(req.encode(), self.online[device][1])
         return self._sn
 
@@ -273,6 +297,7 @@ class Platform:
             if mode == "tcp-passive":
 
                 async def on_conn(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+                    cap.closers.append(w)
                     await self._read_rtp(r, cap)
 
                 server = await asyncio.start_server(on_conn, "127.0.0.1", 0)
@@ -321,9 +346,106 @@ class Platform:
         self._send(req.encode(), self.online[device][1])
         return await asyncio.wait_for(fut, 10)
 
+    def hang_up_media(self, cap: MediaCapture) -> None:
+        """The receiver goes away without a BYE: close its RTP socket or TCP connection (and listener)."""
+        for c in cap.closers:
+            if not isinstance(c, _TaskCloser):
+                c.close()  # type: ignore[attr-defined]
+
     async def _read_rtp(self, reader: asyncio.StreamReader, cap: MediaCapture) -> None:
         parser = Rfc4571Parser()
         with contextlib.suppress(ConnectionError):
             while data := await reader.read(65536):
                 cap.packets.extend(parser.feed(data))
                 self.changed.set()
+
+
+class Stranger:
+    """A host that is not the registered platform: a real UDP socket on 127.0.0.1 (another port than the
+    platform's) that sends requests to the device, by default spoofing the platform's server id in From, and
+    an RTP socket that counts whatever media reaches it."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, asyncio.Future[SipResponse]] = {}
+        self.rtp_received: list[bytes] = []
+        self.port = 0
+        self.rtp_port = 0
+        self._sip: asyncio.DatagramTransport | None = None
+        self._rtp: asyncio.DatagramTransport | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        me = self
+
+        class Sip(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+                msg = parse_message(data)
+                if isinstance(msg, SipResponse) and msg.status >= 200:
+                    fut = me.answers.get(msg.call_id)
+                    if fut is not None and not fut.done():
+                        fut.set_result(msg)
+
+        class Rtp(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+                me.rtp_received.append(data)
+
+        self._sip, _ = await loop.create_datagram_endpoint(Sip, local_addr=("127.0.0.1", 0))
+        self._rtp, _ = await loop.create_datagram_endpoint(Rtp, local_addr=("127.0.0.1", 0))
+        self.port = int(self._sip.get_extra_info("sockname")[1])
+        self.rtp_port = int(self._rtp.get_extra_info("sockname")[1])
+
+    def close(self) -> None:
+        for t in (self._sip, self._rtp):
+            if t is not None:
+                t.close()
+
+    async def request(
+        self,
+        method: str,
+        device_addr: Addr,
+        target: str,
+        *,
+        body: bytes = b"",
+        ctype: str = "",
+        from_user: str = SERVER_ID,
+        call_id: str | None = None,
+    ) -> SipResponse:
+        """Send one request to the device and wait for its final answer."""
+        assert self._sip is not None
+        call_id = call_id or f"stranger{random.getrandbits(40)}"
+        h = Headers()
+        h.add("Via", f"SIP/2.0/UDP 127.0.0.1:{self.port};rport;branch=z9hG4bK{random.getrandbits(40)}")
+        h.add("From", f"<sip:{from_user}@{REALM}>;tag=s{random.getrandbits(20)}")
+        h.add("To", f"<sip:{target}@{device_addr[0]}:{device_addr[1]}>")
+        h.add("Call-ID", call_id)
+        h.add("CSeq", f"1 {method}")
+        h.add("Max-Forwards", "70")
+        h.add("Contact", f"<sip:{from_user}@127.0.0.1:{self.port}>")
+        if body:
+            h.add("Content-Type", ctype)
+        req = SipRequest(
+            headers=h, body=body, method=method, uri=f"sip:{target}@{device_addr[0]}:{device_addr[1]}"
+        )
+        fut = asyncio.get_running_loop().create_future()
+        self.answers[call_id] = fut
+        self._sip.sendto(req.encode(), device_addr)
+        return await asyncio.wait_for(fut, 10)
+
+    async def invite(self, device_addr: Addr, channel: str, *, from_user: str = SERVER_ID) -> SipResponse:
+        """INVITE asking for UDP media to the stranger's own RTP socket."""
+        sdp = (
+            f"v=0\r\no={SERVER_ID} 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=video {self.rtp_port} RTP/AVP 96\r\na=recvonly\r\na=rtpmap:96 PS/90000\r\ny=0200009999\r\n"
+        ).encode()
+        return await self.request(
+            "INVITE", device_addr, channel, body=sdp, ctype="APPLICATION/SDP", from_user=from_user
+        )
+
+    async def message(
+        self, device_addr: Addr, device: str, cmd: str, extra: str = "", *, root: str = "Query"
+    ) -> SipResponse:
+        body = (
+            f'<?xml version="1.0" encoding="GB2312"?>\r\n<{root}>\r\n<CmdType>{cmd}</CmdType>\r\n'
+            f"<SN>{random.randrange(1, 10**6)}</SN>\r\n<DeviceID>{device}</DeviceID>\r\n{extra}</{root}>\r\n"
+        ).encode()
+        return await self.request("MESSAGE", device_addr, device, body=body, ctype="Application/MANSCDP+xml")

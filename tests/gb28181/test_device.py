@@ -6,10 +6,12 @@ import random
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gb28181 import events, manscdp
 from gb28181.config import Channel, DeviceConfig
-from gb28181.device import DeviceUA
+from gb28181.device import REFUSAL_REASONS, DeviceUA
 from gb28181.digest import challenge_header, parse_auth_params, verify
 from gb28181.sdp import gb_offer
 from gb28181.sip import Headers, SipRequest, SipResponse, make_response, parse_message
@@ -96,10 +98,11 @@ def platform_request(
     branch: str = "z9hG4bKp1",
     call_id: str = "q1",
     content_type: str = "Application/MANSCDP+xml",
+    from_user: str = "34020000002000000001",
 ) -> bytes:
     h = Headers()
     h.add("Via", f"SIP/2.0/UDP 192.168.1.10:5060;rport;branch={branch}")
-    h.add("From", "<sip:34020000002000000001@3402000000>;tag=p1")
+    h.add("From", f"<sip:{from_user}@3402000000>;tag=p1")
     h.add("To", f"<sip:{DEVICE_ID}@3402000000>")
     h.add("Call-ID", call_id)
     h.add("CSeq", f"20 {method}")
@@ -666,3 +669,279 @@ def test_tcp_transport_framing_and_no_retransmission() -> None:
     ua.receive(b"\r\n\r\n" + ok + b"\x00garbage\r\n\r\n", SERVER, 1.0)
     assert ua.registered
     assert ua.malformed_dropped == 1
+
+
+# --- only the platform may command the box -----------------------------------------------------------------
+
+SERVER_ID = "34020000002000000001"
+STRANGER = ("192.168.1.99", 5060)
+#: every kind of request a stranger could send, as (method, body)
+REQUESTS = [
+    ("INVITE", b""),  # body filled in by request_of()
+    ("MESSAGE", query("Catalog", 1)),
+    ("MESSAGE", query("DeviceInfo", 2)),
+    ("MESSAGE", query("DeviceStatus", 3)),
+    ("MESSAGE", control("<TeleBoot>Boot</TeleBoot>")),
+    ("INFO", b"PLAY RTSP/1.0\r\nCSeq: 1\r\n"),
+    ("BYE", b""),
+    ("CANCEL", b""),
+    ("SUBSCRIBE", b""),
+    ("NOTIFY", b""),
+    ("OPTIONS", b""),
+    ("REFER", b""),
+    ("PUBLISH", b""),
+]
+
+
+def request_of(method: str, body: bytes, *, branch: str, from_user: str = SERVER_ID) -> bytes:
+    if method == "INVITE":
+        raw = invite().replace(b"z9hG4bK-wvp-551188", branch.encode())
+        return raw.replace(f"<sip:{SERVER_ID}@".encode(), f"<sip:{from_user}@".encode(), 1)
+    return platform_request(method, body, branch=branch, call_id=f"c-{branch}", from_user=from_user)
+
+
+def refused_total(ua: DeviceUA) -> int:
+    return sum(ua.requests_refused.values())
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(REQUESTS),
+    st.sampled_from(
+        [
+            (STRANGER, SERVER_ID, "unknown_source"),  # another host, the platform's id spoofed
+            (("192.168.1.10", 5070), SERVER_ID, "unknown_source"),  # the platform's host, another port
+            (("192.168.1.11", 5060), SERVER_ID, "unknown_source"),  # the platform's port, another host
+            (STRANGER, "34020000001180000099", "unknown_source"),
+            (SERVER, "34020000002000000002", "not_platform"),  # the right address, another server id
+            (SERVER, "", "not_platform"),
+        ]
+    ),
+    st.integers(0, 10**9),
+)
+def test_requests_from_anyone_but_the_platform_get_403(
+    kind: tuple[str, bytes], who: tuple[tuple[str, int], str, str], n: int
+) -> None:
+    method, body = kind
+    addr, from_user, reason = who
+    ua = registered_ua()
+    raw = request_of(method, body, branch=f"z9hG4bKs{n}", from_user=from_user)
+    ua.receive(raw, addr, 1.0)
+    wire = ua.datagrams_to_send()
+    assert len(wire) == 1 and wire[0][1] == addr
+    resp = parse_message(wire[0][0])
+    assert isinstance(resp, SipResponse) and resp.status == 403 and resp.cseq[1] == method
+    assert drain(ua) == []  # no InviteReceived, no TeleBoot, no QueryReceived
+    assert ua.requests_refused[reason] == 1 and refused_total(ua) == 1
+    assert ua.sessions == [] and ua.malformed_dropped == 0
+    # the refusal kept no state: its retransmission is refused again, and times out nothing
+    ua.receive(raw, addr, 1.5)
+    assert len(ua.datagrams_to_send()) == 1 and ua.requests_refused[reason] == 2
+    advance(ua, 100.0)
+    assert [m for m in sent(ua) if isinstance(m, SipResponse)] == []
+
+
+@pytest.mark.parametrize(("method", "body"), REQUESTS)
+def test_nothing_is_accepted_while_not_registered(method: str, body: bytes) -> None:
+    ua = make_ua()
+    ua.receive(request_of(method, body, branch="z9hG4bKu1"), SERVER, 1.0)  # before any REGISTER
+    (resp,) = sent(ua)
+    assert isinstance(resp, SipResponse) and resp.status == 403
+    ua.register(2.0)
+    (reg,) = sent(ua)
+    assert isinstance(reg, SipRequest) and reg.method == "REGISTER"
+    ua.receive(request_of(method, body, branch="z9hG4bKu2"), SERVER, 2.1)  # registering
+    (resp,) = sent(ua)
+    assert isinstance(resp, SipResponse) and resp.status == 403
+    assert ua.requests_refused["not_registered"] == 2 and drain(ua) == []
+
+
+def test_registration_lost_closes_the_door_again() -> None:
+    ua = registered_ua(heartbeat_interval_s=30)
+    ua.handle_timer(30.0)
+    (ka,) = sent(ua)
+    ua.receive(answer(ka, 404), SERVER, 30.1)  # type: ignore[arg-type]
+    drain(ua)
+    sent(ua)  # the new REGISTER
+    ua.receive(platform_request("MESSAGE", query("DeviceInfo", 9)), SERVER, 31.0)
+    (resp,) = sent(ua)
+    assert isinstance(resp, SipResponse) and resp.status == 403
+    assert ua.requests_refused["not_registered"] == 1
+
+
+def test_stranger_ack_is_dropped_and_counted() -> None:
+    ua = registered_ua()
+    ua.receive(invite(), SERVER, 1.0)
+    sent(ua)
+    (ev,) = drain(ua)
+    assert ua.answer_invite(ev.call_id, 40012, 1.0)  # type: ignore[union-attr]
+    (ok,) = sent(ua)
+    ua.receive(ack_for(ok), STRANGER, 1.1)  # type: ignore[arg-type]
+    assert sent(ua) == [] and drain(ua) == []  # no answer to an ACK, and the session did not start
+    assert ua.requests_refused["unknown_source"] == 1
+    ua.receive(ack_for(ok), SERVER, 1.2)  # type: ignore[arg-type]
+    assert isinstance(drain(ua)[0], events.MediaSessionStarted)
+
+
+def test_stranger_bye_does_not_end_the_platforms_session() -> None:
+    ua = registered_ua()
+    ok = start_session(ua)
+    ua.receive(bye_for(ok), STRANGER, 2.0)
+    (resp,) = sent(ua)
+    assert isinstance(resp, SipResponse) and resp.status == 403
+    assert ua.sessions == [ok.call_id] and drain(ua) == []
+    ua.receive(bye_for(ok), SERVER, 2.1)
+    assert drain(ua) == [events.ByeReceived(ok.call_id, "34020000001310000001")]
+
+
+def test_the_platform_is_served_between_strangers() -> None:
+    ua = registered_ua()
+    for i, (method, body) in enumerate(REQUESTS):
+        ua.receive(request_of(method, body, branch=f"z9hG4bKx{i}"), STRANGER, 1.0)
+    assert ua.requests_refused["unknown_source"] == len(REQUESTS)
+    assert all(addr == STRANGER for _, addr in ua.datagrams_to_send())
+    ua.receive(platform_request("MESSAGE", query("DeviceInfo", 77)), SERVER, 1.1)
+    ok, info = sent(ua)
+    assert isinstance(ok, SipResponse) and ok.status == 200 and isinstance(info, SipRequest)
+    assert drain(ua) == [events.QueryReceived("DeviceInfo", 77, DEVICE_ID)]
+
+
+def test_requests_come_from_the_resolved_server_address() -> None:
+    ua = make_ua()
+    ua.set_server_address("192.168.1.20", 5061)  # what the transport resolved the host to
+    ua.register(0.0)
+    data, dest = ua.datagrams_to_send()[0]
+    assert dest == ("192.168.1.20", 5061)
+    first = parse_message(data)
+    assert isinstance(first, SipRequest)
+    ua.receive(answer(first, 200), ("192.168.1.20", 5061), 0.1)
+    assert ua.registered
+    ua.receive(platform_request("MESSAGE", query("DeviceInfo", 1)), SERVER, 1.0)  # the configured host
+    (resp,) = sent(ua)
+    assert isinstance(resp, SipResponse) and resp.status == 403
+    ua.receive(platform_request("MESSAGE", query("DeviceInfo", 2), branch="z9hG4bKr2"), dest, 1.0)
+    assert [m.status for m in sent(ua) if isinstance(m, SipResponse)] == [200]
+
+
+def test_refusal_reasons_are_all_counted_from_zero() -> None:
+    assert make_ua().requests_refused == dict.fromkeys(REFUSAL_REASONS, 0)
+
+
+# --- media sessions: limits, and a receiver that is gone ----------------------------------------------------
+
+UDP_OFFER = (b"m=video 30012 TCP/RTP/AVP", b"m=video 30012 RTP/AVP")
+
+
+def numbered_invite(i: int, channel: str = "34020000001310000001", *, udp: bool = True) -> bytes:
+    raw = invite(channel, UDP_OFFER if udp else (b"", b""))
+    raw = raw.replace(b"z9hG4bK-wvp-551188", f"z9hG4bK-inv-{i}".encode())
+    return raw.replace(b"8f1c2a0b6e7d4a0e9b9d1a6f2c3e4d5f", f"call{i}".encode())
+
+
+def start_session(ua: DeviceUA, i: int = 0, *, udp: bool = False, at: float = 1.0) -> SipResponse:
+    """INVITE (the WVP capture: TCP unless ``udp``), answer, ACK; returns our 200 OK."""
+    ua.receive(numbered_invite(i, udp=udp) if i or udp else invite(), SERVER, at)
+    sent(ua)
+    (ev,) = drain(ua)
+    assert isinstance(ev, events.InviteReceived)
+    assert ua.answer_invite(ev.call_id, 40012 + i, at)
+    (ok,) = sent(ua)
+    assert isinstance(ok, SipResponse) and ok.status == 200
+    ua.receive(ack_for(ok), SERVER, at)
+    assert isinstance(drain(ua)[0], events.MediaSessionStarted)
+    return ok
+
+
+def test_session_limits_per_channel_and_per_box_answer_486() -> None:
+    ua = registered_ua(max_sessions_per_channel=2, max_sessions=3)
+    ch1, ch2 = "34020000001310000001", "34020000001310000002"
+    statuses = []
+    for i, ch in enumerate([ch1, ch1, ch1, ch2, ch2], start=1):
+        ua.receive(numbered_invite(i, ch), SERVER, 1.0)
+        statuses.append([m.status for m in sent(ua) if isinstance(m, SipResponse)])
+    assert statuses == [[100], [100], [486], [100], [486]]
+    assert ua.requests_refused["channel_busy"] == 1 and ua.requests_refused["box_busy"] == 1
+    invites = [e for e in drain(ua) if isinstance(e, events.InviteReceived)]
+    assert [e.channel_id for e in invites] == [ch1, ch1, ch2] and len(ua.sessions) == 3
+    assert ua.hangup(invites[0].call_id, 2.0)  # one ends: the channel has room again
+    sent(ua)
+    ua.receive(numbered_invite(6, ch1), SERVER, 2.0)
+    assert [m.status for m in sent(ua) if isinstance(m, SipResponse)] == [100]
+
+
+def test_udp_receiver_silent_for_the_idle_timeout_ends_the_session() -> None:
+    ua = registered_ua(media_idle_timeout_s=30, heartbeat_interval_s=10, heartbeat_count=100)
+    ok = start_session(ua, udp=True, at=1.0)
+    ua.media_heard(ok.call_id, 20.0)  # RTCP at 20 s: alive until 50 s
+    advance(ua, 49.9)
+    assert not [m for m in sent(ua) if isinstance(m, SipRequest) and m.method == "BYE"]
+    assert not [e for e in drain(ua) if isinstance(e, events.SessionEnded)] and ua.sessions == [ok.call_id]
+    ua.handle_timer(50.0)
+    (bye,) = [m for m in sent(ua) if isinstance(m, SipRequest) and m.method == "BYE"]
+    assert bye.call_id == ok.call_id and bye.from_.tag == ok.to.tag
+    (ended,) = [e for e in drain(ua) if isinstance(e, events.SessionEnded)]
+    assert ended.call_id == ok.call_id
+    assert ended.reason.startswith("receiver gone: no RTCP or SIP")
+    assert ua.sessions == [] and ua.sessions_receiver_gone == 1
+
+
+def test_sip_from_the_platform_keeps_a_udp_session_alive() -> None:
+    ua = registered_ua(media_idle_timeout_s=30, heartbeat_interval_s=10, heartbeat_count=100)
+    ok = start_session(ua, udp=True, at=1.0)
+    now = 1.0
+    while now < 200:  # answer every keepalive: the platform is there, the session lives on
+        now = ua.get_timer() or 200
+        ua.handle_timer(now)
+        for m in sent(ua):
+            assert not (isinstance(m, SipRequest) and m.method == "BYE")
+            if isinstance(m, SipRequest):
+                ua.receive(answer(m, 200), SERVER, now)
+    assert ua.sessions == [ok.call_id]
+    # a stranger's SIP proves nothing
+    for _ in range(3):
+        ua.receive(platform_request("OPTIONS", b"", branch=f"z9hG4bKo{now}"), STRANGER, now)
+        now += 14.0
+        ua.handle_timer(now)
+    assert ua.sessions == [] and ua.sessions_receiver_gone == 1
+
+
+def test_idle_timeout_is_never_shorter_than_two_keepalive_periods() -> None:
+    ua = registered_ua(media_idle_timeout_s=5, heartbeat_interval_s=60)
+    ok = start_session(ua, udp=True, at=1.0)
+    advance(ua, 120.9)
+    assert ua.sessions == [ok.call_id]
+    advance(ua, 121.0)
+    assert ua.sessions == []
+
+
+def test_tcp_sessions_and_a_zero_timeout_are_not_on_the_idle_timer() -> None:
+    ua = registered_ua(media_idle_timeout_s=30, heartbeat_interval_s=10, heartbeat_count=100)
+    tcp = start_session(ua, 1, udp=False)
+    off = registered_ua(media_idle_timeout_s=0, heartbeat_interval_s=10, heartbeat_count=100)
+    udp = start_session(off, udp=True)
+    advance(ua, 500.0)
+    advance(off, 500.0)
+    assert ua.sessions == [tcp.call_id] and off.sessions == [udp.call_id]
+
+
+@pytest.mark.parametrize("udp", [True, False])
+def test_receiver_gone_sends_bye_and_ends_the_session(udp: bool) -> None:
+    ua = registered_ua()
+    ok = start_session(ua, udp=udp)
+    assert ua.media_receiver_gone(ok.call_id, "TCP connection closed", 3.0)
+    (bye,) = sent(ua)
+    assert isinstance(bye, SipRequest) and bye.method == "BYE" and bye.call_id == ok.call_id
+    assert drain(ua) == [
+        events.SessionEnded(ok.call_id, "34020000001310000001", "receiver gone: TCP connection closed")
+    ]
+    assert not ua.media_receiver_gone(ok.call_id, "again", 3.1)  # already ended
+    assert ua.sessions_receiver_gone == 1
+
+
+def test_receiver_gone_before_the_answer_changes_nothing() -> None:
+    ua = registered_ua()
+    ua.receive(invite(), SERVER, 1.0)
+    sent(ua)
+    (ev,) = drain(ua)
+    assert not ua.media_receiver_gone(ev.call_id, "ICMP", 1.1)  # type: ignore[union-attr]
+    assert sent(ua) == [] and ua.sessions == [ev.call_id]  # type: ignore[union-attr]

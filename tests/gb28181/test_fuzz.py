@@ -1,10 +1,14 @@
-"""Malformed input never raises out of the parsers or the device UA (hypothesis)."""
+"""Malformed input never raises out of the parsers or the device UA, and the UA counts it (hypothesis).
+
+The device UA's ``malformed_dropped`` moves by one for each message the SIP parser refuses and for each
+malformed MANSCDP body, and never for well-formed input.
+"""
 
 from __future__ import annotations
 
 import random
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from gb28181 import manscdp
@@ -14,7 +18,7 @@ from gb28181.digest import parse_challenge, verify
 from gb28181.ps import PsDemuxer, PsMuxer
 from gb28181.rtp import parse_rtp
 from gb28181.sdp import gb_offer
-from gb28181.sip import ParseError, SipRequest, SipResponse, parse_message
+from gb28181.sip import Headers, ParseError, SipRequest, SipResponse, make_response, parse_message
 from gb28181.tcpframing import Rfc4571Parser, SipStreamParser
 from tests.gb28181 import captures
 
@@ -28,6 +32,7 @@ SEEDS = [
     captures.HIK_200_TCP_ACTIVE,
 ]
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ_UA = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite
@@ -137,16 +142,125 @@ def _ua() -> DeviceUA:
     return DeviceUA(cfg, lambda: [Channel("34020000001310000001", "c")], rng=random.Random(1))
 
 
+SERVER = ("127.0.0.1", 5060)
+SERVER_ID = "34020000002000000001"
+
+
+def _registered_ua() -> DeviceUA:
+    ua = _ua()
+    ua.register(0.0)
+    ((data, _),) = ua.datagrams_to_send()
+    req = parse_message(data)
+    assert isinstance(req, SipRequest)
+    ua.receive(make_response(req, 200, to_tag="t1").encode(), SERVER, 0.0)
+    assert ua.registered
+    while ua.next_event() is not None:
+        pass
+    return ua
+
+
+def _from_platform(body: bytes, branch: str, content_type: str = "Application/MANSCDP+xml") -> bytes:
+    h = Headers()
+    h.add("Via", f"SIP/2.0/UDP 127.0.0.1:5060;rport;branch=z9hG4bK{branch}")
+    h.add("From", f"<sip:{SERVER_ID}@3402000000>;tag=p1")
+    h.add("To", "<sip:34020000001180000001@3402000000>")
+    h.add("Call-ID", f"fz{branch}")
+    h.add("CSeq", "20 MESSAGE")
+    h.add("Content-Type", content_type)
+    return SipRequest(
+        headers=h, body=body, method="MESSAGE", uri="sip:34020000001180000001@127.0.0.1"
+    ).encode()
+
+
 @FUZZ
 @given(st.lists(st.one_of(mutated(), st.binary(max_size=300)), max_size=6))
 def test_device_ua_survives_garbage(datagrams: list[bytes]) -> None:
-    ua = _ua()
-    ua.register(0.0)
+    """Nothing raises, and every datagram the SIP parser refuses moves the malformed counter by one."""
+    ua = _registered_ua()
     now = 0.0
     for d in datagrams:
         now += 0.3
-        ua.receive(d, ("127.0.0.1", 5060), now)
+        before = ua.malformed_dropped
+        ua.receive(d, SERVER, now)
+        moved = ua.malformed_dropped - before
+        parsed = parse_message(d)
+        if isinstance(parsed, ParseError):
+            assert moved == 1
+            assert ua.last_failure == parsed.reason
+        else:
+            # a parseable request can still carry a malformed MANSCDP body (counted once), nothing else counts
+            assert moved == 0 or (
+                moved == 1 and isinstance(parsed, SipRequest) and parsed.method == "MESSAGE"
+            )
         ua.handle_timer(now)
         ua.datagrams_to_send()
         while ua.next_event() is not None:
             pass
+
+
+@FUZZ_UA
+@given(st.sampled_from(SEEDS), st.integers(0, 10**9))
+def test_well_formed_input_is_never_counted_malformed(seed: bytes, n: int) -> None:
+    ua = _registered_ua()
+    data = seed.replace(b"branch=z9hG4bK", f"branch=z9hG4bK{n}x".encode())
+    assert not isinstance(parse_message(data), ParseError)
+    ua.receive(data, SERVER, 1.0)
+    ua.receive(_from_platform(manscdp_query(n), f"q{n}"), SERVER, 1.0)
+    assert ua.malformed_dropped == 0
+
+
+def manscdp_query(n: int) -> bytes:
+    cmd = ["Catalog", "DeviceInfo", "DeviceStatus", "RecordInfo", "ConfigDownload", "Alarm"][n % 6]
+    return (
+        f'<?xml version="1.0" encoding="GB2312"?>\r\n<Query>\r\n<CmdType>{cmd}</CmdType>\r\n<SN>{n}</SN>\r\n'
+        "<DeviceID>34020000001180000001</DeviceID>\r\n</Query>\r\n"
+    ).encode()
+
+
+@FUZZ_UA
+@given(
+    st.one_of(
+        st.binary(max_size=400),
+        st.text(max_size=200).map(lambda t: ("<Query><CmdType>" + t).encode("utf-8")),
+        st.sampled_from([b"<Query><CmdType>", b"<Query>" * 200, b"<", b"<Query><SN>x</SN></Query>"]),
+    ),
+    st.integers(0, 10**9),
+)
+def test_malformed_manscdp_from_the_platform_is_counted_and_answered_400(body: bytes, n: int) -> None:
+    assume(isinstance(manscdp.parse_manscdp(body), manscdp.ManscdpError))
+    ua = _registered_ua()
+    ua.receive(_from_platform(body, f"m{n}"), SERVER, 1.0)
+    (resp,) = [parse_message(d) for d, _ in ua.datagrams_to_send()]
+    assert isinstance(resp, SipResponse) and resp.status == 400
+    assert ua.malformed_dropped == 1
+    assert ua.next_event() is None
+
+
+@FUZZ_UA
+@given(st.lists(st.one_of(mutated(), st.binary(max_size=300)), max_size=4), st.integers(1, 64))
+def test_tcp_ua_counts_every_stream_error(chunks: list[bytes], cut: int) -> None:
+    """Over TCP the UA counts what the stream parser reports as errors (a reference parser fed the same)."""
+    ua = DeviceUA(
+        DeviceConfig(
+            server_id=SERVER_ID,
+            server_host="127.0.0.1",
+            device_id="34020000001180000001",
+            password="x",
+            transport="tcp",
+        ),
+        lambda: [Channel("34020000001310000001", "c")],
+        rng=random.Random(1),
+    )
+    ua.register(0.0)
+    ua.datagrams_to_send()
+    reference = SipStreamParser()
+    expected = 0
+    blob = b"".join(chunks)
+    for i in range(0, len(blob), cut):
+        piece = blob[i : i + cut]
+        expected += sum(1 for item in reference.feed(piece) if isinstance(item, ParseError))
+        if reference.broken:
+            reference = SipStreamParser()
+        ua.receive(piece, SERVER, 1.0)
+        ua.reconnect_requested = False
+    assert ua.malformed_dropped == expected

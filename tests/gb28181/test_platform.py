@@ -14,7 +14,7 @@ import pytest
 from gb28181.aio import DeviceService
 from gb28181.config import Channel, DeviceConfig
 from gb28181.events import Event, RegistrationFailed, RegistrationLost, TeleBoot
-from gb28181.media import AccessUnit
+from pipelines.annexb import AccessUnit
 from tests.gb28181.conftest import free_port
 from tests.gb28181.mediautil import decode_ps, ps_from_rtp, synthetic_access_units
 from tests.gb28181.platform import Platform
@@ -184,7 +184,7 @@ def finite_source(
         pulls.append(channel_id)
         start = asyncio.get_running_loop().time()
         for au in aus:
-            delay = start + (au.pts - aus[0].pts) / 90000 / speed - asyncio.get_running_loop().time()
+            delay = start + (au.pts_90k - aus[0].pts_90k) / 90000 / speed - asyncio.get_running_loop().time()
             if delay > 0:
                 await asyncio.sleep(delay)
             yield au
@@ -194,7 +194,7 @@ def finite_source(
 
 def _sample_clip_units(n: int) -> list[AccessUnit]:
     from agent.samples import h264_clip
-    from gb28181.avsource import container_access_units
+    from bench.avsource import container_access_units
 
     return list(container_access_units(h264_clip()))[:n]
 
@@ -230,7 +230,8 @@ def test_live_invite_decodes_to_the_frames_sent(mode: str, codec: str) -> None:
             if mode == "tcp-active":
                 assert b"a=setup:passive" in cap.answer.body
             await asyncio.wait_for(cap.device_bye.wait(), 40)  # the finite source ended: the device hangs up
-            await asyncio.sleep(0.2)
+            sent = service.rtp_packets_by_session[cap.call_id]
+            await platform.wait_for(lambda: len(cap.packets) >= sent)  # every packet sent has arrived
         finally:
             await service.stop()
             await platform.stop()

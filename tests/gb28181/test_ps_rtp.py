@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gb28181.avsource import container_access_units
-from gb28181.media import AccessUnit, MediaSession
+from bench.avsource import container_access_units
+from gb28181.media import MediaSession
 from gb28181.ps import (
     PsDemuxer,
     PsError,
@@ -18,6 +18,7 @@ from gb28181.ps import (
 )
 from gb28181.rtp import RtpPacket, RtpPacketizer, parse_rtp
 from gb28181.tcpframing import Rfc4571Parser, frame_rfc4571
+from pipelines.annexb import AccessUnit
 from tests.gb28181.mediautil import decode_ps, ps_from_rtp, synthetic_access_units
 
 H = bytes.fromhex
@@ -78,7 +79,7 @@ def test_keyframe_pack_prefix_and_parameter_sets_repeated() -> None:
     later = next(a for a in aus[1:] if a.keyframe)
     idr_only = later.data[later.data.index(b"\x00\x00\x01\x65") :]
     assert b"\x00\x00\x01\x67" not in idr_only
-    out = mux.mux(idr_only, later.pts, keyframe=True, codec="h264")
+    out = mux.mux(idr_only, later.pts_90k, keyframe=True, codec="h264")
     demux = PsDemuxer()
     frames = [f for f in demux.feed(out) + demux.flush() if isinstance(f, PsFrame)]
     assert b"\x00\x00\x00\x01\x67" in frames[0].data and b"\x00\x00\x00\x01\x68" in frames[0].data
@@ -89,7 +90,7 @@ def test_keyframe_pack_prefix_and_parameter_sets_repeated() -> None:
 def test_mux_demux_roundtrip_and_pyav_decode(codec: str) -> None:
     aus = synthetic_access_units(codec, 40, gop=15)
     mux = PsMuxer()
-    stream = b"".join(mux.mux(a.data, a.pts, keyframe=a.keyframe, codec=a.codec) for a in aus)
+    stream = b"".join(mux.mux(a.data, a.pts_90k, keyframe=a.keyframe, codec=a.codec) for a in aus)
     demux = PsDemuxer()
     out: list[PsFrame | PsError] = []
     for i in range(0, len(stream), 777):  # arbitrary cuts
@@ -98,7 +99,7 @@ def test_mux_demux_roundtrip_and_pyav_decode(codec: str) -> None:
     frames = [f for f in out if isinstance(f, PsFrame)]
     assert not [e for e in out if isinstance(e, PsError)]
     assert len(frames) == len(aus)
-    assert [f.pts for f in frames] == [a.pts for a in aus]
+    assert [f.pts for f in frames] == [a.pts_90k for a in aus]
     assert all(f.codec == codec for f in frames)
     assert [f.keyframe for f in frames] == [a.keyframe for a in aus]
     assert decode_ps(stream) == len(aus)
@@ -107,7 +108,7 @@ def test_mux_demux_roundtrip_and_pyav_decode(codec: str) -> None:
 def test_demuxer_resyncs_after_garbage() -> None:
     aus = synthetic_access_units("h264", 10)
     mux = PsMuxer()
-    packs = [mux.mux(a.data, a.pts, keyframe=a.keyframe, codec="h264") for a in aus]
+    packs = [mux.mux(a.data, a.pts_90k, keyframe=a.keyframe, codec="h264") for a in aus]
     stream = packs[0] + b"\x12\x34garbage\x00\x00" + b"".join(packs[1:])
     demux = PsDemuxer()
     out = demux.feed(stream) + demux.flush()
@@ -150,3 +151,33 @@ def test_media_session_waits_for_keyframe_and_rfc4571_frame() -> None:
     assert frame_rfc4571(b"a" * 1412)[:2] == H("0584")
     with pytest.raises(ValueError):
         frame_rfc4571(b"a" * 70000)
+
+
+def test_the_sources_access_units_are_packetised_as_they_are() -> None:
+    """One AccessUnit type: what pipelines.sources hands over (FFmpeg codec names) goes to MediaSession as is."""
+    from pipelines import sources
+
+    assert sources.AccessUnit is AccessUnit
+    h265 = synthetic_access_units("h265", 10, gop=5)
+    as_source = [AccessUnit(a.data, a.pts_90k, a.keyframe, "hevc") for a in h265]  # the source's name
+    session = MediaSession(7, sequence=0)
+    packets = [p for au in as_source for p in session.push(au)]
+    ps = ps_from_rtp(packets, 7)
+    demux = PsDemuxer()
+    frames = [f for f in demux.feed(ps) + demux.flush() if isinstance(f, PsFrame)]
+    assert [f.codec for f in frames] == ["h265"] * 10 and decode_ps(ps) == 10
+    with pytest.raises(ValueError, match="unsupported codec"):
+        MediaSession(8).push(AccessUnit(b"\x00\x00\x01\xb6", 0, True, "mpeg4"))
+
+
+def test_gb28181_imports_neither_pyav_nor_numpy() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gb28181.aio, gb28181.device, gb28181.media, gb28181.ps, gb28181.sdp, gb28181.manscdp;"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('av', 'numpy', 'agent'));"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr

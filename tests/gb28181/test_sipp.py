@@ -17,7 +17,7 @@ import pytest
 from gb28181.aio import DeviceService
 from gb28181.config import Channel, DeviceConfig
 from gb28181.events import ByeReceived, Event, MediaSessionStarted, Registered, RegistrationFailed
-from gb28181.media import AccessUnit
+from pipelines.annexb import AccessUnit
 from tests.gb28181.conftest import free_port
 from tests.gb28181.mediautil import decode_ps, ps_from_rtp, synthetic_access_units
 

@@ -1,4 +1,7 @@
-"""PyAV helpers that turn a file or stream into :class:`~gb28181.media.AccessUnit` values without decoding.
+"""PyAV helpers that turn a file into :class:`~pipelines.annexb.AccessUnit` values without decoding.
+
+For the benchmarks and the tests (moved out of ``gb28181/``, which must not import PyAV); the agent reads
+cameras through ``pipelines.sources``.
 
 MP4/Matroska store H.264/H.265 length-prefixed (avcC/hvcC); GB28181's PS wants Annex B with parameter sets
 before every keyframe, so the ``*_mp4toannexb`` bitstream filter runs when needed, and Annex B sources whose
@@ -15,11 +18,7 @@ from pathlib import Path
 import av
 import av.bitstream
 
-from .media import AccessUnit
-from .ps import iter_nal_types
-
-CODECS = {"h264": "h264", "hevc": "h265"}
-_SPS = {"h264": 7, "h265": 33}
+from pipelines.annexb import SPS_TYPE, AccessUnit, codec_family, nal_types
 
 
 def container_access_units(
@@ -36,9 +35,10 @@ def container_access_units(
         with av.open(str(url), options=options or {}) as container:
             stream = container.streams.video[0]
             name = stream.codec_context.name
-            if name not in CODECS:
+            family = codec_family(name)
+            if family is None:
                 raise ValueError(f"{url}: video codec {name!r} is neither H.264 nor H.265")
-            codec = CODECS[name]
+            codec = family
             extradata = bytes(stream.codec_context.extradata or b"")
             bsf = None
             if extradata[:1] == b"\x01":
@@ -55,7 +55,7 @@ def container_access_units(
                         continue
                     data = bytes(out)
                     key = bool(out.is_keyframe)
-                    if key and bsf is None and extradata and _SPS[codec] not in iter_nal_types(data, codec):
+                    if key and bsf is None and extradata and SPS_TYPE[codec] not in nal_types(data, codec):
                         data = extradata + data
                     pts = offset + int(ts * time_base * 90000)
                     last = max(last, pts)
@@ -70,8 +70,8 @@ async def paced(units: Iterable[AccessUnit], *, speed: float = 1.0) -> AsyncIter
     first_pts = 0
     for au in units:
         if start is None:
-            start, first_pts = loop.time(), au.pts
-        delay = start + (au.pts - first_pts) / 90000 / speed - loop.time()
+            start, first_pts = loop.time(), au.pts_90k
+        delay = start + (au.pts_90k - first_pts) / 90000 / speed - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
         yield au
