@@ -455,6 +455,8 @@ class Supervisor:
         for svc in [s for s in self.services if s.name in changed]:
             await svc.stop()
             self.collector.unregister(svc.name)
+        if self.store is not None and "mqtt" in changed and not (new.mqtt is not None and new.mqtt.enabled):
+            self.store.outbox.remove_sink("mqtt")  # its undelivered rows stay and wait for the section
         rebuilt = {s.name: s for s in self._build_services(changed)}
         self.services = [s for s in self.services if s.name not in changed] + list(rebuilt.values())
         for svc in rebuilt.values():

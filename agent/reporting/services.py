@@ -21,6 +21,7 @@ from agent.reporting.broker import EmbeddedBroker, start_embedded_broker
 from agent.reporting.mqtt import MqttSettings, MqttSink
 from agent.reporting.sinks import SinkRunner
 from agent.storage.links import MediaLinks, MediaServer, MediaSigner, load_or_create_key
+from agent.storage.retention import Housekeeper, HousekeepingPolicy
 
 if TYPE_CHECKING:
     from agent.box.supervisor import Supervisor
@@ -73,7 +74,8 @@ class MediaService:
 
 
 class HousekeepingService:
-    """Retention per device and type (UpdateDevicesStorage days, else storage.retention_days) and the watermark."""
+    """Retention per device and type (UpdateDevicesStorage days, else storage.retention_days), the watermark and
+    disk pressure: a thin lifecycle around :class:`agent.storage.retention.Housekeeper`."""
 
     name = "housekeeping"
 
@@ -81,33 +83,21 @@ class HousekeepingService:
         self.sup = sup
         self.cfg = cfg
         self._task: asyncio.Task[None] | None = None
-        self.runs = 0
+        assert sup.store is not None
+        self.keeper = Housekeeper(sup.store, HousekeepingPolicy.from_config(cfg))
+
+    @property
+    def runs(self) -> int:
+        return self.keeper.runs
 
     def register_routes(self, routes: list[web.RouteDef]) -> None:
         return None
 
     def run_once(self) -> int:
-        store = self.sup.store
-        assert store is not None
-        removed = store.apply_retention(default_days=self.cfg.retention_days)
-        removed += store.enforce_watermark(
-            max_bytes=self.cfg.max_bytes, max_disk_percent=self.cfg.max_disk_percent
-        )
-        self.runs += 1
-        if removed:
-            log.info("housekeeping removed %d targets", removed)
-        return removed
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await asyncio.to_thread(self.run_once)
-            except Exception:
-                log.exception("housekeeping failed")
-            await asyncio.sleep(self.cfg.housekeeping_interval_s)
+        return self.keeper.run_once()
 
     async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="housekeeping")
+        self._task = asyncio.get_running_loop().create_task(self.keeper.run_forever(), name="housekeeping")
 
     async def stop(self) -> None:
         if self._task:
@@ -127,7 +117,29 @@ class HousekeepingService:
                 {"reason": reason},
                 float(n),
             )
+        for reason, n in store.stripped.items():
+            yield Sample(
+                "vcs_edge_targets_media_pruned_total",
+                "counter",
+                "Targets kept without their media (their outbox rows live) under disk pressure",
+                {"reason": reason},
+                float(n),
+            )
         yield Sample("vcs_edge_targets_stored_total", "counter", "Targets stored", {}, float(store.added))
+        yield Sample(
+            "vcs_edge_targets_failed_total",
+            "counter",
+            "Targets that could not be stored (disk or database full)",
+            {},
+            float(store.failed),
+        )
+        yield Sample(
+            "vcs_edge_media_skipped_total",
+            "counter",
+            "Frames and crops not written because free space was under storage.min_free_mb",
+            {},
+            float(store.media_skipped),
+        )
         yield Sample("vcs_edge_media_bytes", "gauge", "Bytes of stored JPEGs", {}, float(store.media_bytes))
         ob = store.outbox
         yield Sample(
@@ -137,10 +149,25 @@ class HousekeepingService:
             {},
             float(ob.dropped),
         )
+        for key, help_text in (
+            ("purged", "Outbox entries dropped by `vcs-edge outbox purge`"),
+            ("expired", "Undelivered outbox entries removed with their targets by retention days"),
+        ):
+            yield Sample(f"vcs_edge_outbox_{key}_total", "counter", help_text, {}, float(getattr(ob, key)))
+        for sink, n in ob.pending_by_sink().items():
+            yield Sample(
+                "vcs_edge_outbox_pending",
+                "gauge",
+                "Entries waiting for their sink's acknowledgement (sinks not configured included)",
+                {"sink": sink},
+                float(n),
+            )
 
     def health(self) -> dict[str, Any]:
         store = self.sup.store
-        return {"targets": store.count() if store else 0}
+        if store is None:
+            return {"targets": 0}
+        return {"targets": store.count(), "store": store.condition or "ok", "outbox": store.outbox.health()}
 
 
 class MqttService:
@@ -180,6 +207,8 @@ class MqttService:
             tls_insecure=tls.insecure if tls else False,
             keepalive_s=self.cfg.keepalive_s,
             max_inflight=self.cfg.max_inflight,
+            reconnect_min_s=self.cfg.reconnect_min_s,
+            reconnect_max_s=self.cfg.reconnect_max_s,
         )
 
     @property
@@ -188,9 +217,12 @@ class MqttService:
 
     async def start(self) -> None:
         if self.cfg.embedded:
-            self.broker = await start_embedded_broker(self.cfg.host, self.cfg.port)
+            self.broker = await start_embedded_broker(
+                self.cfg.host, self.cfg.port, username=self.cfg.username, password=self.cfg.password
+            )
         assert self.sup.store is not None
         self.sink = MqttSink(self.settings(self.port), url_for=self.media.url)
+        self.sup.store.outbox.add_sink(self.sink.name)  # a reload that adds the mqtt section queues for it
         self.runner = SinkRunner(self.sup.store.outbox, self.sink)
         self.runner.start()
         self._task = asyncio.get_running_loop().create_task(self._status_loop(), name="mqtt-status")
@@ -246,13 +278,7 @@ class MqttService:
         yield Sample(
             "vcs_edge_mqtt_connected", "gauge", "1 while connected to the broker", {}, float(s.connected)
         )
-        yield Sample(
-            "vcs_edge_outbox_pending",
-            "gauge",
-            "Targets waiting for the broker's acknowledgement",
-            {"sink": "mqtt"},
-            float(self.sup.store.outbox.count("mqtt")),
-        )
+        # vcs_edge_outbox_pending{sink="mqtt"} comes from the housekeeping service, with every other sink.
 
     def health(self) -> dict[str, Any]:
         connected = bool(self.sink and self.sink.connected)
