@@ -3,6 +3,8 @@
 Topics, with ``p = {topic_prefix}/{site}``:
 
 - ``p/targets/{device_id}``: one JSON target record per message (SearchTarget names plus TargetId), QoS 1.
+  A link whose file was pruned before delivery is sent empty; without the crop the message has
+  ``"MediaGone": true``.
 - ``p/status``: retained ``online`` / ``offline``; the broker publishes ``offline`` (the last will) when the
   agent vanishes without saying goodbye.
 - ``p/devices/{device_id}/status`` and ``p/streams/{device_id}/status``: retained JSON, re-sent after every
@@ -121,12 +123,16 @@ class _Client(mqtt.Client):
     """paho's client with its reconnect wait cut short when the broker's port accepts TCP again.
 
     ``_reconnect_wait`` is paho's (2.x) hook between attempts; this keeps its exponential back-off and adds the
-    probe. The wait ends early only after a probe failed and a later one succeeded (the broker came back), so a
-    broker that accepts TCP but refuses the MQTT connection (bad credentials) is still retried at the back-off.
+    probe. The wait ends early only when the broker's port was seen closed (the last attempt could not connect,
+    or a probe failed) and a probe then succeeds: the broker came back. A broker that accepts TCP but refuses
+    the MQTT connection (bad credentials, a client id taken over) is still retried at the back-off, never in a
+    tight loop.
     """
 
     probe: Callable[[], bool] | None = None
     probe_interval_s: float = 0.25
+    port_closed = False  # the last connection attempt failed before MQTT (refused, unreachable)
+    probes_refused = 0
 
     def _reconnect_wait(self) -> None:
         with self._reconnect_delay_mutex:
@@ -135,13 +141,14 @@ class _Client(mqtt.Client):
             else:
                 self._reconnect_delay = min(self._reconnect_delay * 2, self._reconnect_max_delay)
             deadline = time.monotonic() + self._reconnect_delay
-        refused = False
+        refused = self.port_closed
         while self._may_wait() and (left := deadline - time.monotonic()) > 0:
             time.sleep(min(left, self.probe_interval_s))
             if self.probe is None:
                 continue
             if not self.probe():
                 refused = True
+                self.probes_refused += 1
             elif refused:
                 return  # the broker is back: reconnect now
 
@@ -157,7 +164,7 @@ class MqttSink:
 
     Counters: ``published``, ``acked``, ``rejected`` (broker refused, MQTT 5 reason >= 0x80), ``malformed``
     (outbox body that is not a target record; dropped), ``connects``, ``disconnects``, ``connect_failures``,
-    ``outages``; ``connected`` is the current state, ``last_outage_s`` the length of the last outage.
+    ``outages``, ``probes_refused`` (TCP probes the closed port refused); ``connected`` is the current state, ``last_outage_s`` the length of the last outage.
     """
 
     name = "mqtt"
@@ -236,6 +243,10 @@ class MqttSink:
     def topic_for(self, entry: OutboxEntry) -> str:
         kind = "targets" if entry.kind == "target" else topic_segment(entry.kind)
         return f"{self._base}/{kind}/{topic_segment(entry.device_id)}"
+
+    @property
+    def probes_refused(self) -> int:
+        return self._client.probes_refused
 
     def device_status_topic(self, device_id: str) -> str:
         return f"{self._base}/devices/{topic_segment(device_id)}/status"
@@ -361,7 +372,11 @@ class MqttSink:
             return entry.body.encode()
         try:
             record = TargetRecord.from_json(entry.body)
-            return json.dumps(record.to_api(self.url_for), separators=(",", ":"), ensure_ascii=False).encode()
+            api = record.to_api(self.url_for)
+            if not record.target_image_path:
+                # Disk pressure removed the media before delivery: no link is sent rather than one to a 404.
+                api["MediaGone"] = True
+            return json.dumps(api, separators=(",", ":"), ensure_ascii=False).encode()
         except ValueError as exc:
             log.error("mqtt: outbox entry %d is not a target record (%s); dropped", entry.id, exc)
             return None
@@ -381,6 +396,7 @@ class MqttSink:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
+        self._client.port_closed = False
         if reason.is_failure:
             self.connect_failures += 1
             self._outage(f"connection refused ({reason}) by broker")
@@ -425,6 +441,7 @@ class MqttSink:
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self.connect_failures += 1
+        self._client.port_closed = True
         if not self._stopping:
             self._outage("cannot reach broker")
 

@@ -13,9 +13,11 @@ What goes, and when (the README's "What can be lost, and when" says the same for
   ``Outbox.expired``), so no message is ever sent with a link to a deleted file.
 - The watermark and disk pressure never remove a record while one of its outbox rows lives: such a target loses
   its media instead (the frame first, then the crop), its record and its queued messages are rewritten without
-  the links (the MQTT message says ``MediaGone``), and the record goes at a later run once delivered.
+  the links (the MQTT message says ``MediaGone``). Once delivered, such a record stays searchable until its
+  retention days, or until the watermark needs its (small) room.
 - Disk pressure: before media are written, free space is checked. Under ``min_free_bytes`` (the floor) the frame
-  is not written, then the crop; the record is always tried. Under twice the floor, or when a write fails, the
+  is not written, then the crop; the record is always tried. Under the low mark (twice the floor plus the
+  reserve), or when a write fails, the
   ``on_pressure`` callback wakes housekeeping at once. A pre-allocated reserve file (``reserve_bytes``) is
   deleted to give SQLite room for the DELETE and the WAL checkpoint on a full disk, then re-created.
 - ``*.tmp`` files of interrupted media writes are removed on start and by every pressure run.
@@ -256,9 +258,14 @@ class TargetStore:
     def free_bytes(self) -> int:
         return int(shutil.disk_usage(self.data_dir).free)
 
+    @property
+    def low_mark_bytes(self) -> int:
+        """Free space under which housekeeping prunes at once: twice the floor plus the reserve's size."""
+        return 2 * self.min_free_bytes + self.reserve_bytes
+
     def under_pressure(self) -> bool:
-        """Free space under the low mark (twice the floor): housekeeping should prune now."""
-        return self.free_bytes() < 2 * self.min_free_bytes
+        """Free space under the low mark: housekeeping should prune now."""
+        return self.free_bytes() < self.low_mark_bytes
 
     def _pressure(self) -> None:
         """Ask housekeeping to prune now (at most once a second)."""
@@ -286,13 +293,18 @@ class TargetStore:
             )
 
     def _ensure_reserve(self) -> None:
-        """(Re)create the reserve file when it is missing or of another size, if there is room for it."""
+        """(Re)create the reserve file when it is missing or of another size, if there is room for it and the
+        floor; until then the space stays free for records."""
         path = self.data_dir / RESERVE_FILE
         try:
             if self.reserve_bytes <= 0:
                 path.unlink(missing_ok=True)
                 return
             if path.exists() and path.stat().st_size == self.reserve_bytes:
+                return
+            path.unlink(missing_ok=True)
+            if self.free_bytes() < self.reserve_bytes + self.min_free_bytes:
+                # The disk is taken by something else: records need the room more; re-created when it is back.
                 return
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
@@ -327,18 +339,19 @@ class TargetStore:
         return n
 
     def relieve_pressure(self) -> int:
-        """When free space is under the low mark (twice the floor), prune until it is three times the floor:
+        """When free space is under the low mark (or storing failed), prune until it is three times the floor
+        plus twice the reserve:
         the frames of the oldest targets first, then their crops and the delivered records, oldest first.
         Records whose outbox rows live are kept (stripped of their media). Works on a completely full disk:
         the reserve file is released for the DELETE and the WAL checkpoint, and re-created after. Returns
         the targets touched."""
         self.clean_temp_files()
-        goal = 3 * self.min_free_bytes
+        goal = 3 * self.min_free_bytes + 2 * self.reserve_bytes
 
         def short() -> bool:
             return self.free_bytes() < goal
 
-        if not self.under_pressure():
+        if not self.under_pressure() and self.condition is None:
             self._ensure_reserve()
             return 0
         self.release_reserve()
@@ -406,7 +419,7 @@ class TargetStore:
             # the crops; the record itself is always tried (it is small, and its outbox row is what matters).
             free = self.free_bytes()
             crops = sum(len(c) for _, c in fresh)
-            if free < 2 * self.min_free_bytes:
+            if free < self.low_mark_bytes:
                 self._pressure()
             skipped = 0
             try:
