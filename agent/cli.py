@@ -118,6 +118,60 @@ def _reload(args: argparse.Namespace) -> int:
     return 1
 
 
+def _outbox(args: argparse.Namespace) -> int:
+    """``vcs-edge outbox list|purge``: works on the data dir of a stopped agent; refuses under a running one."""
+    from pathlib import Path
+
+    from agent.storage.outbox import Outbox
+    from agent.storage.store import DB_FILE, DataDirLock, DataDirLocked
+
+    configured: set[str] = set()
+    if args.data_dir:
+        data_dir = Path(args.data_dir)
+    else:
+        site = _load(args.config)
+        if site is None:
+            return 1
+        data_dir = Path(site.agent.data_dir)
+        if site.mqtt is not None and site.mqtt.enabled:
+            configured.add("mqtt")
+    db = data_dir / DB_FILE
+    if not db.is_file():
+        print(f"{db}: no target store here (nothing to list or purge)", file=sys.stderr)
+        return 1
+    lock = DataDirLock(data_dir)
+    try:
+        lock.acquire()
+    except DataDirLocked as exc:
+        print(f"vcs-edge outbox: {exc}", file=sys.stderr)
+        return 2
+    try:
+        box = Outbox(db, ())
+        try:
+            pending = box.pending_by_sink()
+            if args.outbox_command == "list":
+                if not pending:
+                    print("outbox is empty")
+                for sink, n in sorted(pending.items()):
+                    state = ""
+                    if args.config:
+                        state = (
+                            " configured" if sink in configured else " NOT CONFIGURED (waits for its section)"
+                        )
+                    print(f"{sink}: {n} undelivered, oldest {box.oldest_age_s(sink):.0f} s{state}")
+                return 0
+            if args.sink not in pending:
+                print(f"vcs-edge outbox: sink {args.sink!r} has no undelivered entries", file=sys.stderr)
+                return 1
+            n = box.purge(args.sink)
+            print(f"purged {n} undelivered entries of sink {args.sink!r}")
+            return 0
+        finally:
+            box.close()
+    finally:
+        lock.release()
+
+
 def _ctl(argv: Sequence[str]) -> int:
     from .api.ctl import main as ctl_main
 
@@ -172,6 +226,19 @@ def build_parser() -> argparse.ArgumentParser:
     mlist.add_argument("-c", "--config", help="also list the site file's own models")
     mlist.add_argument("--json", action="store_true")
     mlist.set_defaults(func=_models_list)
+    outbox = sub.add_parser("outbox", help="undelivered targets per sink (agent stopped)")
+    osub = outbox.add_subparsers(dest="outbox_command", required=True)
+    for name, text in (
+        ("list", "undelivered entries per sink, configured or not"),
+        ("purge", "drop every undelivered entry of one sink (the only way besides outbox_max_entries)"),
+    ):
+        op = osub.add_parser(name, help=text)
+        if name == "purge":
+            op.add_argument("sink", help="sink name, as `outbox list` shows it (e.g. mqtt)")
+        where = op.add_mutually_exclusive_group(required=True)
+        where.add_argument("-c", "--config", help="site YAML file (its agent.data_dir)")
+        where.add_argument("--data-dir", help="the agent's data directory")
+        op.set_defaults(func=_outbox)
     sub.add_parser(
         "ctl",
         help="sign and send a VCS API call to a box: ctl --endpoint URL --access-key-id ID ACTION Key=Value ...",

@@ -38,7 +38,7 @@ from agent.analytics.targets import TargetRecord, make_target_id
 from agent.box.instances import InstanceRuntime
 from agent.config import Algorithm, CustomModelConfig, DetectionConfig
 from agent.ops.metrics import Sample
-from agent.storage.store import TargetStore
+from agent.storage.store import StoreUnavailable, TargetStore
 from pipelines.crops import encode_jpeg
 from pipelines.detect import BodyDetector, CustomDetector, FaceDetector, FaceEmbedder, RuntimeOptions
 from pipelines.detect import CustomModelConfig as CustomSpec
@@ -251,6 +251,9 @@ class Analytics:
         except FrameDropped:
             self.frames_dropped += 1
             return
+        except BatcherClosed:
+            log.debug("frame of %s not detected: the agent is stopping", frame.device_id)
+            return
         except Exception:
             self.errors += 1
             log.exception("detection failed on a frame of %s", frame.device_id)
@@ -356,8 +359,11 @@ class Analytics:
         for frame, items in by_frame.values():
             try:
                 fresh = self.store.add_many(encode_jpeg(frame.image, self.jpeg_quality), items)
+            except StoreUnavailable:
+                self.store_errors += len(items)  # the store counted and logged the condition once
+                continue
             except Exception:
-                self.store_errors += 1
+                self.store_errors += len(items)
                 log.exception("storing %d targets of %s failed", len(items), frame.device_id)
                 continue
             now = time.time()
@@ -381,7 +387,7 @@ class Analytics:
             ("frames_in", "Sampled frames given to the detectors"),
             ("frames_dropped", "Frames dropped because the detectors were behind"),
             ("records", "Target records stored"),
-            ("store_errors", "Batches of targets the store refused"),
+            ("store_errors", "Targets the store could not take (counted per target)"),
             ("errors", "Frames the detectors failed on"),
             ("frames_detected", "Frames the detectors finished"),
         ):

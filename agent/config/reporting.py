@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .enums import Strict
 
@@ -20,7 +20,11 @@ class MqttConfig(Strict):
     """Targets, device and stream status to an MQTT broker (QoS 1, at least once, ordered per camera)."""
 
     enabled: bool = True
-    embedded: bool = Field(False, description="Start an in-process broker (amqtt, MQTT 3.1.1) at host:port.")
+    embedded: bool = Field(
+        False,
+        description="Start an in-process broker (amqtt, MQTT 3.1.1) bound to host:port, for the demo or a "
+        "single box. It requires username/password when they are set; a non-loopback host is warned about.",
+    )
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=0, le=65535)
     protocol: Literal["3.1.1", "5"] = "3.1.1"
@@ -33,3 +37,18 @@ class MqttConfig(Strict):
     )
     keepalive_s: int = Field(30, ge=5, le=3600)
     max_inflight: int = Field(100, ge=1, le=65000)
+    reconnect_min_s: float = Field(
+        1.0, gt=0, le=3600, description="First reconnect delay; doubles per failure."
+    )
+    reconnect_max_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="Longest reconnect delay. A broker that accepts TCP again is reconnected to at once.",
+    )
+
+    @model_validator(mode="after")
+    def _delays(self) -> MqttConfig:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("mqtt.reconnect_min_s must not exceed mqtt.reconnect_max_s")
+        return self

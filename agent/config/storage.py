@@ -22,5 +22,19 @@ class StorageConfig(Strict):
     )
     jpeg_quality: int = Field(90, ge=30, le=100)
     housekeeping_interval_s: float = Field(
-        300.0, ge=5, description="How often retention and the watermark run."
+        300.0,
+        ge=5,
+        description="How often retention and the watermark run (disk pressure also runs at once).",
+    )
+    min_free_mb: float = Field(
+        64.0,
+        ge=0,
+        description="Free-space floor of the data disk: under it media are not written (frames first, then "
+        "crops; records still are), and under twice it the oldest media are pruned at once.",
+    )
+    reserve_mb: float = Field(
+        4.0,
+        ge=0,
+        le=1024,
+        description="Pre-allocated reserve file in data_dir, released so that pruning works on a full disk.",
     )

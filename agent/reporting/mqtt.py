@@ -3,12 +3,20 @@
 Topics, with ``p = {topic_prefix}/{site}``:
 
 - ``p/targets/{device_id}``: one JSON target record per message (SearchTarget names plus TargetId), QoS 1.
+  A link whose file was pruned before delivery is sent empty; without the crop the message has
+  ``"MediaGone": true``.
 - ``p/status``: retained ``online`` / ``offline``; the broker publishes ``offline`` (the last will) when the
   agent vanishes without saying goodbye.
 - ``p/devices/{device_id}/status`` and ``p/streams/{device_id}/status``: retained JSON, re-sent after every
   reconnect.
 
-paho runs its network loop on its own thread and reconnects with exponential backoff. Messages handed to paho
+paho runs its network loop on its own thread and reconnects with exponential backoff between
+``reconnect_min_s`` and ``reconnect_max_s`` (``mqtt.reconnect_min_s``/``reconnect_max_s``). While it waits, a
+cheap TCP probe of the broker's port runs every 0.25 s: when a broker that refused connections accepts one again,
+the wait is cut short and the sink reconnects at once. An outage is logged once at WARNING when it starts and
+once when it ends, with its duration; paho's own "Client is not connected" ERROR per attempt is not shown.
+
+Messages handed to paho
 stay in its in-flight list across reconnects and are re-sent by it (DUP), so after an outage they go out again
 in their original order; the outbox row is deleted when the PUBACK arrives. A process crash loses only paho's
 memory: the rows are still in the outbox and are sent again by the next process (same TargetId).
@@ -19,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import ssl
 import threading
 import time
@@ -27,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, _ConnectionState
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -72,9 +81,10 @@ class MqttSettings:
     tls_insecure: bool = False
     keepalive_s: int = 30
     max_inflight: int = 100
-    reconnect_min_s: int = 1
-    reconnect_max_s: int = 30
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 10.0
     resend_timeout_s: float = 60.0
+    probe_interval_s: float = 0.25
 
     def __post_init__(self) -> None:
         if self.protocol not in ("3.1.1", "5"):
@@ -89,12 +99,72 @@ class MqttSettings:
             raise ValueError("an MQTT password needs a username")
 
 
+class _QuietPahoFilter(logging.Filter):
+    """Drops paho's ERROR "Client is not connected" (one per reconnect attempt); the sink logs the outage."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Client is not connected")
+
+
+_PAHO_LOG = logging.getLogger("paho.mqtt")
+_PAHO_LOG.addFilter(_QuietPahoFilter())
+
+
+def tcp_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
+    """True when something accepts a TCP connection on host:port (closed at once, nothing sent)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class _Client(mqtt.Client):
+    """paho's client with its reconnect wait cut short when the broker's port accepts TCP again.
+
+    ``_reconnect_wait`` is paho's (2.x) hook between attempts; this keeps its exponential back-off and adds the
+    probe. The wait ends early only when the broker's port was seen closed (the last attempt could not connect,
+    or a probe failed) and a probe then succeeds: the broker came back. A broker that accepts TCP but refuses
+    the MQTT connection (bad credentials, a client id taken over) is still retried at the back-off, never in a
+    tight loop.
+    """
+
+    probe: Callable[[], bool] | None = None
+    probe_interval_s: float = 0.25
+    port_closed = False  # the last connection attempt failed before MQTT (refused, unreachable)
+    probes_refused = 0
+
+    def _reconnect_wait(self) -> None:
+        with self._reconnect_delay_mutex:
+            if self._reconnect_delay is None:
+                self._reconnect_delay = self._reconnect_min_delay
+            else:
+                self._reconnect_delay = min(self._reconnect_delay * 2, self._reconnect_max_delay)
+            deadline = time.monotonic() + self._reconnect_delay
+        refused = self.port_closed
+        while self._may_wait() and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, self.probe_interval_s))
+            if self.probe is None:
+                continue
+            if not self.probe():
+                refused = True
+                self.probes_refused += 1
+            elif refused:
+                return  # the broker is back: reconnect now
+
+    def _may_wait(self) -> bool:
+        return not self._thread_terminate and self._state not in (
+            _ConnectionState.MQTT_CS_DISCONNECTING,
+            _ConnectionState.MQTT_CS_DISCONNECTED,
+        )
+
+
 class MqttSink:
     """The MQTT sink. ``url_for`` turns media paths into links for the records (signed by the agent).
 
     Counters: ``published``, ``acked``, ``rejected`` (broker refused, MQTT 5 reason >= 0x80), ``malformed``
-    (outbox body that is not a target record; dropped), ``connects``, ``disconnects``, ``connect_failures``;
-    ``connected`` is the current state.
+    (outbox body that is not a target record; dropped), ``connects``, ``disconnects``, ``connect_failures``,
+    ``outages``, ``probes_refused`` (TCP probes the closed port refused); ``connected`` is the current state, ``last_outage_s`` the length of the last outage.
     """
 
     name = "mqtt"
@@ -112,7 +182,10 @@ class MqttSink:
         self.connects = 0
         self.disconnects = 0
         self.connect_failures = 0
+        self.outages = 0
+        self.last_outage_s = 0.0
         self.connected = False
+        self._outage_since: float | None = None
         self._ctx: SinkContext | None = None
         self._lock = threading.Lock()
         self._inflight: dict[int, int] = {}  # mid -> outbox id
@@ -125,16 +198,23 @@ class MqttSink:
         v5 = settings.protocol == "5"
         self._v5 = v5
         client_id = settings.client_id or f"vcs-edge-{topic_segment(settings.site)}"
-        self._client = mqtt.Client(
+        self._client = _Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
             clean_session=None if v5 else True,
         )
         c = self._client
-        c.enable_logger(logging.getLogger("paho.mqtt"))
+        probe_host = (
+            "127.0.0.1" if settings.host in ("0.0.0.0", "") else "::1" if settings.host == "::" else ""
+        )
+        probe_host = probe_host or settings.host
+        c.probe = lambda: tcp_accepts(probe_host, settings.port, timeout=settings.probe_interval_s)
+        c.probe_interval_s = settings.probe_interval_s
+        c.enable_logger(_PAHO_LOG)
         c.max_inflight_messages_set(settings.max_inflight)
-        c.reconnect_delay_set(settings.reconnect_min_s, settings.reconnect_max_s)
+        # paho types the delays as int but only adds and compares them; fractions of a second work.
+        c.reconnect_delay_set(settings.reconnect_min_s, settings.reconnect_max_s)  # type: ignore[arg-type]
         if settings.username is not None:
             c.username_pw_set(settings.username, settings.password)
         if settings.tls:
@@ -163,6 +243,10 @@ class MqttSink:
     def topic_for(self, entry: OutboxEntry) -> str:
         kind = "targets" if entry.kind == "target" else topic_segment(entry.kind)
         return f"{self._base}/{kind}/{topic_segment(entry.device_id)}"
+
+    @property
+    def probes_refused(self) -> int:
+        return self._client.probes_refused
 
     def device_status_topic(self, device_id: str) -> str:
         return f"{self._base}/devices/{topic_segment(device_id)}/status"
@@ -288,7 +372,11 @@ class MqttSink:
             return entry.body.encode()
         try:
             record = TargetRecord.from_json(entry.body)
-            return json.dumps(record.to_api(self.url_for), separators=(",", ":"), ensure_ascii=False).encode()
+            api = record.to_api(self.url_for)
+            if not record.target_image_path:
+                # Disk pressure removed the media before delivery: no link is sent rather than one to a 404.
+                api["MediaGone"] = True
+            return json.dumps(api, separators=(",", ":"), ensure_ascii=False).encode()
         except ValueError as exc:
             log.error("mqtt: outbox entry %d is not a target record (%s); dropped", entry.id, exc)
             return None
@@ -308,18 +396,24 @@ class MqttSink:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
+        self._client.port_closed = False
         if reason.is_failure:
             self.connect_failures += 1
-            log.warning(
-                "mqtt: broker %s:%d refused the connection: %s",
-                self.settings.host,
-                self.settings.port,
-                reason,
-            )
+            self._outage(f"connection refused ({reason}) by broker")
             return
         self.connects += 1
         self._connected_at = time.monotonic()
-        log.info("mqtt: connected to %s:%d", self.settings.host, self.settings.port)
+        if self._outage_since is not None:
+            self.last_outage_s = self._connected_at - self._outage_since
+            self._outage_since = None
+            log.warning(
+                "mqtt: broker %s:%d back after %.1f s",
+                self.settings.host,
+                self.settings.port,
+                self.last_outage_s,
+            )
+        else:
+            log.info("mqtt: connected to %s:%d", self.settings.host, self.settings.port)
         self._publish_untracked(self.status_topic, ONLINE)
         with self._lock:
             statuses = list(self._status.items())
@@ -329,9 +423,27 @@ class MqttSink:
         if self._ctx is not None:
             self._ctx.wake()
 
+    def _outage(self, why: str) -> None:
+        """The first failure of an outage logs one WARNING; the others are DEBUG."""
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            self.outages += 1
+            log.warning(
+                "mqtt: %s %s:%d; retrying every %g..%g s, and at once when it accepts connections again",
+                why,
+                self.settings.host,
+                self.settings.port,
+                self.settings.reconnect_min_s,
+                self.settings.reconnect_max_s,
+            )
+        else:
+            log.debug("mqtt: %s %s:%d; still retrying", why, self.settings.host, self.settings.port)
+
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self.connect_failures += 1
-        log.debug("mqtt: cannot reach %s:%d; retrying", self.settings.host, self.settings.port)
+        self._client.port_closed = True
+        if not self._stopping:
+            self._outage("cannot reach broker")
 
     def _on_disconnect(
         self,
@@ -348,12 +460,7 @@ class MqttSink:
                 self._barrier = True
         if was and not self._stopping:
             self.disconnects += 1
-            log.warning(
-                "mqtt: disconnected from %s:%d (%s); reconnecting",
-                self.settings.host,
-                self.settings.port,
-                reason,
-            )
+            self._outage(f"disconnected ({reason}) from")
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Properties

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -50,12 +51,18 @@ class Sink(Protocol):
 class SinkRunner:
     """Moves one sink's outbox entries to the sink on its own thread, and acknowledged ones out of the outbox.
 
-    Counters: ``handed`` (entries given to the sink, resends included), ``acked``, ``rewinds``, ``errors``.
+    An acknowledged entry whose delete fails (a locked or full database) is kept in ``_unacked`` and the delete
+    is retried on every turn of the loop until it succeeds, so a delivered entry is never sent again by this
+    process. Counters: ``handed`` (entries given to the sink, resends included), ``acked``, ``rewinds``,
+    ``errors``, ``ack_failures`` (failed deletes, each retried).
     """
 
     def __init__(self, outbox: Outbox, sink: Sink, *, batch: int = 100, idle_s: float = 0.5) -> None:
         if sink.name not in outbox.sinks:
-            raise ValueError(f"sink {sink.name!r} is not one of the outbox's sinks {list(outbox.sinks)}")
+            raise ValueError(
+                f"sink {sink.name!r} is not one of the outbox's sinks {list(outbox.sinks)}; "
+                "call outbox.add_sink() first"
+            )
         self.outbox = outbox
         self.sink = sink
         self.batch = batch
@@ -64,7 +71,10 @@ class SinkRunner:
         self.acked = 0
         self.rewinds = 0
         self.errors = 0
+        self.ack_failures = 0
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._unacked: list[int] = []  # acknowledged by the peer, not yet deleted from the outbox
+        self._ack_failing = False
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._rewind = threading.Event()
@@ -97,19 +107,52 @@ class SinkRunner:
             self._thread = None
         self.outbox.remove_listener(self._wake.set)
         self.sink.stop(timeout)
-        self._flush_acks()
-
-    def _flush_acks(self) -> None:
-        ids: list[int] = []
+        deadline = time.monotonic() + timeout
         while True:
             try:
-                ids.append(self._acks.get_nowait())
+                self._flush_acks()
+                return
+            except Exception as exc:  # logged below; the rows are resent after a restart
+                if time.monotonic() >= deadline:
+                    log.error(
+                        "sink %s: %d acknowledged entries could not be deleted before stopping (%s); "
+                        "they will be sent again after the restart",
+                        self.sink.name,
+                        len(self._unacked),
+                        exc,
+                    )
+                    return
+                time.sleep(min(0.1, self.idle_s))
+
+    @property
+    def unacked(self) -> int:
+        """Acknowledged entries whose delete has not succeeded yet."""
+        return len(self._unacked)
+
+    def _flush_acks(self) -> None:
+        """Delete acknowledged entries. On failure they stay in ``_unacked`` and the error propagates; the
+        next call retries them."""
+        while True:
+            try:
+                self._unacked.append(self._acks.get_nowait())
             except queue.Empty:
                 break
-        if ids:
-            self.acked += self.outbox.ack(self.sink.name, ids)
+        if not self._unacked:
+            return
+        try:
+            removed = self.outbox.ack(self.sink.name, self._unacked)
+        except Exception:
+            self.ack_failures += 1
+            self._ack_failing = True
+            raise
+        if self._ack_failing:
+            log.info("sink %s: deleted %d acknowledged entries after a retry", self.sink.name, removed)
+            self._ack_failing = False
+        self._unacked = []
+        self.acked += removed
 
     def _run(self) -> None:
+        failing = False
         while not self._stop.is_set():
             self._wake.wait(self.idle_s)
             self._wake.clear()
@@ -130,8 +173,18 @@ class SinkRunner:
                     self._cursor = entries[-1].id
                     self.handed += len(entries)
                     self._flush_acks()
-            except Exception:
+            except Exception as exc:
                 # A database or sink bug must not kill the thread; back off one idle period and retry.
+                # One ERROR per run of failures, not one per turn (a locked database fails every turn).
                 self.errors += 1
-                log.exception("sink %s: delivery loop error", self.sink.name)
+                if not failing:
+                    log.exception("sink %s: delivery loop error; retrying", self.sink.name)
+                else:
+                    log.debug("sink %s: delivery loop error again: %s", self.sink.name, exc)
+                failing = True
+                self._wake.set()  # retry after the back-off even if nothing new arrives
                 self._stop.wait(self.idle_s)
+            else:
+                if failing:
+                    log.info("sink %s: delivery loop recovered", self.sink.name)
+                failing = False

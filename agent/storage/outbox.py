@@ -4,6 +4,11 @@ One row per (entry, sink) in the same SQLite file as the targets, written in the
 target itself, so a target is never stored without being queued, nor queued without being stored. A row is
 deleted only when its sink reports the peer's acknowledgement. Rows are read in id order, which keeps each
 camera's order. The table has a size bound: past it, the oldest rows are dropped, counted and logged at ERROR.
+
+Rows of a sink that is not configured (a site file without its section, a reload that removed it) are kept:
+they wait, are counted by :meth:`Outbox.pending_by_sink` (metrics, /healthz), and go out when the sink comes
+back (:meth:`Outbox.add_sink`). Only the size bound drops rows automatically; :meth:`Outbox.purge` (the
+``vcs-edge outbox purge SINK`` command) is the operator's explicit way to drop a sink's rows.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_by_sink ON outbox (sink, id);
+CREATE INDEX IF NOT EXISTS outbox_by_key ON outbox (key);
 """
 
 
@@ -45,12 +51,19 @@ class OutboxEntry:
     created_ms: int
 
 
-def connect(db_path: str | Path, *, synchronous_full: bool = True) -> sqlite3.Connection:
-    """A connection in WAL mode, usable from any thread (callers serialise use with their own lock)."""
-    conn = sqlite3.connect(str(db_path), timeout=30.0, isolation_level=None, check_same_thread=False)
+def connect(
+    db_path: str | Path, *, synchronous_full: bool = True, busy_timeout_s: float = 30.0
+) -> sqlite3.Connection:
+    """A connection in WAL mode, usable from any thread (callers serialise use with their own lock).
+
+    ``busy_timeout_s``: how long a write waits for another connection's lock before failing.
+    """
+    conn = sqlite3.connect(
+        str(db_path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+    )
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={'FULL' if synchronous_full else 'NORMAL'}")
-    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
 
@@ -58,7 +71,11 @@ def connect(db_path: str | Path, *, synchronous_full: bool = True) -> sqlite3.Co
 class Outbox:
     """At-least-once queue per sink. Thread-safe: sinks call :meth:`pending` and :meth:`ack` from any thread.
 
-    Counters: ``enqueued``, ``acked``, ``dropped`` (size bound), ``purged`` (sinks no longer configured).
+    ``sinks`` are the configured sinks: new entries get one row for each. :meth:`add_sink` and
+    :meth:`remove_sink` change them at run time; rows of a removed sink stay and wait for it.
+
+    Counters: ``enqueued``, ``acked``, ``dropped`` (size bound), ``purged`` (operator purges), ``expired``
+    (removed by the store with targets past their retention days).
     """
 
     def __init__(
@@ -68,6 +85,7 @@ class Outbox:
         max_entries: int = 100_000,
         *,
         synchronous_full: bool = True,
+        busy_timeout_s: float = 30.0,
     ) -> None:
         if max_entries < 1:
             raise ValueError("outbox bound must be at least 1 entry")
@@ -80,37 +98,89 @@ class Outbox:
         self.acked = 0
         self.dropped = 0
         self.purged = 0
+        self.expired = 0
         self._lock = threading.Lock()
         self._listeners: list[Callable[[], None]] = []
-        self._conn = connect(self.db_path, synchronous_full=synchronous_full)
+        self._conn = connect(self.db_path, synchronous_full=synchronous_full, busy_timeout_s=busy_timeout_s)
         with self._lock:
             self._conn.executescript(SCHEMA)
-            self._purge_unknown_sinks()
             self._count = int(self._conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
-
-    def _purge_unknown_sinks(self) -> None:
-        marks = ",".join("?" * len(self.sinks))
-        where = f"sink NOT IN ({marks})" if self.sinks else "1"
-        rows = self._conn.execute(
-            f"SELECT sink, COUNT(*) FROM outbox WHERE {where} GROUP BY sink", self.sinks
-        )
-        for sink, n in rows.fetchall():
-            log.error(
-                "outbox: sink %r is no longer configured; discarding its %d undelivered entries", sink, n
+        for sink, n in sorted(self.unconfigured().items()):
+            log.warning(
+                "outbox: sink %r is not configured; its %d undelivered entries wait for it "
+                "(`vcs-edge outbox purge %s` drops them)",
+                sink,
+                n,
+                sink,
             )
-            self.purged += int(n)
-        self._conn.execute(f"DELETE FROM outbox WHERE {where}", self.sinks)
+
+    # -- configured sinks ----------------------------------------------------------------------------------
 
     def add_sink(self, name: str) -> None:
-        """Queue new targets for ``name`` too (a sink configured at run time)."""
+        """Queue new entries for ``name`` too (idempotent). Its rows already in the table are kept."""
         if not name:
             raise ValueError("sink names must be non-empty")
-        if name not in self.sinks:
-            self.sinks = (*self.sinks, name)
+        with self._lock:
+            if name not in self.sinks:
+                self.sinks = (*self.sinks, name)
 
     def remove_sink(self, name: str) -> None:
-        """Stop queueing for ``name``; its undelivered rows stay until it returns or an operator purges them."""
-        self.sinks = tuple(s for s in self.sinks if s != name)
+        """Stop queueing new entries for ``name`` (idempotent). Its undelivered rows stay and wait for it."""
+        with self._lock:
+            self.sinks = tuple(s for s in self.sinks if s != name)
+
+    def pending_by_sink(self) -> dict[str, int]:
+        """Undelivered entries per sink: every configured sink (0 when empty) and every sink with rows."""
+        with self._lock:
+            rows = self._conn.execute("SELECT sink, COUNT(*) FROM outbox GROUP BY sink").fetchall()
+            out = dict.fromkeys(self.sinks, 0)
+        out.update({str(sink): int(n) for sink, n in rows})
+        return out
+
+    def unconfigured(self) -> dict[str, int]:
+        """Undelivered entries of sinks that are not configured now (they wait; only a purge drops them)."""
+        configured = set(self.sinks)
+        return {s: n for s, n in self.pending_by_sink().items() if s not in configured and n > 0}
+
+    def health(self) -> dict[str, object]:
+        """For /healthz: pending rows per sink, the sinks not configured that still have rows, drops."""
+        pending = self.pending_by_sink()
+        configured = set(self.sinks)
+        return {
+            "pending": pending,
+            "unconfigured": sorted(s for s, n in pending.items() if s not in configured and n > 0),
+            "dropped": self.dropped,
+            "purged": self.purged,
+            "expired": self.expired,
+        }
+
+    def expired_by_retention(self, n: int) -> None:
+        """Account for ``n`` rows the store deleted with their targets (retention days); logged at WARNING."""
+        with self._lock:
+            self._count -= n
+            self.expired += n
+        log.warning(
+            "outbox: retention removed %d undelivered entries with their targets (%d since start)",
+            n,
+            self.expired,
+        )
+
+    def purge(self, sink: str) -> int:
+        """Drop every undelivered entry of ``sink`` (the operator's ``vcs-edge outbox purge``); returns how
+        many. Logged at WARNING and counted in ``purged``."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._conn.execute("DELETE FROM outbox WHERE sink = ?", (sink,))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                _rollback(self._conn)
+                raise
+            n = max(cur.rowcount, 0)
+            self._count -= n
+            self.purged += n
+        log.warning("outbox: purged %d undelivered entries of sink %r on the operator's request", n, sink)
+        return n
 
     def close(self) -> None:
         with self._lock:
@@ -132,11 +202,12 @@ class Outbox:
         Call :meth:`committed` with the total after the caller's COMMIT.
         """
         now_ms = int(time.time() * 1000)
+        sinks = self.sinks  # one snapshot: add_sink/remove_sink may replace the tuple meanwhile
         conn.executemany(
             "INSERT INTO outbox (sink, kind, device_id, key, body, created_ms) VALUES (?, ?, ?, ?, ?, ?)",
-            [(sink, kind, device_id, key, body, now_ms) for sink in self.sinks],
+            [(sink, kind, device_id, key, body, now_ms) for sink in sinks],
         )
-        return len(self.sinks)
+        return len(sinks)
 
     def committed(self, rows: int) -> None:
         """Account for rows committed by :meth:`enqueue_in`, apply the size bound and wake the sinks."""
@@ -158,7 +229,7 @@ class Outbox:
                 rows = self.enqueue_in(self._conn, kind, device_id, key, body)
                 self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                _rollback(self._conn)
                 raise
         self.committed(rows)
         return rows
@@ -213,7 +284,7 @@ class Outbox:
                     removed += max(cur.rowcount, 0)
                 self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                _rollback(self._conn)
                 raise
             self._count -= removed
             self.acked += removed
@@ -235,3 +306,17 @@ class Outbox:
         if row[0] is None:
             return 0.0
         return max(0.0, (now if now is not None else time.time()) - int(row[0]) / 1000.0)
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """ROLLBACK after a failed statement, keeping the first error visible.
+
+    SQLite rolls a transaction back by itself on some errors (``database or disk is full``, I/O errors); a
+    second ROLLBACK then raises ``cannot rollback - no transaction is active`` and hides the real cause.
+    """
+    if not conn.in_transaction:
+        return
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        log.warning("rollback failed after an earlier error: %s", exc)

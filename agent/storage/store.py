@@ -7,11 +7,30 @@ the targets stored from the same frame). A target and its outbox rows are commit
 Removal follows UpdateDevicesStorage (days per device and storage type; targets are PICTURE) and a disk
 high-watermark that removes the oldest targets first. Every removal is counted in ``removed[reason]``.
 
+What goes, and when (the README's "What can be lost, and when" says the same for operators):
+
+- Retention (days) removes a target whole: record, media and its undelivered outbox rows (counted in
+  ``Outbox.expired``), so no message is ever sent with a link to a deleted file.
+- The watermark and disk pressure never remove a record while one of its outbox rows lives: such a target loses
+  its media instead (the frame first, then the crop), its record and its queued messages are rewritten without
+  the links (the MQTT message says ``MediaGone``). Once delivered, such a record stays searchable until its
+  retention days, or until the watermark needs its (small) room.
+- Disk pressure: before media are written, free space is checked. Under ``min_free_bytes`` (the floor) the frame
+  is not written, then the crop; the record is always tried. Under the low mark (twice the floor plus the
+  reserve), or when a write fails, the
+  ``on_pressure`` callback wakes housekeeping at once. A pre-allocated reserve file (``reserve_bytes``) is
+  deleted to give SQLite room for the DELETE and the WAL checkpoint on a full disk, then re-created.
+- ``*.tmp`` files of interrupted media writes are removed on start and by every pressure run.
+- A target that cannot be stored at all (the database itself is full) is counted in ``failed`` (targets, not
+  batches) and raises :class:`StoreUnavailable`; one ERROR line is logged per change of condition.
+
 Long because: one SQLite schema with its writer, queries and retention must change together (one transaction writes a target, its media and its outbox rows).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -19,8 +38,10 @@ import math
 import os
 import re
 import shutil
+import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,12 +51,16 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.analytics.targets import TARGET_TYPES, TargetRecord
-from agent.storage.outbox import Outbox, connect
+from agent.storage.outbox import Outbox, _rollback, connect
 
 log = logging.getLogger(__name__)
 
 DB_FILE = "targets.db"
+LOCK_FILE = "targets.lock"
+RESERVE_FILE = "reserve.bin"
 MEDIA_DIR = "media"
+MIN_FREE_BYTES = 64 * 1024 * 1024
+RESERVE_BYTES = 4 * 1024 * 1024
 STORAGE_TYPES: tuple[str, ...] = ("PICTURE", "VIDEO")
 TARGET_KIND = "target"
 _BATCH = 500
@@ -100,6 +125,48 @@ class SearchPage:
     page_size: int
 
 
+class StoreUnavailable(OSError):
+    """The store cannot take targets now (disk or database full); already counted and logged by the store."""
+
+
+class DataDirLocked(RuntimeError):
+    """Another process (a running agent) holds the data directory."""
+
+
+class DataDirLock:
+    """A POSIX record lock on ``data_dir/targets.lock``, held while a store is open, so that
+    ``vcs-edge outbox purge`` refuses to work under a running agent. The file holds the holder's pid."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise DataDirLocked(
+                f"{self.path.parent} is in use by another process (pid {holder}); stop the agent first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the lock
+            self._fd = None
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)
+
+
 def _is_jpeg(data: bytes) -> bool:
     return len(data) > 4 and data[:3] == b"\xff\xd8\xff"
 
@@ -115,8 +182,10 @@ class TargetStore:
     """Records, media files and the outbox in one data directory. Thread-safe; calls block on disk I/O, so
     call them from an executor when on the event loop.
 
-    Counters: ``added``, ``duplicates``, ``removed`` (per reason: ``retention``, ``watermark``), and
-    ``media_bytes`` (bytes of stored JPEGs).
+    Counters: ``added``, ``duplicates``, ``removed`` (records, per reason: ``retention``, ``watermark``,
+    ``pressure``), ``stripped`` (records kept without their media, per reason), ``media_skipped`` (frames and
+    crops not written under the free-space floor), ``failed`` (targets that could not be stored), and
+    ``media_bytes`` (bytes of stored JPEGs). ``condition`` is None when storing normally, else what is wrong.
     """
 
     def __init__(
@@ -126,22 +195,51 @@ class TargetStore:
         sinks: Sequence[str] = ("mqtt",),
         outbox_max_entries: int = 100_000,
         synchronous_full: bool = True,
+        busy_timeout_s: float = 30.0,
+        min_free_bytes: int = MIN_FREE_BYTES,
+        reserve_bytes: int = RESERVE_BYTES,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.media_root = self.data_dir / MEDIA_DIR
         self.media_root.mkdir(parents=True, exist_ok=True)
         self.db_path = self.data_dir / DB_FILE
+        self._dir_lock = DataDirLock(self.data_dir)
+        self._dir_lock.acquire()
         self._lock = threading.RLock()
         self._rlock = threading.Lock()
-        self._conn = connect(self.db_path, synchronous_full=synchronous_full)
-        self._conn.executescript(SCHEMA)
-        self._rconn = connect(self.db_path, synchronous_full=synchronous_full)
-        self.outbox = Outbox(self.db_path, sinks, outbox_max_entries, synchronous_full=synchronous_full)
+        self.min_free_bytes = min_free_bytes
+        self.reserve_bytes = reserve_bytes
+        self.on_pressure: Callable[[], None] | None = None
         self.added = 0
         self.duplicates = 0
-        self.removed: dict[str, int] = {"retention": 0, "watermark": 0}
+        self.failed = 0
+        self.media_skipped = 0
+        self.removed: dict[str, int] = {"retention": 0, "watermark": 0, "pressure": 0}
+        self.stripped: dict[str, int] = {"watermark": 0, "pressure": 0}
+        self.condition: str | None = None
+        self._last_pressure = 0.0
+        try:
+            self.clean_temp_files()
+            self._conn = connect(
+                self.db_path, synchronous_full=synchronous_full, busy_timeout_s=busy_timeout_s
+            )
+            self._conn.executescript(SCHEMA)
+            self._rconn = connect(
+                self.db_path, synchronous_full=synchronous_full, busy_timeout_s=busy_timeout_s
+            )
+            self.outbox = Outbox(
+                self.db_path,
+                sinks,
+                outbox_max_entries,
+                synchronous_full=synchronous_full,
+                busy_timeout_s=busy_timeout_s,
+            )
+        except BaseException:
+            self._dir_lock.release()
+            raise
         row = self._conn.execute("SELECT COALESCE(SUM(bytes), 0) FROM media").fetchone()
         self.media_bytes = int(row[0])
+        self._ensure_reserve()
 
     def close(self) -> None:
         with self._lock:
@@ -149,6 +247,146 @@ class TargetStore:
         with self._rlock:
             self._rconn.close()
         self.outbox.close()
+        self._dir_lock.release()
+
+    # -- disk pressure -------------------------------------------------------------------------------------
+
+    def set_disk_policy(self, min_free_bytes: int, reserve_bytes: int) -> None:
+        """The free-space floor and the size of the reserve file (``storage.min_free_mb``/``reserve_mb``)."""
+        self.min_free_bytes = max(0, min_free_bytes)
+        self.reserve_bytes = max(0, reserve_bytes)
+        self._ensure_reserve()
+
+    def free_bytes(self) -> int:
+        return int(shutil.disk_usage(self.data_dir).free)
+
+    @property
+    def low_mark_bytes(self) -> int:
+        """Free space under which housekeeping prunes at once: twice the floor plus the reserve's size."""
+        return 2 * self.min_free_bytes + self.reserve_bytes
+
+    def under_pressure(self) -> bool:
+        """Free space under the low mark: housekeeping should prune now."""
+        return self.free_bytes() < self.low_mark_bytes
+
+    def _pressure(self) -> None:
+        """Ask housekeeping to prune now (at most once a second)."""
+        now = time.monotonic()
+        if now - self._last_pressure < 1.0:
+            return
+        self._last_pressure = now
+        if self.on_pressure is not None:
+            self.on_pressure()
+
+    def _set_condition(self, condition: str | None) -> None:
+        """One log line per change: ERROR when a problem starts or changes, INFO when storing is normal again."""
+        if condition == self.condition:
+            return
+        previous, self.condition = self.condition, condition
+        if condition is None:
+            log.info("store: storing normally again (was: %s)", previous)
+        else:
+            log.error(
+                "store: %s (free %d bytes, floor %d); counted in vcs_edge_targets_failed_total and "
+                "vcs_edge_media_skipped_total",
+                condition,
+                self.free_bytes(),
+                self.min_free_bytes,
+            )
+
+    def _ensure_reserve(self) -> None:
+        """(Re)create the reserve file when it is missing or of another size, if there is room for it and the
+        floor; until then the space stays free for records."""
+        path = self.data_dir / RESERVE_FILE
+        try:
+            if self.reserve_bytes <= 0:
+                path.unlink(missing_ok=True)
+                return
+            if path.exists() and path.stat().st_size == self.reserve_bytes:
+                return
+            path.unlink(missing_ok=True)
+            if self.free_bytes() < self.reserve_bytes + self.min_free_bytes:
+                # The disk is taken by something else: records need the room more; re-created when it is back.
+                return
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, self.reserve_bytes)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            log.debug("store: reserve file not created now: %s", exc)
+
+    def release_reserve(self) -> bool:
+        """Delete the reserve file so that a DELETE and a checkpoint have room; True if there was one."""
+        path = self.data_dir / RESERVE_FILE
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def clean_temp_files(self) -> int:
+        """Remove ``*.tmp`` files left by interrupted media writes (not those being written right now)."""
+        n = 0
+        with self._lock:
+            for tmp in self.media_root.rglob("*.tmp"):
+                try:
+                    tmp.unlink()
+                    n += 1
+                except OSError:
+                    continue
+        if n:
+            log.info("store: removed %d temporary media files", n)
+        return n
+
+    def relieve_pressure(self) -> int:
+        """When free space is under the low mark (or storing failed), prune until it is three times the floor
+        plus twice the reserve:
+        the frames of the oldest targets first, then their crops and the delivered records, oldest first.
+        Records whose outbox rows live are kept (stripped of their media). Works on a completely full disk:
+        the reserve file is released for the DELETE and the WAL checkpoint, and re-created after. Returns
+        the targets touched."""
+        self.clean_temp_files()
+        goal = 3 * self.min_free_bytes + 2 * self.reserve_bytes
+
+        def short() -> bool:
+            return self.free_bytes() < goal
+
+        if not self.under_pressure() and self.condition is None:
+            self._ensure_reserve()
+            return 0
+        self.release_reserve()
+        touched = 0
+        try:
+            while short():
+                n = self._strip_frames(50)
+                if n == 0:
+                    break
+                touched += n
+            while short():
+                n = self._remove("1", [], "pressure", limit=50)
+                if n == 0:
+                    break
+                touched += n
+            self._checkpoint()
+        finally:
+            self._ensure_reserve()
+        if touched:
+            log.warning(
+                "disk pressure: pruned %d targets' media or records (free now %d bytes, goal %d)",
+                touched,
+                self.free_bytes(),
+                int(goal),
+            )
+        return touched
+
+    def _checkpoint(self) -> None:
+        with self._lock:
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                log.warning("store: WAL checkpoint failed: %s", exc)
 
     # -- writing -------------------------------------------------------------------------------------------
 
@@ -167,7 +405,11 @@ class TargetStore:
         if frame_jpeg is not None and not _is_jpeg(frame_jpeg):
             raise ValueError("source frame is not JPEG data")
         with self._lock:
-            fresh = [(r, c) for r, c in items if not self._exists(r.target_id)]
+            try:
+                fresh = [(r, c) for r, c in items if not self._exists(r.target_id)]
+            except sqlite3.Error as exc:
+                self._failed(len(items), exc)
+                raise StoreUnavailable(f"target store unavailable: {exc}") from exc
             if not fresh:
                 self.duplicates += len(items)
                 return [False] * len(items)
@@ -175,25 +417,71 @@ class TargetStore:
             folder = self._folder(first)
             frame_path = ""
             written: list[tuple[str, int]] = []
+            # Free space is checked before any media is written: under the floor the frame goes first, then
+            # the crops; the record itself is always tried (it is small, and its outbox row is what matters).
+            free = self.free_bytes()
+            crops = sum(len(c) for _, c in fresh)
+            if free < self.low_mark_bytes:
+                self._pressure()
+            skipped = 0
             try:
                 if frame_jpeg is not None:
-                    frame_path = f"{folder}/{first.target_id}-frame.jpg"
-                    written.append((frame_path, self._write(frame_path, frame_jpeg)))
+                    if free - len(frame_jpeg) - crops >= self.min_free_bytes:
+                        frame_path = f"{folder}/{first.target_id}-frame.jpg"
+                        if self._write_media(frame_path, frame_jpeg, written):
+                            free -= len(frame_jpeg)
+                        else:
+                            frame_path = ""
+                            skipped += 1
+                    else:
+                        skipped += 1
                 for record, crop in fresh:
-                    crop_path = f"{self._folder(record)}/{record.target_id}.jpg"
-                    written.append((crop_path, self._write(crop_path, crop)))
+                    crop_path = ""
+                    if free - len(crop) >= self.min_free_bytes:
+                        crop_path = f"{self._folder(record)}/{record.target_id}.jpg"
+                        if self._write_media(crop_path, crop, written):
+                            free -= len(crop)
+                        else:
+                            crop_path = ""
+                    if not crop_path:
+                        skipped += 1
                     record.target_image_path = crop_path
                     record.source_image_path = frame_path
                 inserted, rows = self._insert(fresh, frame_path, written)
-            except BaseException:
+            except BaseException as exc:
                 for path, _ in written:
                     self._unlink(path)
+                if _is_disk_full(exc) or isinstance(exc, sqlite3.Error):
+                    self._failed(len(fresh), exc)
+                    raise StoreUnavailable(f"target store unavailable: {exc}") from exc
                 raise
+            self.media_skipped += skipped
+            self._set_condition(
+                "media not written: free space under the floor (frames first, then crops)"
+                if skipped
+                else None
+            )
             self.outbox.committed(rows)
             self.added += len(inserted)
             self.duplicates += len(items) - len(inserted)
             done = {id(r) for r in inserted}
             return [id(r) in done for r, _ in items]
+
+    def _failed(self, n: int, exc: BaseException) -> None:
+        self.failed += n
+        self._pressure()
+        self._set_condition(f"targets not stored: {type(exc).__name__}: {exc}")
+
+    def _write_media(self, rel: str, data: bytes, written: list[tuple[str, int]]) -> bool:
+        """Write one media file; False (and pressure) when the disk is full, other errors propagate."""
+        try:
+            written.append((rel, self._write(rel, data)))
+        except OSError as exc:
+            if not _is_disk_full(exc):
+                raise
+            self._pressure()
+            return False
+        return True
 
     def _insert(
         self, fresh: Sequence[tuple[TargetRecord, bytes]], frame_path: str, written: Sequence[tuple[str, int]]
@@ -229,10 +517,11 @@ class TargetStore:
                 if cur.rowcount != 1:
                     continue
                 inserted.append(record)
-                conn.execute(
-                    "INSERT INTO media (path, bytes, refs) VALUES (?, ?, 1)",
-                    (record.target_image_path, sizes[record.target_image_path]),
-                )
+                if record.target_image_path:
+                    conn.execute(
+                        "INSERT INTO media (path, bytes, refs) VALUES (?, ?, 1)",
+                        (record.target_image_path, sizes[record.target_image_path]),
+                    )
                 rows += self.outbox.enqueue_in(
                     conn, TARGET_KIND, record.device_id, record.target_id, record.to_json()
                 )
@@ -243,7 +532,7 @@ class TargetStore:
                 )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
         # Files of targets another writer stored first (a race on the same TargetId) are not referenced.
         kept = {r.target_image_path for r in inserted} | ({frame_path} if inserted and frame_path else set())
@@ -265,9 +554,13 @@ class TargetStore:
         path = self.media_root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return len(data)
 
     def _unlink(self, rel: str) -> None:
@@ -439,7 +732,7 @@ class TargetStore:
                 )
                 self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                _rollback(self._conn)
                 raise
 
     def storage_days(self) -> dict[tuple[str, str], int]:
@@ -497,6 +790,17 @@ class TargetStore:
 
         if excess(1.0) <= 0:
             return 0
+        self.clean_temp_files()
+        released = self.release_reserve()  # room for the DELETE on a disk filled by someone else
+        try:
+            removed = self._watermark(excess, low_ratio)
+            if released:
+                self._checkpoint()
+        finally:
+            self._ensure_reserve()
+        return removed
+
+    def _watermark(self, excess: Callable[[float], float], low_ratio: float) -> int:
         removed = 0
         while (over := excess(low_ratio)) > 0:
             count = self.count()
@@ -508,59 +812,134 @@ class TargetStore:
             if n == 0:
                 break
             removed += n
-        log.warning(
-            "disk watermark: removed the %d oldest targets (media now %d bytes)", removed, self.media_bytes
-        )
+        if removed:
+            log.warning(
+                "disk watermark: removed or stripped the %d oldest targets (media now %d bytes)",
+                removed,
+                self.media_bytes,
+            )
         return removed
 
     def _remove(self, where_sql: str, params: list[Any], reason: str, limit: int | None = None) -> int:
-        removed = 0
-        while limit is None or removed < limit:
-            batch = _BATCH if limit is None else min(_BATCH, limit - removed)
+        """Remove the oldest targets matching ``where_sql``; returns how many were removed or stripped.
+
+        ``retention`` removes targets whole with their outbox rows. Other reasons keep a target whose outbox
+        rows live: its media go, its record and queued messages are rewritten without the links.
+        """
+        keep_queued = reason != "retention"
+        # A target already stripped and still queued has nothing left to give: skip it.
+        skip = f" AND NOT (target_path = '' AND source_path = '' AND {_QUEUED})" if keep_queued else ""
+        done = 0
+        while limit is None or done < limit:
+            batch = _BATCH if limit is None else min(_BATCH, limit - done)
             with self._lock:
                 rows = self._conn.execute(
-                    f"SELECT seq, target_path, source_path FROM targets WHERE {where_sql} "
-                    "ORDER BY ts_ms, seq LIMIT ?",
+                    f"SELECT seq, target_path, source_path, target_id, {_QUEUED if keep_queued else '0'} "
+                    f"FROM targets WHERE ({where_sql}){skip} ORDER BY ts_ms, seq LIMIT ?",
                     [*params, batch],
                 ).fetchall()
                 if not rows:
                     break
-                gone = self._delete_rows(rows)
-                self.removed[reason] = self.removed.get(reason, 0) + len(rows)
+                gone = self._delete_rows(rows, reason)
             for path in gone:
                 self._unlink(path)
-            removed += len(rows)
-        return removed
+            done += len(rows)
+        return done
 
-    def _delete_rows(self, rows: Sequence[tuple[int, str, str]]) -> list[str]:
+    def _strip_frames(self, limit: int) -> int:
+        """Disk pressure, first step: drop the frame files of the oldest targets, keeping crops and records."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, '', source_path, target_id, 1 FROM targets WHERE source_path != '' "
+                "ORDER BY ts_ms, seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+            if not rows:
+                return 0
+            gone = self._delete_rows(rows, "pressure", frames_only=True)
+        for path in gone:
+            self._unlink(path)
+        return len(rows)
+
+    def _delete_rows(
+        self, rows: Sequence[tuple[int, str, str, str, int]], reason: str, *, frames_only: bool = False
+    ) -> list[str]:
+        """Rows are (seq, crop, frame, target_id, queued). Queued ones (or all, with ``frames_only``) are
+        stripped of the given media; the others are deleted. Media files whose last reference goes are
+        returned for unlinking."""
         conn = self._conn
         paths: dict[str, int] = {}
-        for _, crop, frame in rows:
+        for _, crop, frame, _, _ in rows:
             for p in (crop, frame):
                 if p:
                     paths[p] = paths.get(p, 0) + 1
+        strip = [r for r in rows if r[4] or frames_only]
+        drop = [r for r in rows if not (r[4] or frames_only)]
         gone: list[str] = []
         freed = 0
+        expired = 0
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany("DELETE FROM targets WHERE seq = ?", [(r[0],) for r in rows])
-            conn.executemany(
-                "UPDATE media SET refs = refs - ? WHERE path = ?", [(n, p) for p, n in paths.items()]
-            )
-            marks = ",".join("?" * len(paths))
-            dead = conn.execute(
-                f"SELECT path, bytes FROM media WHERE refs <= 0 AND path IN ({marks})", list(paths)
-            ).fetchall()
-            conn.executemany("DELETE FROM media WHERE path = ?", [(p,) for p, _ in dead])
+            conn.executemany("DELETE FROM targets WHERE seq = ?", [(r[0],) for r in drop])
+            if reason == "retention" and drop:
+                for start in range(0, len(drop), _BATCH):
+                    keys = [r[3] for r in drop[start : start + _BATCH]]
+                    cur = conn.execute(
+                        f"DELETE FROM outbox WHERE kind = '{TARGET_KIND}' AND key IN ({','.join('?' * len(keys))})",
+                        keys,
+                    )
+                    expired += max(cur.rowcount, 0)
+            for seq, _, _, target_id, _ in strip:
+                self._strip_one(conn, seq, target_id, frames_only)
+            if paths:
+                conn.executemany(
+                    "UPDATE media SET refs = refs - ? WHERE path = ?", [(n, p) for p, n in paths.items()]
+                )
+                marks = ",".join("?" * len(paths))
+                dead = conn.execute(
+                    f"SELECT path, bytes FROM media WHERE refs <= 0 AND path IN ({marks})", list(paths)
+                ).fetchall()
+                conn.executemany("DELETE FROM media WHERE path = ?", [(p,) for p, _ in dead])
+            else:
+                dead = []
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
         for p, size in dead:
             gone.append(p)
             freed += int(size)
         self.media_bytes -= freed
+        if drop:
+            self.removed[reason] = self.removed.get(reason, 0) + len(drop)
+        if strip:
+            self.stripped[reason] = self.stripped.get(reason, 0) + len(strip)
+        if expired:
+            self.outbox.expired_by_retention(expired)
         return gone
+
+    def _strip_one(self, conn: sqlite3.Connection, seq: int, target_id: str, frames_only: bool) -> None:
+        """Rewrite one record and its queued messages without the media links being removed."""
+        row = conn.execute("SELECT record FROM targets WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            return
+        record = TargetRecord.from_json(row[0])
+        record.source_image_path = ""
+        if not frames_only:
+            record.target_image_path = ""
+        body = record.to_json()
+        conn.execute(
+            "UPDATE targets SET record = ?, source_path = '', target_path = ? WHERE seq = ?",
+            (body, record.target_image_path, seq),
+        )
+        conn.execute(
+            f"UPDATE outbox SET body = ? WHERE kind = '{TARGET_KIND}' AND key = ?", (body, target_id)
+        )
+
+
+_QUEUED = (
+    f"EXISTS (SELECT 1 FROM outbox WHERE outbox.kind = '{TARGET_KIND}' AND outbox.key = targets.target_id)"
+)
 
 
 def _ms(ts: datetime) -> int:

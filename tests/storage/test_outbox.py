@@ -44,16 +44,62 @@ def test_size_bound_drops_oldest_counts_and_logs_loudly(
     box.close()
 
 
-def test_a_sink_removed_from_the_config_has_its_entries_discarded_loudly(
+def test_a_sink_absent_from_the_config_keeps_its_entries_until_it_returns(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # Issue 16: a site file without the sink's section (empty, cut short) used to discard its rows on start.
     box = Outbox(tmp_path / "o.db", ("mqtt", "kafka"))
     box.enqueue("target", "cam", "id-1", "{}")
     box.close()
-    with caplog.at_level(logging.ERROR, logger="agent.storage.outbox"):
+    with caplog.at_level(logging.WARNING, logger="agent.storage.outbox"):
         box = Outbox(tmp_path / "o.db", ("mqtt",))
-    assert box.purged == 1 and box.count() == 1
-    assert any("no longer configured" in r.getMessage() for r in caplog.records)
+    assert box.purged == 0 and box.count() == 2 and box.count("kafka") == 1
+    assert box.unconfigured() == {"kafka": 1}
+    assert box.pending_by_sink() == {"mqtt": 1, "kafka": 1}
+    assert box.health()["unconfigured"] == ["kafka"]
+    assert any("kafka" in r.getMessage() and "wait" in r.getMessage() for r in caplog.records)
+    box.enqueue("target", "cam", "id-2", "{}")  # new entries go to the configured sinks only
+    assert box.count("kafka") == 1 and box.count("mqtt") == 2
+    box.close()
+    box = Outbox(tmp_path / "o.db", ())  # not even mqtt: nothing is dropped
+    assert box.pending_by_sink() == {"mqtt": 2, "kafka": 1}
+    box.close()
+    box = Outbox(tmp_path / "o.db", ("mqtt", "kafka"))  # the sink came back: its row is still there
+    assert [e.key for e in box.pending("kafka")] == ["id-1"]
+    box.close()
+
+
+def test_sinks_are_added_and_removed_at_run_time(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db", ())
+    box.enqueue("target", "cam", "id-0", "{}")
+    assert box.count() == 0  # no sink configured: nothing to queue
+    box.add_sink("mqtt")
+    box.add_sink("mqtt")  # idempotent
+    assert box.sinks == ("mqtt",)
+    box.enqueue("target", "cam", "id-1", "{}")
+    box.add_sink("kafka")
+    box.enqueue("target", "cam", "id-2", "{}")
+    assert box.pending_by_sink() == {"mqtt": 2, "kafka": 1}
+    box.remove_sink("mqtt")
+    box.enqueue("target", "cam", "id-3", "{}")
+    assert box.pending_by_sink() == {"mqtt": 2, "kafka": 2}  # mqtt's rows wait for it
+    assert box.unconfigured() == {"mqtt": 2}
+    with pytest.raises(ValueError, match="non-empty"):
+        box.add_sink("")
+    box.close()
+
+
+def test_only_an_explicit_purge_drops_a_sinks_entries(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    box = Outbox(tmp_path / "o.db", ("mqtt", "kafka"))
+    for i in range(3):
+        box.enqueue("target", "cam", f"id-{i}", "{}")
+    with caplog.at_level(logging.WARNING, logger="agent.storage.outbox"):
+        assert box.purge("kafka") == 3
+    assert box.purged == 3 and box.count("kafka") == 0 and box.count("mqtt") == 3
+    assert any("purged 3" in r.getMessage() for r in caplog.records)
+    assert box.purge("nothing-here") == 0
     box.close()
 
 
