@@ -198,8 +198,10 @@ def _substitute(
         return {k: _substitute(v, (*loc, k), env, missing, secrets, secret) for k, v in data.items()}
     if isinstance(data, list):
         return [_substitute(v, (*loc, i), env, missing, secrets, secret) for i, v in enumerate(data)]
-    if secret and isinstance(data, str | int | float) and not isinstance(data, bool):
+    if secret and isinstance(data, int | float) and not isinstance(data, bool):
         secrets.texts.add(str(data))
+    if isinstance(data, str) and "${" not in data and secret:
+        secrets.texts.add(data)
     if isinstance(data, str) and "${" in data:
         names: list[str] = []
 
@@ -220,6 +222,7 @@ def _substitute(
         out = _ENV_RE.sub(repl, data)
         if names:
             secrets.from_env[loc] = names
+        if names or secret:
             secrets.texts.add(out)
         return out
     return data
@@ -300,11 +303,14 @@ def _describe(err: dict[str, Any], loc: Loc, secrets: _Secrets) -> str:
     msg = str(err["msg"]).removeprefix("Value error, ")
     if isinstance(found, dict | list):
         return secrets.scrub(msg)
-    if repr(found) in msg:
-        return secrets.scrub(msg.replace(repr(found), shown))
+    if repr(found) in msg:  # the message quotes the value: show it as it may be shown, scrub the rest
+        return secrets.scrub(msg.replace(repr(found), _FOUND)).replace(_FOUND, shown)
     if shown in msg:
-        return secrets.scrub(msg)
+        return secrets.scrub(msg.replace(shown, _FOUND)).replace(_FOUND, shown)
     return f"{secrets.scrub(msg)} (found {shown})"
+
+
+_FOUND = "\x00found\x00"  # stands for the found value while a message is scrubbed
 
 
 def _pydantic_loc(raw: tuple[Any, ...]) -> Loc:
