@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import threading
 import time
@@ -36,64 +35,20 @@ import numpy.typing as npt
 from pipelines.annexb import AccessUnit as AccessUnit  # the one type; re-exported for existing imports
 from pipelines.frames import Frame
 from pipelines.sampling import GopEstimator, Sampler, plan
+from pipelines.urls import SourceKind, UnsupportedSource, source_kind
 
 log = logging.getLogger(__name__)
 
 Transport = Literal["tcp", "udp", "auto"]
-SourceKind = Literal["rtsp", "rtmp", "hls", "http-flv", "http", "file"]
 Status = Literal["connecting", "streaming", "backoff", "stopped"]
 
-SUPPORTED_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "file")
 PTS_CLOCK_HZ = 90_000
 # Packets held for on-demand decoding before they are decoded anyway (bounds memory on endless GOPs).
 MAX_PENDING_PACKETS = 512
 
 
-class UnsupportedSource(ValueError):
-    """A URL this agent cannot pull (unknown scheme, empty URL, bad transport)."""
-
-
 class StreamStall(RuntimeError):
     """No video packet arrived for ``stall_timeout_s``."""
-
-
-def source_kind(url: str) -> SourceKind:
-    """Classify a stream URL, or raise :class:`UnsupportedSource` saying what is accepted."""
-    if not isinstance(url, str) or not url.strip():
-        raise UnsupportedSource("stream URL is empty")
-    url = url.strip()
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme == "" or (len(scheme) == 1 and os.name == "nt"):
-        return "file"
-    if scheme not in SUPPORTED_SCHEMES:
-        raise UnsupportedSource(
-            f"unsupported stream URL scheme {scheme!r} in {redact_url(url)!r}; supported: "
-            "rtsp://, rtsps://, rtmp://, rtmps://, http(s):// (HLS .m3u8 or HTTP-FLV .flv), file:// or a path"
-        )
-    if scheme == "file":
-        return "file"
-    if not parts.hostname:
-        raise UnsupportedSource(f"stream URL {redact_url(url)!r} has no host")
-    if scheme in ("rtsp", "rtsps"):
-        return "rtsp"
-    if scheme in ("rtmp", "rtmps"):
-        return "rtmp"
-    path = parts.path.lower()
-    if path.endswith(".m3u8") or path.endswith(".m3u"):
-        return "hls"
-    if path.endswith(".flv"):
-        return "http-flv"
-    return "http"
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, for logs and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return parts._replace(netloc=netloc).geturl()
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from pipelines.urls import check_source_url
+
 from .enums import DeviceType, EncodeFormat, StreamMode, Strict, check_gb_id
 
 
@@ -30,26 +32,17 @@ class StreamDefaults(Strict):
         return self
 
 
-_URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "file")
-
-
 def _check_url(v: str | None) -> str | None:
-    if v is None:
-        return v
-    if "://" not in v:
-        # a bare path is a file source
-        return v
-    scheme = v.split("://", 1)[0].lower()
-    if scheme not in _URL_SCHEMES:
-        raise ValueError(f"unsupported stream URL scheme {scheme!r}; allowed: {', '.join(_URL_SCHEMES)}")
-    return v
+    """The same check ``run`` makes when it opens the stream (pipelines.urls is the one allow-list)."""
+    return v if v is None else check_source_url(v)
 
 
 class StreamConfig(Strict):
     """Where a pulled camera's video comes from. Credentials go in username/password (from ${ENV}), not the URL."""
 
     main: str = Field(
-        description="Main stream URL: rtsp://, rtmp://, http(s)://…m3u8 (HLS), http(s)://…flv, file."
+        description="Main stream URL: rtsp://, rtmp://, http(s)://…m3u8 (HLS), http(s)://…flv, file:// or a "
+        "plain path (ffmpeg protocols such as concat: or pipe: are refused)."
     )
     sub: str | None = Field(
         None, description="Sub stream URL, used for analysis when set (lower resolution)."

@@ -16,7 +16,7 @@ from typing import Any
 from agent.box.registry import Device, DeviceStatus, allocate_id
 from agent.config import DeviceType
 from gb28181 import ids as gbids
-from pipelines.sources import UnsupportedSource, redact_url, source_kind
+from pipelines.urls import UnsupportedSource, redact_url, source_kind
 
 from ..context import ApiContext, DeviceExtra, PicSource, now_utc, stream_settings
 from ..dispatch import action
