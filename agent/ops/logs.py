@@ -2,6 +2,12 @@
 
 Secrets never reach a log line: URLs are redacted where they are logged, and a filter masks anything that looks
 like ``user:password@`` or ``password=...`` as a last line of defence.
+
+Log values come from the network (an API ``Action``, a camera's error text, a SIP header), so the text format
+is one line per event whatever they hold: control characters (C0, DEL, C1 with NEL), the Unicode line and
+paragraph separators and the bidirectional overrides are written as escapes (``\\n``, ``\\x1b``, ``\\u2028``) in
+the message and in every field, and each line of a traceback is indented, so none can start a forged line. The
+JSON format escapes them by itself.
 """
 
 from __future__ import annotations
@@ -22,6 +28,23 @@ _SECRET_PATTERNS = [
         r"\1***",
     ),
 ]
+
+
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_one(m: re.Match[str]) -> str:
+    c = m.group()
+    named = _NAMED.get(c)
+    if named is not None:
+        return named
+    return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+
+
+def escape(text: str) -> str:
+    """``text`` on one line: control and line-breaking characters as backslash escapes."""
+    return _UNSAFE.sub(_escape_one, text)
 
 
 def scrub(text: str) -> str:
@@ -49,12 +72,13 @@ class _Text(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
         fields = getattr(record, "fields", {})
-        extra = " ".join(f"{k}={v}" for k, v in fields.items())
-        line = f"{ts} {record.levelname[0]} {record.name}: {record.getMessage()}" + (
+        extra = " ".join(f"{escape(str(k))}={escape(str(v))}" for k, v in fields.items())
+        line = f"{ts} {record.levelname[0]} {escape(record.name)}: {escape(record.getMessage())}" + (
             f" {extra}" if extra else ""
         )
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            tb = self.formatException(record.exc_info)
+            line += "".join("\n  " + escape(part) for part in tb.splitlines())
         return scrub(line)
 
 
