@@ -51,6 +51,7 @@ log = logging.getLogger("vcs_edge.api")
 MAX_BODY = 2 * 1024 * 1024
 SNAPSHOT_DIR = "snapshots"
 LIVE_DIR = "live"
+LINK_PREFIXES = ("/media/", "/snapshots/", "/live/")
 
 #: charsets a form body may declare (the SDKs send UTF-8 and sign its bytes)
 CHARSETS = ("utf-8", "ascii")
@@ -151,7 +152,7 @@ class ApiServer:
     # -- lifecycle ------------------------------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY)
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._http_errors])
         app.router.add_route("POST", "/", self.handle)
         app.router.add_route("GET", "/", self.handle)
         snaps = self.data_dir / SNAPSHOT_DIR
@@ -163,6 +164,36 @@ class ApiServer:
         if self.ctx.live is not None:
             self.ctx.live.add_routes(app)
         return app
+
+    @web.middleware
+    async def _http_errors(
+        self, request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
+        """The router's own refusals (an unknown path, a method other than GET/POST) in the VCS shape; the
+        signed links (/media, /snapshots, /live) keep their plain answers for players."""
+        try:
+            response: web.StreamResponse = await handler(request)
+            return response
+        except web.HTTPException as exc:
+            if exc.status < 400 or request.path.startswith(LINK_PREFIXES):
+                raise
+            self.requests += 1
+            code = {404: "InvalidPath", 405: "UnsupportedHTTPMethod"}.get(exc.status, "InvalidRequest")
+            log.info(
+                "API request from %s refused: %s %s %s",
+                request.remote,
+                code,
+                request.method,
+                request.path[:200],
+            )
+            what = f"{request.method} {request.path[:200]}"
+            return self._error(
+                render.new_request_id(),
+                "JSON",
+                code,
+                f"{what}: {exc.reason}; the API answers GET and POST on /",
+                exc.status,
+            )
 
     def _ssl(self) -> ssl.SSLContext | None:
         if not self.config.tls_cert or not self.config.tls_key:

@@ -49,6 +49,10 @@ def _cases(port: int) -> dict[str, bytes]:
     host = f"Host: 127.0.0.1:{port}\r\n"
     return {
         "garbage": b"\x00\x01\x02garbage\xff\xfe\r\n\r\n",
+        "method not served": b"PUT / HTTP/1.1\r\n"
+        + host.encode()
+        + b"Connection: close\r\nContent-Length: 0\r\n\r\n",
+        "unknown path": b"GET /admin/../etc HTTP/1.1\r\n" + host.encode() + b"Connection: close\r\n\r\n",
         "bad method": b"G\x00T / HTTP/1.1\r\n" + host.encode() + b"\r\n",
         "long request line": b"GET /?" + b"a" * 20000 + b" HTTP/1.1\r\n" + host.encode() + b"\r\n",
         "bad version": b"GET / HTTP/9.Z\r\n" + host.encode() + b"\r\n",
