@@ -6,8 +6,8 @@ like ``user:password@`` or ``password=...`` as a last line of defence.
 Log values come from the network (an API ``Action``, a camera's error text, a SIP header), so the text format
 is one line per event whatever they hold: control characters (C0, DEL, C1 with NEL), the Unicode line and
 paragraph separators and the bidirectional overrides are written as escapes (``\\n``, ``\\x1b``, ``\\u2028``) in
-the message and in every field, and each line of a traceback is indented, so none can start a forged line. The
-JSON format escapes them by itself.
+the message and in every field, and each line of a traceback is indented, so none can start a forged line. JSON
+escapes C0 controls itself; NEL and the Unicode separators are escaped there too.
 """
 
 from __future__ import annotations
@@ -65,7 +65,9 @@ class _Json(logging.Formatter):
             out[key] = scrub(value) if isinstance(value, str) else value
         if record.exc_info:
             out["exc"] = scrub(self.formatException(record.exc_info))
-        return json.dumps(out, ensure_ascii=False, default=str)
+        text = json.dumps(out, ensure_ascii=False, default=str)
+        # JSON escapes C0 controls by itself; these three end a line for str.splitlines() and some readers
+        return text.replace("\x85", "\\u0085").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
 
 
 class _Text(logging.Formatter):
