@@ -1,12 +1,23 @@
 """The API listener: aiohttp on its own address (optionally TLS), query and form merged, signature checked,
 ``Action`` dispatched, the response rendered as JSON or XML with a RequestId.
 
+Every answer has the VCS shape (``RequestId``, ``HostId``, ``Code``, ``Message``), bad input included: a body
+that cannot be read (unknown charset, broken multipart, over ``MAX_BODY``) is a 4xx from the handler, and what
+aiohttp's HTTP parser refuses before any handler runs (garbage bytes, an over-long request line or header, a bad
+Content-Length) goes through :class:`_RequestHandler`, whose ``handle_error`` renders the same shape. Each
+refusal is counted by Code and logged as one line, never a traceback; only a bug (InternalError) logs one.
+
+``Action`` comes only from the signed parameters. The ``x-acs-action`` header that the SDKs also send is not
+covered by the RPC signature (SignatureVersion 1.0 signs the parameters, no header), so it is ignored: a
+request whose header names another action runs the signed one.
+
 Also serves the signed links it hands out (``/media/...``: targets and GetDevicePicture snapshots; ``/live/...``
 of GetDeviceLiveUrl), with the box's one signer.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextvars
 import logging
 import ssl
@@ -15,8 +26,11 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from agent.box.overlay import Overlay
 from agent.box.ports import CameraPort
@@ -28,6 +42,7 @@ from .actions import load_all
 from .auth import Authenticator
 from .context import ApiContext, Box
 from .errors import ApiError, invalid
+from .nonces import NonceStore
 from .params import Params
 from .settings import ApiConfig
 
@@ -35,8 +50,60 @@ log = logging.getLogger("vcs_edge.api")
 
 MAX_BODY = 2 * 1024 * 1024
 LIVE_DIR = "live"
+LINK_PREFIXES = ("/media/", "/live/")
+
+#: charsets a form body may declare (the SDKs send UTF-8 and sign its bytes)
+CHARSETS = ("utf-8", "ascii")
 
 request_base: contextvars.ContextVar[str] = contextvars.ContextVar("request_base", default="")
+
+
+class _RequestHandler(RequestHandler):
+    """aiohttp's connection handler with VCS-shaped answers to what its HTTP parser refuses."""
+
+    api: ApiServer
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:  # the answer is half sent: nothing else can be said
+            raise ConnectionError("Response is sent already, cannot send another response")
+        return self.api.transport_error(request, status, exc, message)
+
+
+class _Server(web.Server):
+    api: ApiServer
+
+    def __call__(self) -> RequestHandler:
+        handler = _RequestHandler(self, loop=self._loop, **self._kwargs)
+        handler.api = self.api
+        return handler
+
+
+class _Runner(web.AppRunner):
+    """An AppRunner whose connections are :class:`_RequestHandler` (aiohttp has no public hook for the
+    parser's error answers)."""
+
+    __slots__ = ("_api",)
+
+    def __init__(self, app: web.Application, api: ApiServer) -> None:
+        super().__init__(app, access_log=None)
+        self._api = api
+
+    async def _make_server(self) -> web.Server:
+        base = await super()._make_server()
+        server = _Server(
+            base.request_handler,
+            request_factory=base.request_factory,
+            handler_cancellation=base.handler_cancellation,
+            **base._kwargs,
+        )
+        server.api = self._api
+        return server
 
 
 class ApiServer:
@@ -59,7 +126,8 @@ class ApiServer:
     ) -> None:
         self.config = config
         self.data_dir = Path(data_dir)
-        self.auth = Authenticator(config, clock)
+        self.nonces = NonceStore(self.data_dir, config.timestamp_skew_s)
+        self.auth = Authenticator(config, self.nonces, clock)
         self.links = links
         self.ctx = ApiContext(
             box=box,
@@ -82,7 +150,7 @@ class ApiServer:
     # -- lifecycle ------------------------------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY)
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._http_errors])
         app.router.add_route("POST", "/", self.handle)
         app.router.add_route("GET", "/", self.handle)
         store = self.ctx.target_store
@@ -92,6 +160,36 @@ class ApiServer:
             self.ctx.live.add_routes(app)
         return app
 
+    @web.middleware
+    async def _http_errors(
+        self, request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
+        """The router's own refusals (an unknown path, a method other than GET/POST) in the VCS shape; the
+        signed links (/media, /snapshots, /live) keep their plain answers for players."""
+        try:
+            response: web.StreamResponse = await handler(request)
+            return response
+        except web.HTTPException as exc:
+            if exc.status < 400 or request.path.startswith(LINK_PREFIXES):
+                raise
+            self.requests += 1
+            code = {404: "InvalidPath", 405: "UnsupportedHTTPMethod"}.get(exc.status, "InvalidRequest")
+            log.info(
+                "API request from %s refused: %s %s %s",
+                request.remote,
+                code,
+                request.method,
+                request.path[:200],
+            )
+            what = f"{request.method} {request.path[:200]}"
+            return self._error(
+                render.new_request_id(),
+                "JSON",
+                code,
+                f"{what}: {exc.reason}; the API answers GET and POST on /",
+                exc.status,
+            )
+
     def _ssl(self) -> ssl.SSLContext | None:
         if not self.config.tls_cert or not self.config.tls_key:
             return None
@@ -100,7 +198,7 @@ class ApiServer:
         return ctx
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None)
+        self._runner = _Runner(self.app(), self)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port, ssl_context=self._ssl())
         await site.start()
@@ -114,6 +212,7 @@ class ApiServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        self.nonces.close()
 
     @property
     def listen_url(self) -> str:
@@ -125,13 +224,68 @@ class ApiServer:
 
     # -- requests -------------------------------------------------------------------------------------------
 
+    def host_id(self) -> str:
+        """HostId of the error bodies: the address callers reach this box on."""
+        return urlsplit(self.base_url()).netloc
+
+    def _error(self, rid: str, fmt: str, code: str, message: str, status: int) -> web.Response:
+        self.errors[code] += 1
+        body = {"RequestId": rid, "HostId": self.host_id(), "Code": code, "Message": message}
+        data, ctype = render.render(body, fmt, "Error")
+        return web.Response(
+            body=data, status=status, headers={"Content-Type": ctype, "x-acs-request-id": rid}
+        )
+
+    def transport_error(
+        self, request: BaseRequest, status: int, exc: BaseException | None, message: str | None
+    ) -> web.Response:
+        """The answer to a request aiohttp's parser refused (or to a crash outside :meth:`handle`)."""
+        self.requests += 1
+        rid = render.new_request_id()
+        if status >= 500:
+            log.error("API request from %s failed: %r", request.remote, exc, exc_info=exc)
+            resp = self._error(
+                rid,
+                "JSON",
+                "InternalError",
+                "The request processing has failed due to some unknown error.",
+                500,
+            )
+        else:
+            reason = " ".join(str(getattr(exc, "message", None) or message or "Bad Request").split())
+            if len(reason) > 200:
+                reason = reason[:197] + "..."
+            log.info("API request from %s refused: MalformedRequest %d %s", request.remote, status, reason)
+            resp = self._error(rid, "JSON", "MalformedRequest", f"not a valid HTTP request: {reason}", status)
+        resp.force_close()
+        return resp
+
     async def _params(self, request: web.Request) -> dict[str, str]:
         params = dict(request.query)
         if request.method == "POST" and request.content_type in (
             "application/x-www-form-urlencoded",
             "multipart/form-data",
         ):
-            form = await request.post()
+            charset = request.charset
+            if charset is not None:
+                try:
+                    name = codecs.lookup(charset).name
+                except LookupError:
+                    name = ""
+                if name not in CHARSETS:
+                    raise invalid(
+                        "Content-Type",
+                        f"charset {charset[:40]!r} is not allowed; allowed: {', '.join(CHARSETS)}",
+                    )
+            try:
+                form = await request.post()
+            except web.HTTPException:
+                raise
+            except Exception as exc:  # a body aiohttp cannot read is the caller's fault, never ours
+                raise ApiError(
+                    "InvalidParameter",
+                    f"malformed request: the body could not be read ({type(exc).__name__}: {exc})"[:300],
+                ) from None
             for k, v in form.items():
                 if not isinstance(v, str):
                     raise invalid(k, "file uploads are not accepted; send parameters as form fields")
@@ -143,14 +297,14 @@ class ApiServer:
         rid = render.new_request_id()
         fmt = "JSON"
         action = "Unknown"
-        status = 200
         request_base.set(f"{request.scheme}://{request.host}")
         try:
             params = await self._params(request)
             fmt_raw = params.get("Format") or "JSON"
             if fmt_raw.upper() in ("JSON", "XML"):
                 fmt = fmt_raw.upper()
-            action = params.get("Action") or request.headers.get("x-acs-action") or ""
+            # the signed Action only: x-acs-action is outside the signature (see the module docstring)
+            action = params.get("Action") or ""
             if fmt_raw.upper() not in ("JSON", "XML"):
                 raise invalid("Format", f"{fmt_raw!r} is not allowed; allowed values: JSON, XML")
             self.auth.check(request.method, params)
@@ -165,26 +319,20 @@ class ApiServer:
                 )
             body = await handler(self.ctx, Params(params))
         except ApiError as exc:
-            self.errors[exc.code] += 1
-            status = exc.http_status
-            body = {"Code": exc.code, "Message": exc.message}
             log.info("API %s refused: %s %s", action, exc.code, exc.message[:300])
+            return self._error(rid, fmt, exc.code, exc.message, exc.http_status)
         except ValueError as exc:  # malformed body (bad encoding, oversize fields) reported, never a crash
-            self.errors["InvalidParameter"] += 1
-            status = 400
-            body = {"Code": "InvalidParameter", "Message": f"malformed request: {exc}"}
-        except web.HTTPException:
-            raise
+            log.info("API %s refused: InvalidParameter malformed request: %s", action, str(exc)[:300])
+            return self._error(rid, fmt, "InvalidParameter", f"malformed request: {exc}", 400)
+        except web.HTTPException as exc:  # aiohttp's own refusals (413 body too large...) in the VCS shape
+            log.info("API %s refused: %d %s", action, exc.status, exc.reason)
+            code = "RequestEntityTooLarge" if exc.status == 413 else "InvalidRequest"
+            return self._error(rid, fmt, code, f"{exc.reason}: {exc.text or ''}"[:300], exc.status)
         except Exception:
             log.exception("API %s failed", action)
-            self.errors["InternalError"] += 1
-            status = 500
-            body = {
-                "Code": "InternalError",
-                "Message": "The request processing has failed due to some unknown error.",
-            }
+            return self._error(
+                rid, fmt, "InternalError", "The request processing has failed due to some unknown error.", 500
+            )
         out = {"RequestId": rid, **body}
-        data, ctype = render.render(out, fmt, f"{action}Response" if status < 300 else "Error")
-        return web.Response(
-            body=data, status=status, headers={"Content-Type": ctype, "x-acs-request-id": rid}
-        )
+        data, ctype = render.render(out, fmt, f"{action}Response")
+        return web.Response(body=data, headers={"Content-Type": ctype, "x-acs-request-id": rid})

@@ -8,27 +8,32 @@ from datetime import UTC, datetime
 
 from . import signature
 from .errors import ApiError, invalid, missing
+from .nonces import NonceStore
 from .settings import ApiConfig
 
 VERSIONS = ("2020-05-15", "2020-03-09")
+MAX_NONCE = 128  # the SDKs send 32 hex digits or a UUID
 _REQUIRED = ("AccessKeyId", "Signature", "SignatureNonce", "Timestamp", "Version")
 
 
 class Authenticator:
     """Checks one request; raises ApiError with the code Alibaba's gateway uses for each failure."""
 
-    def __init__(self, config: ApiConfig, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: ApiConfig, nonces: NonceStore, clock: Callable[[], float] = time.time) -> None:
         self.secrets = {k.id: k.secret for k in config.access_keys}
         self.skew_s = config.timestamp_skew_s
         self.clock = clock
-        # a nonce must be remembered for as long as a request carrying it can pass the Timestamp check
-        self.nonces = signature.NonceCache(ttl_s=2 * self.skew_s)
+        # persisted, so a request is refused the second time even after a restart
+        self.nonces = nonces
 
     def check(self, method: str, params: Mapping[str, str]) -> str:
         """The AccessKeyId of a correctly signed, fresh, first-seen request."""
         for name in _REQUIRED:
             if not params.get(name):
                 raise missing(name, "a common parameter of every signed call")
+        nonce = params["SignatureNonce"]
+        if len(nonce) > MAX_NONCE:
+            raise invalid("SignatureNonce", f"{len(nonce)} characters is too long; at most {MAX_NONCE}")
         sig_method = params.get("SignatureMethod", "HMAC-SHA1")
         if sig_method.upper() != "HMAC-SHA1":
             raise invalid("SignatureMethod", f"{sig_method!r} is not supported; allowed: HMAC-SHA1")
@@ -55,7 +60,8 @@ class Authenticator:
             raise ApiError(
                 "InvalidTimeStamp.Format", f"Timestamp: {text!r} is not YYYY-MM-DDThh:mm:ssZ (UTC, ISO 8601)"
             ) from None
-        now = datetime.fromtimestamp(self.clock(), UTC)
+        now_s = self.clock()
+        now = datetime.fromtimestamp(now_s, UTC)
         skew = abs((now - ts).total_seconds())
         if skew > self.skew_s:
             raise ApiError(
@@ -69,7 +75,7 @@ class Authenticator:
                 "Specified signature is not matched with our calculation. server string to sign is:"
                 + signature.string_to_sign(method, params),
             )
-        fresh = self.nonces.add(f"{key_id}\n{params['SignatureNonce']}")
+        fresh = self.nonces.add(f"{key_id}\n{nonce}", ts.timestamp(), now_s)
         if fresh is None:
             raise ApiError("Throttling", "too many requests inside the replay window; retry later", 503)
         if not fresh:

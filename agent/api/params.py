@@ -16,7 +16,39 @@ from typing import Any
 
 from .errors import invalid, missing
 
+#: deepest nesting of arrays/objects a JSON parameter may have (the deepest VCS parameter has 3 levels)
+MAX_JSON_DEPTH = 16
+
 _FLAT = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9]*)\.(?P<idx>\d+)(?:\.(?P<key>[A-Za-z][A-Za-z0-9]*))?$")
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value, without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            v = list(v.values())
+        if isinstance(v, list):
+            deepest = max(deepest, d)
+            stack.extend((x, d + 1) for x in v if isinstance(x, list | dict))
+    return deepest
+
+
+def loads(name: str, text: str, what: str = "valid JSON") -> Any:
+    """``json.loads`` for a request parameter: malformed or too deeply nested JSON is an InvalidParameter
+    naming ``name``, never a RecursionError."""
+    too_deep = f"JSON nested deeper than {MAX_JSON_DEPTH} levels is not allowed"
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise invalid(name, f"not {what} ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise invalid(name, too_deep) from None
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise invalid(name, too_deep)
+    return data
 
 
 def _show(value: str) -> str:
@@ -197,10 +229,7 @@ class Params:
         else:
             text = v.strip()
             if text.startswith("["):
-                try:
-                    data = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise invalid(name, f"not a valid JSON array ({exc.msg} at column {exc.colno})") from None
+                data = loads(name, text, "a valid JSON array")
                 if not isinstance(data, list) or not all(
                     isinstance(x, str | int) and not isinstance(x, bool) for x in data
                 ):
@@ -235,10 +264,7 @@ class Params:
                     raise missing(name, "a JSON value")
                 return None
             return flat
-        try:
-            return json.loads(v)
-        except json.JSONDecodeError as exc:
-            raise invalid(name, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+        return loads(name, v)
 
     def json_objects(
         self, name: str, *, required: bool = False, max_items: int | None = None

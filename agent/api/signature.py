@@ -11,9 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from urllib.parse import quote
@@ -67,36 +65,3 @@ def common_params(
         "SignatureNonce": uuid.uuid4().hex,
         "Timestamp": format_timestamp(),
     }
-
-
-class NonceCache:
-    """SignatureNonces seen inside the timestamp window, so none is accepted twice while its request could
-    still pass the Timestamp check. Entries expire after ``ttl_s``; at ``max_entries`` new nonces are refused
-    (``add`` returns None) rather than forgetting live ones, which would reopen the replay window."""
-
-    def __init__(self, ttl_s: float, max_entries: int = 1_000_000) -> None:
-        self.ttl_s = ttl_s
-        self.max_entries = max_entries
-        self._seen: OrderedDict[str, float] = OrderedDict()
-
-    def _prune(self, now: float) -> None:
-        seen = self._seen
-        while seen:
-            key, expires = next(iter(seen.items()))
-            if expires > now:
-                break
-            del seen[key]
-
-    def add(self, key: str, now: float | None = None) -> bool | None:
-        """True when ``key`` is new (now remembered), False when seen before, None when the cache is full."""
-        now = time.monotonic() if now is None else now
-        self._prune(now)
-        if key in self._seen:
-            return False
-        if len(self._seen) >= self.max_entries:
-            return None
-        self._seen[key] = now + self.ttl_s
-        return True
-
-    def __len__(self) -> int:
-        return len(self._seen)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 from pydantic import Field, field_validator, model_validator
@@ -41,6 +42,40 @@ class GbAccessConfig(Strict):
     realm: str | None = Field(None, description="ServerRealm; default the first 10 digits of server_id.")
 
 
+#: private and loopback ranges (RFC 1918, RFC 4193, loopback). Link-local (169.254/16, fe80::/10) is left out:
+#: it holds the cloud metadata endpoints (169.254.169.254); cameras on link-local addresses are allowed by adding it.
+DEFAULT_SOURCE_NETWORKS = [
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "127.0.0.0/8",
+    "::1/128",
+    "fc00::/7",
+]
+#: RTSP (554, and 8554 of most RTSP servers), RTMP (1935), HTTP/HTTPS for HLS and HTTP-FLV (80, 443, 8080)
+DEFAULT_SOURCE_PORTS: list[int | str] = [554, 8554, 1935, 80, 443, 8080]
+
+_PORT_RANGE = re.compile(r"\s*(\d{1,5})\s*(?:-\s*(\d{1,5})\s*)?")
+
+
+def port_ranges(items: list[int | str]) -> list[tuple[int, int]]:
+    """``[554, "1024-65535"]`` as inclusive ranges; ValueError naming the bad item."""
+    out: list[tuple[int, int]] = []
+    for item in items:
+        if isinstance(item, int):
+            lo = hi = item
+        else:
+            m = _PORT_RANGE.fullmatch(item)
+            if not m:
+                raise ValueError(f"{item!r} is not a port or a range such as '1024-65535'")
+            lo = int(m[1])
+            hi = int(m[2]) if m[2] else lo
+        if not (1 <= lo <= hi <= 65535):
+            raise ValueError(f"{item!r}: ports are 1..65535, a range low-high with low <= high")
+        out.append((lo, hi))
+    return out
+
+
 class ApiConfig(Strict):
     enabled: bool = Field(True, description="Serve the VCS API.")
     host: str = Field(
@@ -62,6 +97,41 @@ class ApiConfig(Strict):
         None, ge=10, le=7 * 86400, description="Deprecated: use agent.link_ttl_s (read when that is not set)."
     )
     gb_access: GbAccessConfig = Field(default_factory=lambda: GbAccessConfig.model_validate({}))
+    max_image_pixels: int = Field(
+        4096 * 4096,
+        ge=64 * 64,
+        le=16384 * 16384,
+        description="Largest picture (width x height, read from its header before decoding) an API call may "
+        "send, such as SearchTarget TargetImageData.",
+    )
+    allowed_source_networks: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SOURCE_NETWORKS),
+        description="Networks (CIDR) the camera URLs given through the API may point at; a host name must "
+        "resolve only to addresses inside. Default: private and loopback ranges (not link-local).",
+    )
+    allowed_source_ports: list[int | str] = Field(
+        default_factory=lambda: list(DEFAULT_SOURCE_PORTS),
+        description="Ports (or ranges such as '1024-65535') the camera URLs given through the API may use "
+        "(a URL without a port uses its scheme's). Default: 554, 8554, 1935, 80, 443, 8080.",
+    )
+
+    @field_validator("allowed_source_networks")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for item in v:
+            try:
+                ipaddress.ip_network(item)
+            except ValueError as exc:
+                raise ValueError(
+                    f"{item!r} is not a network in CIDR form such as 10.0.0.0/8 ({exc})"
+                ) from None
+        return v
+
+    @field_validator("allowed_source_ports")
+    @classmethod
+    def _ports(cls, v: list[int | str]) -> list[int | str]:
+        port_ranges(v)
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> ApiConfig:

@@ -306,11 +306,12 @@ class LiveServer:
             )
         if sess.muxer.units == 0 and time.monotonic() - sess.started > self.offline_after_s:
             status, error = self._stream_state(sess)
-            self._end(sess, "no stream")
+            self._end(sess, f"no stream (stream {status}, last error: {error or 'none'})")
+            # one generic reason for the caller: the stream's error would tell open ports from closed ones
             raise _api_error(
                 "DeviceOffline",
                 f"DeviceId: {dev.device_id} delivered no video for live view within "
-                f"{self.offline_after_s:g} s (stream {status}, last error: {error or 'none'})",
+                f"{self.offline_after_s:g} s; check the camera, its URL and the box's log",
                 503,
             )
         return None

@@ -109,6 +109,9 @@ class Agent:
                 "host": "127.0.0.1",
                 "port": 0,
                 "access_keys": [{"id": KEY_ID, "secret": SECRET}],
+                # the test peers listen on loopback on random ports, and port 1 is the tests' dead address:
+                # allow those explicitly
+                "allowed_source_ports": [554, 8554, 1935, 80, 443, 8080, 1, "1024-65535"],
                 **self.api_kw,
             }
         )

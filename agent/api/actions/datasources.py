@@ -18,6 +18,7 @@ from agent.config import DeviceType
 from gb28181 import ids as gbids
 from pipelines.urls import UnsupportedSource, redact_url, source_kind
 
+from ..allowlist import SourceAllowList
 from ..context import ApiContext, DeviceExtra, PicSource, now_utc, stream_settings
 from ..dispatch import action
 from ..errors import declared, invalid, not_found
@@ -26,8 +27,9 @@ from ..params import Params
 _KINDS = {"rtsp": "RTSP", "rtmp": "RTMP", "hls": "HLS", "http-flv": "HTTP-FLV"}
 
 
-def check_url(name: str, url: str) -> str:
-    """The protocol name of a pullable URL, or InvalidParameter naming what is accepted."""
+async def check_url(ctx: ApiContext, name: str, url: str) -> str:
+    """The protocol name of a pullable URL whose host and port the allow-list admits, or InvalidParameter
+    naming what is accepted."""
     try:
         kind = source_kind(url)
     except UnsupportedSource as exc:
@@ -38,6 +40,7 @@ def check_url(name: str, url: str) -> str:
             f"{redact_url(url)!r} is not a stream URL this box pulls for a data source; allowed: rtsp://, "
             "rtmp://, http(s)://.../x.m3u8 (HLS), http(s)://.../x.flv (HTTP-FLV)",
         )
+    await SourceAllowList(ctx.config).check(name, url)
     return _KINDS[kind]
 
 
@@ -72,7 +75,7 @@ async def add_data_source(ctx: ApiContext, p: Params) -> dict[str, Any]:
             },
         }
     url = p.req_text("Url", max_len=2048, min_len=1)
-    protocol = check_url("Url", url)
+    protocol = await check_url(ctx, "Url", url)
     taken = {d.device_id for d in ctx.box.registry}
     did = allocate_id(ctx.site.site.gb_prefix, gbids.IPC, taken | ctx.overlay.used_ids)
     now = now_utc()
@@ -133,7 +136,7 @@ async def update_data_source(ctx: ApiContext, p: Params) -> dict[str, Any]:
         ex, data_source_name=name, description=ex.description if description is None else description
     )
     if url:
-        new_ex.in_protocol = check_url("Url", url)
+        new_ex.in_protocol = await check_url(ctx, "Url", url)
         new_ex.stream_url = url
         stream = replace(stream, url=url, main_url=url, sub_url=None)
     new = replace(dev, name=name, stream=stream, modified_at=now_utc())

@@ -2,6 +2,11 @@
 
 Search by picture (TargetImageUrl / TargetImageData) needs an embedding model; the agent passes one to the
 API when it has it (``ApiContext.embedder``), otherwise such a call is refused with a message saying so.
+
+A picture is bounded by bytes (``MAX_IMAGE``) and by pixels: its dimensions are read from the header
+(:func:`pipelines.images.image_size`) before the embedder decodes it, and a picture over ``api.max_image_pixels``
+or of no known format is refused, so a small file cannot make the decoder allocate gigabytes. The box does
+not fetch ``TargetImageUrl``: it makes no outbound request on a caller's behalf.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 
 from agent.analytics.targets import TARGET_TYPES, parse_timestamp
 from agent.storage.store import AttributeFilter
+from pipelines.images import image_size
 
 from ..context import ApiContext
 from ..dispatch import action
@@ -127,26 +133,48 @@ async def search_target(ctx: ApiContext, p: Params) -> dict[str, Any]:
 
 
 async def _query_embedding(ctx: ApiContext, url: str | None, data: str | None, ttype: str) -> Any:
-    if ctx.embedder is None:
-        raise invalid(
-            "TargetImageUrl" if url else "TargetImageData",
-            "search by picture needs an embedding model and this box has none configured; "
-            "search by attributes instead",
-        )
     if url:
+        if ctx.embedder is None:
+            raise invalid(
+                "TargetImageUrl",
+                "search by picture needs an embedding model and this box has none configured; "
+                "search by attributes instead",
+            )
         raise invalid(
             "TargetImageUrl",
             "this box does not fetch pictures from URLs; send the picture in "
             "TargetImageData (base64, at most 500 KB)",
         )
     assert data is not None
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise invalid("TargetImageData", "not valid base64") from None
-    if len(raw) > MAX_IMAGE:
-        raise invalid("TargetImageData", f"{len(raw)} bytes; at most {MAX_IMAGE}")
+    raw = checked_picture(ctx, "TargetImageData", data)
+    if ctx.embedder is None:
+        raise invalid(
+            "TargetImageData",
+            "search by picture needs an embedding model and this box has none configured; "
+            "search by attributes instead",
+        )
     emb = await asyncio.get_running_loop().run_in_executor(None, ctx.embedder, raw, ttype)
     if emb is None:
         raise invalid("TargetImageData", f"no {ttype} found in the picture")
     return emb
+
+
+def checked_picture(ctx: ApiContext, name: str, data: str) -> bytes:
+    """The bytes of a base64 picture parameter, refused (InvalidParameter naming ``name``) when it is not
+    base64, over ``MAX_IMAGE`` bytes, of no known format, or over ``api.max_image_pixels`` by its header."""
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid(name, "not valid base64") from None
+    if len(raw) > MAX_IMAGE:
+        raise invalid(name, f"{len(raw)} bytes; at most {MAX_IMAGE}")
+    size = image_size(raw)
+    if size is None:
+        raise invalid(name, "not a picture this box reads (allowed: JPEG, PNG, BMP, GIF, WebP, TIFF)")
+    w, h = size
+    limit = ctx.config.max_image_pixels
+    if w <= 0 or h <= 0 or w * h > limit:
+        raise invalid(
+            name, f"a picture of {w}x{h} pixels is too large; at most {limit} pixels (api.max_image_pixels)"
+        )
+    return raw
