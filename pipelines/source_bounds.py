@@ -35,9 +35,10 @@ import http.client
 import io
 import logging
 import socket
+import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from urllib.parse import unquote, urljoin, urlsplit
 
 log = logging.getLogger(__name__)
@@ -89,14 +90,13 @@ def cap_ffmpeg_allocations(limit: int = MAX_FFMPEG_ALLOC_BYTES) -> bool:
 
 
 def _loaded_library(stem: str) -> str | None:
-    """Path of an already loaded shared library whose file name starts with ``stem`` (Linux)."""
+    """Path of an already loaded shared library named ``stem-<hash>.so...`` or ``stem.so...`` (Linux)."""
     try:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
             for line in maps:
-                path = line.rsplit(None, 1)[-1] if "/" in line else ""
-                if path.rsplit("/", 1)[-1].startswith(stem + "-") or path.rsplit("/", 1)[-1].startswith(
-                    stem + ".so"
-                ):
+                path = line.split()[-1]
+                name = path.rsplit("/", 1)[-1]
+                if path.startswith("/") and (name.startswith(stem + "-") or name.startswith(stem + ".so")):
                     return path
     except OSError:
         return None
@@ -164,14 +164,30 @@ class BoundedHttp:
     """
 
     def __init__(
-        self, *, deadline: float, io_timeout_s: float, stop: threading.Event, user_agent: str = "vcs-edge"
+        self,
+        *,
+        deadline: float,
+        io_timeout_s: float,
+        stop: threading.Event,
+        ffmpeg_options: Mapping[str, str] | None = None,
     ) -> None:
         self.deadline: float | None = deadline
         self.open_timeout_s = max(0.0, deadline - time.monotonic())
         self.io_timeout_s = io_timeout_s
         self.stop = stop
-        self.user_agent = user_agent
         self.fetches = 0
+        # The ffmpeg http options a camera config may carry, read the way ffmpeg reads them: certificates
+        # are checked only with tls_verify=1 (ffmpeg's default is not to), extra headers are CRLF lines.
+        opts = dict(ffmpeg_options or {})
+        self.headers = {"User-Agent": opts.get("user_agent", "vcs-edge"), "Accept": "*/*"}
+        for line in opts.get("headers", "").splitlines():
+            name, sep, value = line.partition(":")
+            if sep and name.strip():
+                self.headers[name.strip()] = value.strip()
+        if opts.get("tls_verify", "0") == "1":
+            self.tls = ssl.create_default_context(cafile=opts.get("ca_file") or None)
+        else:
+            self.tls = ssl._create_unverified_context()
 
     def opened(self) -> None:
         """The open is done: from now on only the per-operation timeout applies."""
@@ -204,10 +220,12 @@ class BoundedHttp:
             timeout = self.socket_timeout(until)
             conn: http.client.HTTPConnection
             if scheme == "https":
-                conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout)
+                conn = http.client.HTTPSConnection(
+                    parts.hostname, parts.port, timeout=timeout, context=self.tls
+                )
             else:
                 conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-            headers = {"User-Agent": self.user_agent, "Accept": "*/*"}
+            headers = dict(self.headers)
             if parts.username is not None:
                 cred = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
                 headers["Authorization"] = "Basic " + base64.b64encode(cred).decode()
@@ -221,13 +239,18 @@ class BoundedHttp:
                 self.check()
                 if guard.fired or isinstance(exc, TimeoutError):
                     raise SourceRefused(
-                        no_answer(self.open_timeout_s, f"no HTTP reply from {redact(url)}")
+                        f"no complete HTTP reply from {redact(url)} within {timeout:.1f} s"
                     ) from None
                 raise SourceRefused(
                     f"HTTP request to {redact(url)} failed: {type(exc).__name__}: {exc}"
                 ) from None
             finally:
                 guard.cancel()
+            if guard.fired:  # headers cut short by the guard read as complete: they are not
+                resp.close()
+                conn.close()
+                self.check()
+                raise SourceRefused(f"no complete HTTP reply from {redact(url)} within {timeout:.1f} s")
             self.fetches += 1
             location = resp.getheader("Location")
             if resp.status in (301, 302, 303, 307, 308) and location:

@@ -687,7 +687,9 @@ class StreamSource:
         options = spec.av_options()
         http: BoundedHttp | None = None
         if urlsplit(target).scheme.lower() in HTTP_SCHEMES:
-            http = BoundedHttp(deadline=deadline, io_timeout_s=spec.stall_timeout_s, stop=run.stop)
+            http = BoundedHttp(
+                deadline=deadline, io_timeout_s=spec.stall_timeout_s, stop=run.stop, ffmpeg_options=options
+            )
             playlist = spec.kind == "hls"
             if spec.kind == "http":
                 resp, _, playlist = http.peek(target, time.monotonic() + spec.stall_timeout_s)
