@@ -131,6 +131,16 @@ CASES: dict[str, Case] = {
         f"longer than {MAX_PLAYLIST_BYTES} bytes",
     ),
     "hls-trickled-playlist": (hostile_http, lambda s: s.url("/trickle.m3u8"), "took longer than"),
+    "hls-trickled-response-headers": (
+        hostile_http,
+        lambda s: s.url("/slow-headers.m3u8"),
+        "no complete HTTP reply",
+    ),
+    "hls-port-accepts-and-never-answers": (
+        lambda: hostile_rtsp(silent=True),
+        lambda s: f"http://127.0.0.1:{s.port}/cam.m3u8",
+        "no complete HTTP reply",
+    ),
     "rtsp-2GB-content-length-streamed": (
         lambda: hostile_rtsp(content_length=2147483647),
         lambda s: s.url,
@@ -297,3 +307,28 @@ def test_the_rtsp_diagnosis_reads_a_bounded_reply() -> None:
 @pytest.mark.peer
 def test_the_rtsp_diagnosis_passes_a_real_camera(good: tuple[RtspServer, ...]) -> None:
     assert rtsp_diagnose(good[0].url, time.monotonic() + 3, 3, lambda: False) is None
+
+
+@pytest.mark.peer
+def test_open_timeout_covers_handshake_and_probe_together() -> None:
+    """A slow handshake (4 replies of 0.4 s) then a probe that never completes: done within open_timeout_s.
+
+    PyAV restarts its open timer for the probe, so without the split this open takes 1.6 s + 4 s.
+    """
+    timeout_s = 4.0
+    with hostile_rtsp(play=True, reply_delay=0.4) as peer:
+        spec = SourceSpec(
+            peer.url, transport="tcp", open_timeout_s=timeout_s, stall_timeout_s=2, backoff_base_s=5
+        )
+        src = StreamSource("slow", spec)
+        src.add_frame_consumer("inst", Sampler(fps=5), lambda f: None)
+        started = time.monotonic()
+        src.start()
+        try:
+            assert wait_until(
+                lambda: src.stats.connects >= 1 or src.stats.last_error is not None, 2 * timeout_s + 2
+            )
+            took = time.monotonic() - started
+        finally:
+            assert src.stop(timeout_s + MARGIN_S)
+    assert took <= timeout_s + 1.0, f"the open took {took:.2f} s with open_timeout_s={timeout_s:g}"

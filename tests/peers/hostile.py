@@ -6,10 +6,13 @@ the agent really talked to it.
 
 - :class:`HostileHttp` serves ``/endless.m3u8`` (a master playlist that never ends, as fast as the socket
   takes it; also as ``/endless``, a URL that does not say it is HLS), ``/many.m3u8`` (a finite master playlist with thousands of variants), ``/huge.m3u8`` (a media
-  playlist far past any sane size), ``/trickle.m3u8`` (a playlist sent a few bytes at a time, forever)
+  playlist far past any sane size), ``/slow-headers.m3u8`` (response headers that never end, a byte at a
+  time), ``/trickle.m3u8`` (a playlist sent a few bytes at a time, forever)
   and ``/v<N>.m3u8`` (a small valid media playlist whose segments do not exist).
 - :class:`HostileRtsp` answers every request line with ``RTSP/1.0 200 OK`` and a ``Content-Length`` of its
-  choice, then streams (or trickles) filler bytes; with ``silent=True`` it accepts and never answers.
+  choice, then streams (or trickles) filler bytes; with ``silent=True`` it accepts and never answers; with
+  ``play=True`` it plays a correct but slow camera (each reply after ``reply_delay`` s, a valid SDP, SETUP
+  and PLAY) that then sends RTP packets which never let the probe find the stream's parameters.
 """
 
 from __future__ import annotations
@@ -22,6 +25,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 CHUNK = 64 * 1024
+SDP = (
+    b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=hostile\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    b"a=control:rtsp://127.0.0.1:%d/stream\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
+    b"a=control:track1\r\n"
+)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -35,6 +43,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.server.owner.count(self.path)
         path = self.path.split("?", 1)[0]
         try:
+            if path == "/slow-headers.m3u8":  # a status line, then one header that never ends
+                self.wfile.write(b"HTTP/1.0 200 OK\r\nX-Slow: ")
+                while not self.server.owner.closed.wait(0.05):
+                    self.wfile.write(b"a")
+                return
             self.send_response(200)
             self.send_header("Content-Type", "application/vnd.apple.mpegurl")
             self.end_headers()
@@ -113,10 +126,20 @@ class HostileHttp:
 class HostileRtsp:
     """A TCP server on 127.0.0.1 that speaks just enough RTSP to be dangerous (see the module docstring)."""
 
-    def __init__(self, *, content_length: int = 2147483647, trickle: bool = False, silent: bool = False):
+    def __init__(
+        self,
+        *,
+        content_length: int = 2147483647,
+        trickle: bool = False,
+        silent: bool = False,
+        play: bool = False,
+        reply_delay: float = 0.0,
+    ):
         self.content_length = content_length
         self.trickle = trickle
         self.silent = silent
+        self.play = play
+        self.reply_delay = reply_delay
         self.closed = threading.Event()
         self._lock = threading.Lock()
         self.connections = 0
@@ -159,6 +182,12 @@ class HostileRtsp:
                 for line in head.split(b"\r\n"):
                     if line.lower().startswith(b"cseq:"):
                         cseq = line.split(b":", 1)[1].strip()
+                if self.play:
+                    if self.closed.wait(self.reply_delay):
+                        return
+                    if self._play(conn, head, cseq):
+                        return
+                    continue
                 if head.startswith(b"OPTIONS"):
                     conn.sendall(
                         b"RTSP/1.0 200 OK\r\nCSeq: " + cseq + b"\r\nPublic: DESCRIBE, SETUP, PLAY\r\n\r\n"
@@ -177,6 +206,36 @@ class HostileRtsp:
             return
         finally:
             conn.close()
+
+    def _play(self, conn: socket.socket, head: bytes, cseq: bytes) -> bool:
+        """Answer like a camera; after PLAY, send junk RTP until closed (True: the connection is done)."""
+        ok = b"RTSP/1.0 200 OK\r\nCSeq: " + cseq + b"\r\n"
+        if head.startswith(b"OPTIONS"):
+            conn.sendall(ok + b"Public: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN\r\n\r\n")
+        elif head.startswith(b"DESCRIBE"):
+            sdp = SDP % self.port
+            conn.sendall(ok + b"Content-Type: application/sdp\r\nContent-Length: %d\r\n\r\n" % len(sdp) + sdp)
+        elif head.startswith(b"SETUP"):
+            conn.sendall(ok + b"Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\nSession: 12345678\r\n\r\n")
+        elif head.startswith(b"PLAY"):
+            conn.sendall(ok + b"Session: 12345678\r\n\r\n")
+            seq = 0
+            while not self.closed.wait(0.1):
+                # A non-IDR slice with no SPS/PPS ever sent: the probe can never learn the frame size.
+                rtp = (
+                    b"\x80\x60"
+                    + seq.to_bytes(2, "big")
+                    + b"\x00\x00\x00\x00"
+                    + b"\x00\x00\x00\x01"
+                    + b"\x41"
+                    + b"\x9a" * 50
+                )
+                conn.sendall(b"$\x00" + len(rtp).to_bytes(2, "big") + rtp)
+                seq = (seq + 1) & 0xFFFF
+            return True
+        else:
+            conn.sendall(ok + b"Session: 12345678\r\n\r\n")
+        return False
 
     def stop(self) -> None:
         self.closed.set()
