@@ -35,6 +35,16 @@ import numpy.typing as npt
 from pipelines.annexb import AccessUnit as AccessUnit  # the one type; re-exported for existing imports
 from pipelines.frames import Frame
 from pipelines.sampling import GopEstimator, Sampler, plan
+from pipelines.source_bounds import (
+    HTTP_SCHEMES,
+    MAX_ANALYZE_US,
+    MAX_PROBE_BYTES,
+    BoundedHttp,
+    SourceRefused,
+    cap_ffmpeg_allocations,
+    no_answer,
+    rtsp_diagnose,
+)
 from pipelines.urls import SourceKind, UnsupportedSource, source_kind
 
 log = logging.getLogger(__name__)
@@ -45,6 +55,21 @@ Status = Literal["connecting", "streaming", "backoff", "stopped"]
 PTS_CLOCK_HZ = 90_000
 # Packets held for on-demand decoding before they are decoded anyway (bounds memory on endless GOPs).
 MAX_PENDING_PACKETS = 512
+
+
+# Open failures whose ffmpeg text says nothing useful (a silent port reads as "Invalid data found").
+_OPAQUE_OPEN_ERRORS = (
+    av.error.InvalidDataError,
+    av.error.UndefinedError,
+    av.error.EOFError,
+    PermissionError,
+    MemoryError,
+)
+
+
+def _non_hls_demuxers() -> str:
+    """ffmpeg's ``format_whitelist`` for HTTP streams that are not HLS: every input format but ``hls``."""
+    return ",".join(sorted(name for name in av.formats_available if name != "hls"))
 
 
 class StreamStall(RuntimeError):
@@ -104,7 +129,7 @@ class SourceSpec:
         return url
 
     def av_options(self) -> dict[str, str]:
-        """ffmpeg options: transport and socket timeouts (microseconds) per protocol, then user options."""
+        """ffmpeg options: transport, socket timeouts (microseconds) and probe bounds, then user options."""
         kind = self.kind
         stall_us = str(int(self.stall_timeout_s * 1_000_000))
         opts: dict[str, str] = {}
@@ -114,6 +139,9 @@ class SourceSpec:
             opts["timeout"] = stall_us  # socket I/O timeout (was "stimeout" before ffmpeg 5)
         elif kind in ("rtmp", "hls", "http-flv", "http"):
             opts["rw_timeout"] = stall_us
+        if kind != "file":  # bytes and stream time one open may read to find the stream parameters
+            opts["probesize"] = str(MAX_PROBE_BYTES)
+            opts["analyzeduration"] = str(MAX_ANALYZE_US)
         opts.update({str(k): str(v) for k, v in self.options.items()})
         return opts
 
@@ -449,6 +477,8 @@ class StreamSource:
                 got_packets = True
                 if self._run is run:
                     self.stats.stalls += 1
+            except SourceRefused as exc:  # a bound broken, or no answer: the message says which
+                error = str(exc)
             except av.error.ExitError:
                 error = f"no data for {spec.stall_timeout_s:g} s (read timed out)"
                 if self._run is run:
@@ -487,11 +517,7 @@ class StreamSource:
     def _session(self, run: _Run, spec: SourceSpec) -> bool:
         """One connection: open, demux, decode, deliver. Returns at end of stream; raises on failure."""
         got_packets = False
-        container = av.open(
-            spec.open_target(),
-            options=spec.av_options(),
-            timeout=(spec.open_timeout_s, spec.stall_timeout_s),
-        )
+        container = self._open(run, spec)
         try:
             if not container.streams.video:
                 raise av.error.InvalidDataError(0, "stream has no video track")
@@ -593,6 +619,58 @@ class StreamSource:
             return got_packets
         finally:
             container.close()
+
+    def _open(self, run: _Run, spec: SourceSpec) -> av.container.InputContainer:
+        """Open within ``open_timeout_s`` in all, under the bounds of :mod:`pipelines.source_bounds`.
+
+        HLS (and an ``http://`` URL that turns out to be a playlist) is read through :class:`BoundedHttp`;
+        other HTTP streams go to ffmpeg with its HLS demuxer excluded. PyAV times ``avformat_open_input``
+        and ``avformat_find_stream_info`` separately, so each gets half of what is left of the budget.
+        """
+        cap_ffmpeg_allocations()
+        deadline = time.monotonic() + spec.open_timeout_s
+        target = spec.open_target()
+        options = spec.av_options()
+        http: BoundedHttp | None = None
+        if urlsplit(target).scheme.lower() in HTTP_SCHEMES:
+            http = BoundedHttp(
+                deadline=deadline, io_timeout_s=spec.stall_timeout_s, stop=run.stop, ffmpeg_options=options
+            )
+            playlist = spec.kind == "hls"
+            if spec.kind == "http":
+                resp, _, playlist = http.peek(target, time.monotonic() + spec.stall_timeout_s)
+                resp.close()
+            if not playlist:
+                http = None
+                options.setdefault("format_whitelist", _non_hls_demuxers())
+            else:  # ffmpeg's keep-alive reuses its own HTTP context, which a Python reader is not
+                options.update(http_persistent="0", http_multiple="0")
+        budget = max(0.05, (deadline - time.monotonic()) / 2)
+        try:
+            container = av.open(target, options=options, timeout=(budget, spec.stall_timeout_s), io_open=http)
+        except SourceRefused:
+            raise
+        except (av.error.FFmpegError, OSError) as exc:
+            if run.stop.is_set():
+                raise
+            raise SourceRefused(self._explain(run, spec, exc, deadline)) from exc
+        if http is not None:
+            http.opened()
+        return container
+
+    def _explain(self, run: _Run, spec: SourceSpec, exc: Exception, deadline: float) -> str:
+        """Words for a failed open; an opaque RTSP failure is diagnosed with one bounded DESCRIBE."""
+        text = f"{type(exc).__name__}: {exc}"
+        timed_out = isinstance(exc, av.error.ExitError | TimeoutError)
+        if not (timed_out or isinstance(exc, _OPAQUE_OPEN_ERRORS)):
+            return text
+        if spec.kind == "rtsp" and urlsplit(spec.url).scheme.lower() == "rtsp":
+            found = rtsp_diagnose(spec.url.strip(), deadline, spec.open_timeout_s, run.stop.is_set)
+            if found is not None:
+                return found
+        if timed_out:
+            return no_answer(spec.open_timeout_s, "the stream did not open")
+        return text
 
     def _pace(
         self, run: _Run, anchor: tuple[float, float] | None, last_t: float | None, t: float

@@ -98,10 +98,12 @@ def test_bad_settings_are_refused() -> None:
 
 
 def test_ffmpeg_options_carry_transport_and_timeouts() -> None:
+    probe = {"probesize": "5000000", "analyzeduration": "5000000"}
     opts = SourceSpec("rtsp://h/x", transport="udp", stall_timeout_s=3).av_options()
-    assert opts == {"rtsp_transport": "udp", "timeout": "3000000"}
+    assert opts == {"rtsp_transport": "udp", "timeout": "3000000", **probe}
     assert "rtsp_transport" not in SourceSpec("rtsp://h/x").av_options()
-    assert SourceSpec("http://h/a.m3u8", stall_timeout_s=2).av_options() == {"rw_timeout": "2000000"}
+    assert SourceSpec("http://h/a.m3u8", stall_timeout_s=2).av_options() == {"rw_timeout": "2000000", **probe}
+    assert SourceSpec("/media/cam.mp4").av_options() == {}
     assert SourceSpec("rtsp://h/x", options={"timeout": "1"}).av_options()["timeout"] == "1"
 
 
