@@ -90,6 +90,18 @@ def _models_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _detect(args: argparse.Namespace) -> int:
+    from .detect_cli import run
+
+    cfg = cfgmod.DetectionConfig()
+    if args.config:
+        site = _load(args.config)
+        if site is None:
+            return 1
+        cfg = site.detection
+    return run(args, cfg)
+
+
 def _ctl(argv: Sequence[str]) -> int:
     from .api.ctl import main as ctl_main
 
@@ -137,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     mlist.add_argument("-c", "--config", help="also list the site file's own models")
     mlist.add_argument("--json", action="store_true")
     mlist.set_defaults(func=_models_list)
+    from .detect_cli import add_arguments as detect_arguments
+
+    det = sub.add_parser(
+        "detect", help="run the site's (or the bundled) detectors on pictures and video files"
+    )
+    detect_arguments(det)
+    det.set_defaults(func=_detect)
     sub.add_parser(
         "ctl",
         help="sign and send a VCS API call to a box: ctl --endpoint URL --access-key-id ID ACTION Key=Value ...",
