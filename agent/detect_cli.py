@@ -11,7 +11,8 @@ its first frame, as an instance with Spf=1 would sample it), each with its ``pts
 
 Boxes are in source pixels. ``--algorithm`` picks the detectors and which target types are shown: ``face``,
 ``body``, ``face_body`` (the VCS algorithm ids), ``vehicle`` (Motor and NonMotor from the body/vehicle model) and
-``all`` (the default: every type). ``--draw DIR`` writes each result as an annotated PNG. A file that cannot be
+``all`` (the default: every type). ``--draw DIR`` writes each result as an annotated PNG (``a.jpg.png``, and
+``clip.mkv_0002.000s.png`` for the frame at 2 s). A file that cannot be
 read is reported on stderr and counted; the others still run, and the exit status is 1 when any failed.
 """
 
@@ -156,8 +157,8 @@ def draw(picture: Picture, res: dict[str, Any], out_dir: Path) -> Path:
         cv2.putText(
             image, label, (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA
         )
-    stem = Path(picture.file).stem
-    name = f"{stem}.png" if picture.pts is None else f"{stem}_{picture.pts:08.3f}s.png"
+    base = Path(picture.file).name  # a.jpg and a.png do not overwrite each other's drawing
+    name = f"{base}.png" if picture.pts is None else f"{base}_{picture.pts:08.3f}s.png"
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / name
     if not cv2.imwrite(str(path), image):
@@ -174,8 +175,10 @@ def _table_line(res: dict[str, Any], out: TextIO) -> None:
         print(f"  {d['type']:<8} {d['score']:.2f}  {box:<20} {attrs}".rstrip(), file=out)
 
 
-def run(args: argparse.Namespace, cfg: DetectionConfig, out: TextIO = sys.stdout) -> int:
+def run(args: argparse.Namespace, cfg: DetectionConfig, out: TextIO | None = None) -> int:
     from pipelines.detect import ModelError
+
+    out = out or sys.stdout
 
     _, kinds = ALGORITHMS[args.algorithm]
     try:

@@ -220,3 +220,43 @@ def test_bundled_with_both_licences() -> None:
     assert spec.licence.startswith("Apache-2.0") and "MIT" in spec.licence
     assert "Apache License" in (spec.file.parent / "LICENSE.nanodet").read_text()
     assert "MIT License" in (spec.file.parent / "LICENSE.human-models").read_text()
+
+
+# -- configuration and the agent's models ----------------------------------------------------------------------
+
+
+def test_nanodet_is_the_default_body_model_and_ssdlite_stays_selectable() -> None:
+    from agent.analytics import Models
+    from agent.config import BodyModelConfig, DetectionConfig
+    from pipelines.detect import BodyDetector
+
+    default = DetectionConfig(face={"enabled": False}, intra_op_threads=1)  # type: ignore[arg-type]
+    assert default.body.model == "nanodet"
+    assert default.body.input_size() == (416, 416) and default.body.threshold() == 0.45
+    body = Models(default).body
+    assert isinstance(body, NanoDetDetector) and body.input_size == (416, 416)
+    ssd = DetectionConfig(face={"enabled": False}, body={"model": "ssdlite-person"}, intra_op_threads=1)  # type: ignore[arg-type]
+    assert ssd.body.input_size() == (300, 300) and ssd.body.threshold() == 0.4
+    assert isinstance(Models(ssd).body, BodyDetector)
+    custom = BodyModelConfig(model="nanodet", input_width=512, input_height=384, score_threshold=0.6)
+    assert custom.input_size() == (512, 384) and custom.threshold() == 0.6
+
+
+def test_config_names_what_is_wrong_with_a_body_model() -> None:
+    from agent.config import ConfigError, load_text
+
+    head = 'site: {name: t, timezone: UTC}\nagent: {data_dir: "/tmp/x"}\n'
+    with pytest.raises(ConfigError) as err:
+        load_text(head + "detection:\n  body: {input_width: 300}\n", "s.yaml", {})
+    assert "multiples of 32" in "\n".join(err.value.problems)
+    with pytest.raises(ConfigError) as err:
+        load_text(head + "detection:\n  body: {model: yolo}\n", "s.yaml", {})
+    assert "'nanodet', 'ssdlite-person'" in "\n".join(err.value.problems)
+
+
+def test_models_list_shows_nanodet_with_its_licences(capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.cli import main
+
+    assert main(["models", "list", "--provider", "cpu"]) == 0
+    line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("nanodet "))
+    assert "nanodet_coco.onnx" in line and "Apache-2.0" in line and "MIT" in line and "416x416" in line
