@@ -4,18 +4,21 @@ Frames: 12 frames of vtest.avi (opencv-doc, 768x576, pedestrians on a campus squ
 none of them the frame the tests use), with a box for every person visible in ``bench/data/vtest_people.json``
 (68 people; how they were labelled is written in the file).
 Each model's Body detections are matched to the labels greedily by score at IoU >= 0.5; an unmatched detection
-is a false positive, an unmatched label a miss. NanoDet runs at the shipped default (416x416, score 0.5) and,
-for the record, at a few other input sizes; SSDLite at its default (300x300, score 0.4).
+is a false positive, an unmatched label a miss. NanoDet runs at the shipped default (416x416, score 0.45) and,
+for the record, at a few other inputs and thresholds; SSDLite at its default (300x300, score 0.4).
 
     python -m bench.quality --json       # last line: {"recall": ..., "precision": ..., ...}
 
-``recall`` and ``precision`` are the shipped default's (NanoDet 416x416). The whole run takes a few seconds.
+``recall`` and ``precision`` are the shipped default's (NanoDet 416x416, 0.45). ``ms_per_frame`` is the whole
+``detect`` call on one thread, a rough figure; ``latency_one_thread`` times NanoDet and SSDLite taking turns on one
+768x576 frame (``--rounds``), so load from other processes hits both alike. The run takes ~10-30 s.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -131,28 +134,52 @@ def evaluate(
     }
 
 
+def latency(detectors: dict[str, Detector], image: np.ndarray, rounds: int) -> dict[str, dict[str, float]]:
+    """Per detector, median and fastest ``detect`` call on one frame, the detectors taking turns each round."""
+    times: dict[str, list[float]] = {name: [] for name in detectors}
+    for det in detectors.values():
+        det.detect_batch([image])  # warm-up
+    for _ in range(rounds):
+        for name, det in detectors.items():
+            t = time.perf_counter()
+            det.detect_batch([image])
+            times[name].append((time.perf_counter() - t) * 1000)
+    return {
+        name: {"median_ms": round(statistics.median(ts), 1), "min_ms": round(min(ts), 1)}
+        for name, ts in times.items()
+        if ts
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Body recall/precision on hand-labelled vtest frames")
     ap.add_argument("--json", action="store_true")
     ap.add_argument(
-        "--sizes", default="320x320,416x320,512x384,512x512", help="other NanoDet inputs to measure"
+        "--variants",
+        default="320x320@0.45,416x416@0.5,416x416@0.4,512x384@0.45,640x480@0.45",
+        help="other NanoDet inputs and score thresholds to measure, WxH@score,...",
     )
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per call")
+    ap.add_argument("--rounds", type=int, default=20, help="latency rounds (NanoDet and SSDLite take turns)")
     args = ap.parse_args(argv)
     labels, ignore = load_labels()
     frames = read_frames(set(labels))
     runtime = RuntimeOptions(provider="cpu", intra_op_threads=args.threads)
     shipped = evaluate(NanoDetDetector(runtime=runtime), frames, labels, ignore)
     others = {}
-    for size in [s for s in args.sizes.split(",") if s]:
+    for variant in [v for v in args.variants.split(",") if v]:
+        size, _, score = variant.partition("@")
         w, h = (int(v) for v in size.split("x"))
-        detector = NanoDetDetector(input_size=(w, h), runtime=runtime)
-        others[f"nanodet@{w}x{h}"] = evaluate(detector, frames, labels, ignore)
-    ssdlite = evaluate(BodyDetector(runtime=runtime), frames, labels, ignore)
+        detector = NanoDetDetector(input_size=(w, h), score_threshold=float(score or 0.45), runtime=runtime)
+        others[f"nanodet@{variant}"] = evaluate(detector, frames, labels, ignore)
+    nanodet, ssd = NanoDetDetector(runtime=runtime), BodyDetector(runtime=runtime)
+    ssdlite = evaluate(ssd, frames, labels, ignore)
+    timing = latency({"nanodet": nanodet, "ssdlite-person": ssd}, frames[min(frames)], args.rounds)
     people = sum(len(v) for v in labels.values())
     summary = {
         "model": "nanodet",
         "input": "416x416",
+        "score_threshold": 0.45,
         "frames": len(frames),
         "people": people,
         "recall": shipped["recall"],
@@ -160,11 +187,14 @@ def main(argv: list[str] | None = None) -> int:
         "nanodet": shipped,
         "ssdlite-person": ssdlite,
         **others,
+        "latency_one_thread": timing,
         # targets per distinct person on a labelled clip: measured by the tracker's benchmark, which another
         # change provides; null until then
         "targets_per_person": None,
     }
     if not args.json:
+        for name, t in timing.items():
+            print(f"{name:<22} detect on one thread: median {t['median_ms']} ms, fastest {t['min_ms']} ms")
         for name in ["nanodet", *others, "ssdlite-person"]:
             r = summary[name]
             print(
