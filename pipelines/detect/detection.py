@@ -25,6 +25,8 @@ class Detection:
     ``x1, y1, x2, y2`` are in pixels of the source frame (not the model input), clipped to it.
     ``landmarks`` is 5x2 (left eye, right eye, nose, left mouth corner, right mouth corner, as seen in the image)
     for faces when the model gives them. ``label`` is the model's own class name or id, for custom models.
+    ``parent`` is the index, in the same frame's list of detections, of the target this one was found in (a face
+    in the head region of a body), or -1; the tracker turns it into a link between the two tracks.
     """
 
     x1: float
@@ -36,6 +38,7 @@ class Detection:
     landmarks: Landmarks | None = None
     embedding: Embedding | None = None
     label: str = ""
+    parent: int = -1
 
     @property
     def width(self) -> float:
