@@ -32,7 +32,15 @@ import numpy as np
 import numpy.typing as npt
 
 from pipelines.crops import crop, crop_jpeg, sharpness
-from pipelines.detect.detection import Detection, Embedding, Image, Landmarks, TargetKind, iou
+from pipelines.detect.detection import (
+    Attribute,
+    Detection,
+    Embedding,
+    Image,
+    Landmarks,
+    TargetKind,
+    iou,
+)
 from pipelines.frames import Frame
 
 TrackEvent = Literal["first", "ended", "aged"]
@@ -137,15 +145,6 @@ class TrackRef:
     track_id: str
     kind: TargetKind
     first_seen: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Attribute:
-    """One classifier attribute of a target, as TargetAttributes has it: ``Key``, ``Value``, ``Score``."""
-
-    key: str
-    value: str
-    score: float | None = None
 
 
 HIST_BINS = (6, 2, 3)  # hue, saturation, value

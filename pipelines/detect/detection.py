@@ -64,6 +64,15 @@ class Detection:
         return replace(self, embedding=embedding)
 
 
+@dataclass(frozen=True, slots=True)
+class Attribute:
+    """One classifier attribute of a target, as TargetAttributes has it: ``Key``, ``Value``, ``Score``."""
+
+    key: str
+    value: str
+    score: float | None = None
+
+
 class Detector(Protocol):
     """A model that finds targets in BGR frames.
 

