@@ -82,7 +82,7 @@ class TrackerConfig:
     a track seen in the previous frame; it grows by ``gate_growth`` of itself for each sampled frame missed since.
     ``appearance_weight`` is the share of the colour cue in the cost (0 = motion only);
     ``max_appearance_distance`` the largest Bhattacharyya distance of two histograms of one target.
-    ``iou_match`` is kept for files that set it; the gate in box sides replaced it.
+    A pair whose boxes overlap by ``iou_match`` (IoU with the prediction) passes the motion gate as well.
     """
 
     iou_match: float = 0.2

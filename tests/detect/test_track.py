@@ -211,3 +211,14 @@ def test_colour_histogram_distance() -> None:
     assert red is not None and red2 is not None and blue is not None
     assert bhattacharyya(red, red2) < 0.2 < 0.9 < bhattacharyya(red, blue)
     assert colour_histogram(BLANK, Detection(10, 10, 11, 11, 0.9, "Body")) is None
+
+
+def test_targets_per_person_on_the_hand_counted_clip() -> None:
+    """bench.quality_tracks: the real body detector and the default tracker over 30 s of vtest.avi at Spf=1."""
+    from bench.quality_tracks import targets_per_person
+
+    result = targets_per_person()
+    assert result["people"] == 10 and result["frames"] == 30
+    assert result["detections"] > 100
+    # one record per person, give or take: 2.7 with the tracker before motion gates and colours
+    assert 0.8 <= result["targets_per_person"] <= 1.2
