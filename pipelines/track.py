@@ -1,7 +1,18 @@
 """Per-camera tracking across sampled frames, with one best shot per track.
 
-Frames arrive at 1 fps or slower, so a walker moves about a body width between two looks: matching uses IoU with a
-constant-velocity prediction first, then falls back to the distance between centres measured in box sizes.
+Frames arrive at 1 fps or slower, so a walker moves about a body width between two looks and boxes of one person
+rarely overlap from one look to the next. Each track predicts its box at the new frame's time with a constant
+velocity (smoothed over its sightings), and a pair (track, detection) costs a weighted sum of
+
+* a motion cost: the distance from the predicted centre to the detection's centre in units of the box side,
+  divided by a gate that widens with every sampled frame the track missed (the prediction gets less sure), and
+* an appearance cost: the Bhattacharyya distance of HSV colour histograms of the box, upper and lower half apart
+  (jacket and trousers), the track's histogram being a running mean of its sightings.
+
+Pairs outside the motion gate, with boxes more than 4x apart in area, or with too different colours are never
+matched. The cheapest pairs are taken first (Hungarian assignment with scipy where it is installed, greedy
+otherwise: with a handful of targets per camera both give the same answer nearly always). Colour histograms
+separate people as well as a generic CNN embedding does on this kind of footage (models.md), at no model cost.
 Each track keeps the best picture of its target (size, detector score, sharpness, and for faces a frontal pose read
 from the landmarks) and is reported once: when it ends, or when it reaches the maximum age (then it goes on under a
 new id). Optionally the first sighting is reported at once, and the final report reuses its id.
@@ -14,15 +25,38 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
+import cv2
 import numpy as np
+import numpy.typing as npt
 
 from pipelines.crops import crop, crop_jpeg, sharpness
-from pipelines.detect.detection import Detection, Embedding, Image, Landmarks, TargetKind, iou
+from pipelines.detect.detection import (
+    Attribute,
+    Detection,
+    Embedding,
+    Image,
+    Landmarks,
+    TargetKind,
+    iou,
+)
 from pipelines.frames import Frame
 
 TrackEvent = Literal["first", "ended", "aged"]
+
+
+def _load_hungarian() -> Callable[..., Any] | None:
+    """scipy's Hungarian method where scipy is installed (it is optional); None means greedy assignment."""
+    try:
+        import importlib
+
+        return getattr(importlib.import_module("scipy.optimize"), "linear_sum_assignment", None)
+    except ImportError:  # pragma: no cover - depends on the environment
+        return None
+
+
+_linear_sum_assignment = _load_hungarian()
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +77,19 @@ class TrackerConfig:
     missed at least ``min_missed_frames`` sampled frames (so a slowly sampled camera is not cut by one look).
     ``max_age_s``: a track this old is reported and continues under a new id. ``reference_size``: box side (square root of
     the area, pixels) at which a target counts as fully big enough for a good shot.
+
+    Matching: ``max_center_distance`` is the motion gate (predicted centre to detection centre, in box sides) for
+    a track seen in the previous frame; it grows by ``gate_growth`` of itself for each sampled frame missed since.
+    ``appearance_weight`` is the share of the colour cue in the cost (0 = motion only);
+    ``max_appearance_distance`` the largest Bhattacharyya distance of two histograms of one target.
+    A pair whose boxes overlap by ``iou_match`` (IoU with the prediction) passes the motion gate as well.
     """
 
     iou_match: float = 0.2
-    max_center_distance: float = 1.5
+    max_center_distance: float = 2.0
+    gate_growth: float = 1.0
+    appearance_weight: float = 0.5
+    max_appearance_distance: float = 0.7
     max_missed_s: float = 3.0
     min_missed_frames: int = 1
     max_age_s: float = 60.0
@@ -89,6 +132,51 @@ class TrackUpdate:
     last_seen: datetime
     hits: int
     embedding: Embedding | None = None
+    #: the track of the target this one belongs to (a face found in the head region of a body), at its best shot
+    linked: TrackRef | None = None
+    #: attributes of the best shot, as (key, value, score) (filled by the detection pipeline when reported)
+    attributes: tuple[Attribute, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TrackRef:
+    """Enough of another track to name its report: its id and when it started (its TargetId is made from both)."""
+
+    track_id: str
+    kind: TargetKind
+    first_seen: datetime
+
+
+HIST_BINS = (6, 2, 3)  # hue, saturation, value
+Histogram = npt.NDArray[np.float32]
+
+
+def colour_histogram(image: Image, det: Detection) -> Histogram | None:
+    """HSV histogram of the box's upper and lower half (each normalised to 1), or None for an empty box.
+
+    The box is shrunk by 15% at the sides (background beside the body) and resized to 16x32 first, so the cost
+    is the same for every box size.
+    """
+    h, w = image.shape[:2]
+    bw, bh = det.x2 - det.x1, det.y2 - det.y1
+    x1, x2 = int(max(0, det.x1 + 0.15 * bw)), int(min(w, det.x2 - 0.15 * bw))
+    y1, y2 = int(max(0, det.y1 + 0.05 * bh)), int(min(h, det.y2 - 0.05 * bh))
+    if x2 - x1 < 2 or y2 - y1 < 2:
+        return None
+    small = cv2.resize(image[y1:y2, x1:x2], (16, 32), interpolation=cv2.INTER_AREA)
+    hsv = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)
+    parts = []
+    for half in (hsv[:16], hsv[16:]):
+        hist = cv2.calcHist([half], [0, 1, 2], None, list(HIST_BINS), [0, 180, 0, 256, 0, 256]).ravel()
+        total = float(hist.sum())
+        parts.append(hist / total if total > 0 else hist)
+    return np.concatenate(parts).astype(np.float32)
+
+
+def bhattacharyya(a: Histogram, b: Histogram) -> float:
+    """Bhattacharyya distance of two histograms made by :func:`colour_histogram`: 0 same, 1 disjoint."""
+    coefficient = float(np.sum(np.sqrt(a * b))) / 2.0  # two halves, each summing to 1
+    return math.sqrt(max(0.0, 1.0 - min(1.0, coefficient)))
 
 
 def frontal_score(landmarks: Landmarks | None) -> float | None:
@@ -150,6 +238,8 @@ class _Track:
     missed: int = 0
     velocity: tuple[float, float] = (0.0, 0.0)
     announced: bool = False
+    hist: Histogram | None = None
+    best_link: TrackRef | None = None
 
     def predicted(self, at: datetime) -> Detection:
         dt = max(0.0, (at - self.last_time).total_seconds())
@@ -168,6 +258,33 @@ def _center_distance(a: Detection, b: Detection) -> float:
     (ax, ay), (bx, by) = a.center, b.center
     side = (math.sqrt(a.area) + math.sqrt(b.area)) / 2
     return math.hypot(ax - bx, ay - by) / side
+
+
+def _assign(pairs: list[tuple[float, int, int]]) -> list[tuple[int, int]]:
+    """Pairs (track, detection) of least total cost among the gated ``(cost, track, detection)`` candidates."""
+    if not pairs:
+        return []
+    if _linear_sum_assignment is not None:
+        rows = sorted({i for _, i, _ in pairs})
+        cols = sorted({j for _, _, j in pairs})
+        r_at = {i: k for k, i in enumerate(rows)}
+        c_at = {j: k for k, j in enumerate(cols)}
+        big = 1e6  # pairs outside the gates: never taken
+        cost = np.full((len(rows), len(cols)), big)
+        for c, i, j in pairs:
+            cost[r_at[i], c_at[j]] = c
+        r, c = _linear_sum_assignment(cost)
+        return [(rows[a], cols[b]) for a, b in zip(r, c, strict=True) if cost[a, b] < big]
+    out = []
+    used_t: set[int] = set()
+    used_d: set[int] = set()
+    for _, i, j in sorted(pairs):
+        if i in used_t or j in used_d:
+            continue
+        used_t.add(i)
+        used_d.add(j)
+        out.append((i, j))
+    return out
 
 
 class Tracker:
@@ -194,14 +311,16 @@ class Tracker:
         at = frame.captured_at
         updates: list[TrackUpdate] = []
         matched_tracks: set[int] = set()
-        matched_dets: set[int] = set()
+        owner: dict[int, _Track] = {}
+        use_colour = self.config.appearance_weight > 0
+        hists = [colour_histogram(frame.image, d) if use_colour else None for d in detections]
         for kind in {d.kind for d in detections} | {t.kind for t in self._tracks}:
             t_idx = [i for i, t in enumerate(self._tracks) if t.kind == kind]
             d_idx = [j for j, d in enumerate(detections) if d.kind == kind]
-            for i, j in self._match(t_idx, d_idx, detections, at):
+            for i, j in self._match(t_idx, d_idx, detections, hists, at):
                 matched_tracks.add(i)
-                matched_dets.add(j)
-                updates += self._extend(self._tracks[i], frame, detections[j])
+                owner[j] = self._tracks[i]
+                updates += self._extend(self._tracks[i], frame, detections[j], hists[j])
         survivors: list[_Track] = []
         for i, track in enumerate(self._tracks):
             if i not in matched_tracks:
@@ -213,9 +332,21 @@ class Tracker:
             survivors.append(track)
         self._tracks = survivors
         for j, det in enumerate(detections):
-            if j not in matched_dets:
-                updates += self._start(frame, det)
+            if j not in owner:
+                updates += self._start(frame, det, hists[j])
+                owner[j] = self._tracks[-1]
+        self._link(detections, owner)
         return updates
+
+    @staticmethod
+    def _link(detections: Sequence[Detection], owner: dict[int, _Track]) -> None:
+        """A detection found inside another (``parent``: a face in a body's head region) links their tracks."""
+        for j, det in enumerate(detections):
+            if det.parent < 0 or det.parent >= len(detections) or det.parent == j:
+                continue
+            track, parent = owner[j], owner[det.parent]
+            if track.best.detection is det:
+                track.best_link = TrackRef(parent.track_id, parent.kind, parent.first_seen)
 
     def flush(self) -> list[TrackUpdate]:
         """End every track now (camera stopped, agent shutting down)."""
@@ -225,48 +356,46 @@ class Tracker:
         self._tracks = []
         return updates
 
+    def _cost(
+        self, track: _Track, predicted: Detection, det: Detection, hist: Histogram | None
+    ) -> float | None:
+        """The cost of giving ``det`` to ``track`` (0 best), or None outside the gates."""
+        cfg = self.config
+        dist = _center_distance(predicted, det)
+        gate = cfg.max_center_distance * (1.0 + cfg.gate_growth * track.missed)
+        overlap = iou(predicted, det)
+        if dist > gate and overlap < cfg.iou_match:
+            return None
+        motion = min(1.0, dist / gate) if gate > 0 else 1.0
+        w = cfg.appearance_weight
+        if w <= 0 or hist is None or track.hist is None:
+            return motion
+        colour = bhattacharyya(track.hist, hist)
+        if colour > cfg.max_appearance_distance:
+            return None
+        return (1.0 - w) * motion + w * colour
+
     def _match(
-        self, t_idx: list[int], d_idx: list[int], detections: Sequence[Detection], at: datetime
+        self,
+        t_idx: list[int],
+        d_idx: list[int],
+        detections: Sequence[Detection],
+        hists: Sequence[Histogram | None],
+        at: datetime,
     ) -> list[tuple[int, int]]:
         if not t_idx or not d_idx:
             return []
-        predicted = {i: self._tracks[i].predicted(at) for i in t_idx}
-        pairs = []
+        pairs: list[tuple[float, int, int]] = []
         for i in t_idx:
+            track = self._tracks[i]
+            predicted = track.predicted(at)
             for j in d_idx:
-                overlap = max(iou(predicted[i], detections[j]), iou(self._tracks[i].last, detections[j]))
-                if overlap >= self.config.iou_match:
-                    pairs.append((-overlap, i, j))
-        result = self._greedy(sorted(pairs), set(), set())
-        used_t = {i for i, _ in result}
-        used_d = {j for _, j in result}
-        pairs = []
-        for i in t_idx:
-            if i in used_t:
-                continue
-            for j in d_idx:
-                if j in used_d:
-                    continue
-                dist = _center_distance(predicted[i], detections[j])
-                if dist <= self.config.max_center_distance:
-                    pairs.append((dist, i, j))
-        return result + self._greedy(sorted(pairs), used_t, used_d)
+                cost = self._cost(track, predicted, detections[j], hists[j])
+                if cost is not None:
+                    pairs.append((cost, i, j))
+        return _assign(pairs)
 
-    @staticmethod
-    def _greedy(
-        pairs: list[tuple[float, int, int]], used_t: set[int], used_d: set[int]
-    ) -> list[tuple[int, int]]:
-        out = []
-        used_t, used_d = set(used_t), set(used_d)
-        for _, i, j in pairs:
-            if i in used_t or j in used_d:
-                continue
-            used_t.add(i)
-            used_d.add(j)
-            out.append((i, j))
-        return out
-
-    def _start(self, frame: Frame, det: Detection) -> list[TrackUpdate]:
+    def _start(self, frame: Frame, det: Detection, hist: Histogram | None) -> list[TrackUpdate]:
         track = _Track(
             track_id=self._new_id(),
             kind=det.kind,
@@ -274,11 +403,14 @@ class Tracker:
             last_time=frame.captured_at,
             first_seen=frame.captured_at,
             best=shot_quality(frame, det, self.config),
+            hist=hist,
         )
         self._tracks.append(track)
         return self._maybe_announce(track)
 
-    def _extend(self, track: _Track, frame: Frame, det: Detection) -> list[TrackUpdate]:
+    def _extend(
+        self, track: _Track, frame: Frame, det: Detection, hist: Histogram | None
+    ) -> list[TrackUpdate]:
         at = frame.captured_at
         dt = (at - track.last_time).total_seconds()
         if dt > 0:
@@ -287,12 +419,15 @@ class Tracker:
             if track.hits > 1:
                 vx, vy = 0.5 * vx + 0.5 * track.velocity[0], 0.5 * vy + 0.5 * track.velocity[1]
             track.velocity = (vx, vy)
+        if hist is not None:
+            track.hist = hist if track.hist is None else 0.7 * track.hist + 0.3 * hist
         track.last, track.last_time = det, at
         track.hits += 1
         track.missed = 0
         shot = shot_quality(frame, det, self.config)
         if shot.quality > track.best.quality:
             track.best = shot
+            track.best_link = None  # set again by _link when this sighting has a parent
         updates = self._maybe_announce(track)
         if (at - track.first_seen).total_seconds() >= self.config.max_age_s:
             updates += self._close(track, "aged")
@@ -300,6 +435,7 @@ class Tracker:
             track.track_id = self._new_id()
             track.first_seen = at
             track.best = shot
+            track.best_link = None
             track.hits = 1
             track.announced = True  # its first sighting was already reported under the old id
         return updates
@@ -326,6 +462,7 @@ class Tracker:
             first_seen=track.first_seen,
             last_seen=track.last_time,
             hits=track.hits,
+            linked=track.best_link,
         )
 
 

@@ -42,8 +42,10 @@ from agent.storage.store import StoreUnavailable, TargetStore
 from pipelines.crops import encode_jpeg
 from pipelines.detect import BodyDetector, CustomDetector, FaceDetector, FaceEmbedder, RuntimeOptions
 from pipelines.detect import CustomModelConfig as CustomSpec
+from pipelines.detect.attributes import AgeGenderNet, AttributeClassifier
 from pipelines.detect.batch import BatcherClosed, FrameDropped, MicroBatcher
 from pipelines.detect.detection import Detector
+from pipelines.detect.face import HeadRegionFaces
 from pipelines.detect.nanodet import NanoDetDetector
 from pipelines.detect.pipeline import DetectionPipeline
 from pipelines.frames import Frame
@@ -92,6 +94,8 @@ class Models:
         self.face: Detector | None = None
         self.body: Detector | None = None
         self.embedder: FaceEmbedder | None = None
+        self.head_faces: HeadRegionFaces | None = None
+        self.attributes: AttributeClassifier | None = None
         if cfg.face.enabled:
             self.face = self._custom_detector(cfg.face.model) or FaceDetector(
                 input_size=(cfg.face.input_width, cfg.face.input_height),
@@ -102,6 +106,13 @@ class Models:
             )
             if cfg.face.embed:
                 self.embedder = FaceEmbedder(max_batch=16, runtime=self.runtime)
+            if cfg.face.head_region and cfg.body.enabled and isinstance(self.face, FaceDetector):
+                self.head_faces = HeadRegionFaces(
+                    score_threshold=max(0.7, cfg.face.score_threshold), runtime=self.runtime
+                )
+        if cfg.attributes:
+            age_gender = AgeGenderNet(runtime=self.runtime) if cfg.face.enabled else None
+            self.attributes = AttributeClassifier(age_gender)
         if cfg.body.enabled:
             self.body = self._custom_detector(cfg.body.model) or self._body_detector()
 
@@ -145,10 +156,12 @@ class Models:
         return self.embedder.embed(image, best.landmarks)
 
     def detectors_for(self, algorithm: Algorithm) -> list[Detector]:
+        # face_body without the whole-frame pass: faces come from the head regions of the bodies only
+        whole_face = self.face if self.cfg.face.whole_frame or self.head_faces is None else None
         want = {
             Algorithm.FACE: [self.face],
             Algorithm.BODY: [self.body],
-            Algorithm.FACE_BODY: [self.face, self.body],
+            Algorithm.FACE_BODY: [whole_face, self.body],
         }[algorithm]
         return [d for d in want if d is not None]
 
@@ -235,6 +248,8 @@ class Analytics:
                 self.models.detectors_for(algorithm),
                 embedder=self.models.embedder if algorithm is not Algorithm.BODY else None,
                 tracks=CameraTracks(self.tracker_config, id_factory=lambda: str(next(self._ids))),
+                head_faces=self.models.head_faces if algorithm is Algorithm.FACE_BODY else None,
+                attributes=self.models.attributes,
             )
             self._pipelines[algorithm] = pipeline
             lock = self._pipeline_locks[algorithm] = threading.Lock()
@@ -349,10 +364,21 @@ class Analytics:
                     algorithm_name=inst.config.algorithm_name or ALGORITHM_NAMES[algorithm],
                     track_id=int(u.track_id),
                     embedding=u.embedding,
-                    attributes=tuple(TargetAttribute(k, v) for k, v in det.attributes),
+                    attributes=tuple(TargetAttribute(k, v) for k, v in det.attributes)
+                    + self._attributes(u, iid),
                 )
             )
         return out
+
+    @staticmethod
+    def _attributes(u: TrackUpdate, instance_id: str) -> tuple[TargetAttribute, ...]:
+        """The classifier attributes of a report, plus the TargetId of the body a face was found on."""
+        attrs = [TargetAttribute(a.key, a.value, a.score) for a in u.attributes]
+        link = u.linked
+        if link is not None:
+            body_id = make_target_id(u.device_id, link.kind, link.first_seen, int(link.track_id), instance_id)
+            attrs.append(TargetAttribute(f"{link.kind}TargetId", body_id))
+        return tuple(attrs)
 
     def _emit_logged(self, updates: Iterable[TrackUpdate], algorithm: Algorithm) -> None:
         try:

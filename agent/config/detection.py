@@ -49,6 +49,16 @@ class FaceModelConfig(Strict):
     score_threshold: float = Field(0.6, gt=0, lt=1)
     min_size_px: float = Field(12.0, ge=1, description="Smaller faces are ignored.")
     embed: bool = Field(True, description="A 128-d SFace embedding for every face target (search by face).")
+    whole_frame: bool = Field(
+        True,
+        description="Look for faces in the whole frame (close-up cameras). With body detection (face_body) it may "
+        "be turned off to look for faces only in the head regions of bodies; the face algorithm always uses it.",
+    )
+    head_region: bool = Field(
+        True,
+        description="face_body: also look for faces in the head region of every body, at the face model's own "
+        "scale (far faces), and link each to its body (BodyTargetId).",
+    )
 
 
 #: Bundled body/vehicle models: input (width, height) and score threshold each uses unless the site says.
@@ -124,6 +134,11 @@ class DetectionConfig(Strict):
     report_first_sighting: bool = Field(
         False,
         description="Report a target as soon as it is first seen, then update it under the same TargetId.",
+    )
+    attributes: bool = Field(
+        True,
+        description="TargetAttributes of every target: GenderCode and Age of faces, UpperColor/LowerColor of "
+        "bodies, VehicleColor of vehicles.",
     )
 
     @model_validator(mode="after")

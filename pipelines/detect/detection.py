@@ -25,6 +25,8 @@ class Detection:
     ``x1, y1, x2, y2`` are in pixels of the source frame (not the model input), clipped to it.
     ``landmarks`` is 5x2 (left eye, right eye, nose, left mouth corner, right mouth corner, as seen in the image)
     for faces when the model gives them. ``label`` is the model's own class name or id (custom and COCO models).
+    ``parent`` is the index, in the same frame's list of detections, of the target this one was found in (a face
+    in the head region of a body), or -1; the tracker turns it into a link between the two tracks.
     """
 
     x1: float
@@ -38,6 +40,7 @@ class Detection:
     label: str = ""
     #: (key, value) pairs the model itself gives, e.g. ``("CocoClass", "truck")``; they become TargetAttributes
     attributes: tuple[tuple[str, str], ...] = ()
+    parent: int = -1
 
     @property
     def width(self) -> float:
@@ -61,6 +64,15 @@ class Detection:
 
     def with_embedding(self, embedding: Embedding) -> Detection:
         return replace(self, embedding=embedding)
+
+
+@dataclass(frozen=True, slots=True)
+class Attribute:
+    """One classifier attribute of a target, as TargetAttributes has it: ``Key``, ``Value``, ``Score``."""
+
+    key: str
+    value: str
+    score: float | None = None
 
 
 class Detector(Protocol):

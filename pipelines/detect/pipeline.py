@@ -1,8 +1,10 @@
 """Detection and tracking for frames of many cameras, in one call per batch.
 
 ``DetectionPipeline.process`` is what the micro-batcher calls: every detector sees the whole batch (batched where
-the model allows), each camera's tracker takes its frames in order, and faces that are being reported get their
-embedding, all reported faces of the batch in one session call.
+the model allows); with ``head_faces`` the head region of every body is searched for faces too (merged with the
+whole-frame faces, each linked to its body); each camera's tracker takes its frames in order; and the targets being
+reported get their attributes (colours, gender and age) and faces their embedding, all of a batch in one session
+call per model.
 """
 
 from __future__ import annotations
@@ -13,12 +15,18 @@ from dataclasses import replace
 from pipelines.frames import Frame
 from pipelines.track import CameraTracks, TrackerConfig, TrackUpdate
 
+from .attributes import AttributeClassifier
 from .detection import Detection, Detector, Image
 from .embed import FaceEmbedder, align_face
+from .face import HeadRegionFaces, merge_faces
 
 
 class DetectionPipeline:
-    """Detectors + optional face embedder + per-camera trackers. Called from one thread at a time."""
+    """Detectors + optional head-region faces, attributes and face embedder + per-camera trackers.
+
+    Called from one thread at a time. ``detectors`` may leave out the whole-frame face detector when
+    ``head_faces`` is given (street cameras: faces only where bodies are).
+    """
 
     def __init__(
         self,
@@ -27,11 +35,15 @@ class DetectionPipeline:
         embedder: FaceEmbedder | None = None,
         tracker: TrackerConfig | None = None,
         tracks: CameraTracks | None = None,
+        head_faces: HeadRegionFaces | None = None,
+        attributes: AttributeClassifier | None = None,
     ) -> None:
         if not detectors:
             raise ValueError("a detection pipeline needs at least one detector")
         self.detectors = list(detectors)
         self.embedder = embedder
+        self.head_faces = head_faces
+        self.attributes = attributes
         self.tracks = tracks or CameraTracks(tracker)
 
     def detect(self, images: Sequence[Image]) -> list[list[Detection]]:
@@ -40,6 +52,12 @@ class DetectionPipeline:
         for detector in self.detectors:
             for i, found in enumerate(detector.detect_batch(list(images))):
                 merged[i].extend(found)
+        if self.head_faces is not None:
+            heads = self.head_faces.find_batch(list(images), merged)
+            merged = [
+                merge_faces(found, faces, (image.shape[1], image.shape[0]))
+                for image, found, faces in zip(images, merged, heads, strict=True)
+            ]
         return merged
 
     def process(self, frames: Sequence[Frame]) -> list[list[TrackUpdate]]:
@@ -48,13 +66,30 @@ class DetectionPipeline:
         per_frame = [
             self.tracks.update(frame, found) for frame, found in zip(frames, detections, strict=True)
         ]
-        return self._embed(per_frame)
+        return self._embed(self._describe(per_frame))
 
     def end_camera(self, device_id: str) -> list[TrackUpdate]:
-        return self._embed([self.tracks.end_camera(device_id)])[0]
+        return self._embed(self._describe([self.tracks.end_camera(device_id)]))[0]
 
     def flush(self) -> list[TrackUpdate]:
-        return self._embed([self.tracks.flush()])[0]
+        return self._embed(self._describe([self.tracks.flush()]))[0]
+
+    def _describe(self, groups: list[list[TrackUpdate]]) -> list[list[TrackUpdate]]:
+        """Attributes of every report's best shot (a report without attributes only: ``first`` has them already)."""
+        if self.attributes is None:
+            return groups
+        wanted = [
+            (g, k) for g, updates in enumerate(groups) for k, u in enumerate(updates) if not u.attributes
+        ]
+        if not wanted:
+            return groups
+        shots = [(groups[g][k].best.frame.image, groups[g][k].best.detection) for g, k in wanted]
+        found = self.attributes.describe(shots)
+        out = [list(updates) for updates in groups]
+        for (g, k), attrs in zip(wanted, found, strict=True):
+            if attrs:
+                out[g][k] = replace(out[g][k], attributes=attrs)
+        return out
 
     def _embed(self, groups: list[list[TrackUpdate]]) -> list[list[TrackUpdate]]:
         if self.embedder is None:

@@ -15,7 +15,7 @@ from .runtime import ModelError, provider_chain, short_provider_name
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
-ModelKind = Literal["face", "body", "embed", "custom"]
+ModelKind = Literal["face", "body", "embed", "attributes", "custom"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +81,16 @@ BUNDLED: dict[str, ModelSpec] = {
         layout="sface",
         batchable=True,
     ),
+    "age-gender": ModelSpec(
+        id="age-gender",
+        file=MODELS_DIR / "age_gender.onnx",
+        kind="attributes",
+        licence="MIT (face-api AgeGenderNet via npm @vladmandic/face-api 1.7.15; LICENSE.face-api)",
+        source="npm:@vladmandic/face-api@1.7.15 model/age_gender_model.bin, rebuilt by convert_age_gender.py",
+        input_size=(112, 112),
+        layout="age-gender",
+        batchable=True,
+    ),
 }
 
 _CONVERT_STEP = {"retinaface": "face", "ssdlite-person": "body", "nanodet": "nanodet", "sface": "embed"}
@@ -92,6 +102,8 @@ def bundled_path(model_id: str) -> Path:
 
 def fix_hint(model_id: str) -> str:
     """How to get a good file back, for error messages."""
+    if model_id == "age-gender":
+        return "reinstall vcs-edge, or rebuild it with 'python -m pipelines.models.convert_age_gender'"
     if model_id in _CONVERT_STEP:
         return f"reinstall vcs-edge, or rebuild it with 'python -m pipelines.models.convert {_CONVERT_STEP[model_id]}'"
     return f"check the path and layout of model {model_id!r} in the site file"

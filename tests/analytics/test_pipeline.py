@@ -8,6 +8,7 @@ The camera is a file source played in real time (H.264 made from the photo with 
 from __future__ import annotations
 
 import asyncio
+import json
 from fractions import Fraction
 from pathlib import Path
 
@@ -88,4 +89,56 @@ instances:
     sims = embs @ embs.T
     assert float(np.max(sims - np.eye(6) * 2)) < 0.5
     assert store.search(target_type="Body", page_size=10).total_count == 0
+    store.close()
+
+
+def test_face_body_records_carry_attributes_and_the_body_of_each_face(tmp_path: Path) -> None:
+    clip = photo_clip(tmp_path / "group.mkv")
+    site = load_text(
+        f"""
+site: {{name: faces, timezone: UTC}}
+agent: {{data_dir: "{tmp_path / "data"}", http: {{host: 127.0.0.1, port: 0}}}}
+streams: {{mode: 1}}
+devices:
+  - {{id: "{CAM}", name: photo, frame_rate: 5, gop: 5, stream: {{main: "{clip}"}}}}
+detection:
+  face: {{embed: false}}
+  track_max_missed_s: 30
+instances:
+  - {{id: both, name: both, algorithm_id: face_body, spf: 1, cameras: ["{CAM}"]}}
+""",
+        "both.yaml",
+        {},
+    )
+
+    async def run() -> None:
+        sup = Supervisor(site=site)
+        await sup.start()
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            if sup.analytics is not None and sup.analytics.frames_detected >= 3:
+                break
+        await sup.stop()
+
+    asyncio.run(run())
+    store = TargetStore(site.agent.data_dir, sinks=())
+    faces = [h.record for h in store.search(target_type="Face", page_size=50).hits]
+    bodies = {h.record.target_id: h.record for h in store.search(target_type="Body", page_size=50).hits}
+    assert len(faces) == 6 and bodies
+    for r in faces:
+        keys = {a.key for a in r.attributes}
+        assert {"GenderCode", "Age"} <= keys
+        api = json.loads(r.to_api()["TargetAttributes"])
+        assert any(
+            a["Key"] == "GenderCode" and a["Value"] in ("1", "2") and 0.5 <= a["Score"] <= 1 for a in api
+        )
+    assert (
+        sorted(a.value for r in faces for a in r.attributes if a.key == "GenderCode") == ["1"] * 3 + ["2"] * 3
+    )
+    for r in bodies.values():
+        colours = {a.key: a.value for a in r.attributes}
+        assert set(colours) == {"UpperColor", "LowerColor"}
+    linked = [a.value for r in faces for a in r.attributes if a.key == "BodyTargetId"]
+    assert len(linked) >= 4
+    assert set(linked) <= set(bodies)  # each names a Body record that was stored
     store.close()

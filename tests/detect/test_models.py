@@ -21,6 +21,7 @@ def test_bundled_files_exist_with_licences() -> None:
         "LICENSE.sface",
         "LICENSE.nanodet",
         "LICENSE.human-models",
+        "LICENSE.face-api",
     ]:
         assert (models_dir / name).is_file()
     assert "Apache License" in (models_dir / "LICENSE.sface").read_text()
@@ -28,8 +29,10 @@ def test_bundled_files_exist_with_licences() -> None:
 
 def test_model_rows_list_id_file_licence_input_provider() -> None:
     rows = {r.id: r for r in model_rows(provider="cpu")}
-    assert set(rows) == {"retinaface", "ssdlite-person", "nanodet", "sface"}
+    assert set(rows) == {"retinaface", "ssdlite-person", "nanodet", "sface", "age-gender"}
     assert rows["sface"].input == "112x112"
+    assert rows["age-gender"].input == "112x112"
+    assert rows["age-gender"].licence.startswith("MIT") and rows["age-gender"].kind == "attributes"
     assert rows["ssdlite-person"].input == "300x300"
     assert rows["nanodet"].input == "416x416" and rows["nanodet"].kind == "body"
     assert (
