@@ -27,7 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipelines import samples
+from agent import samples
 from pipelines.detect import BodyDetector, Detection, RuntimeOptions
 from pipelines.detect.detection import Detector
 from pipelines.detect.nanodet import NanoDetDetector

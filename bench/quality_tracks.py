@@ -24,7 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipelines import samples
+from agent import samples
 from pipelines.detect import BodyDetector, Detector
 from pipelines.frames import Frame
 from pipelines.track import Tracker, TrackerConfig

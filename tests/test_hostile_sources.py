@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
 import pytest
-from agent.streams import StreamManager, StreamMode
 
+from agent.config.enums import StreamMode
+from agent.ingest.streams import StreamManager
 from pipelines.frames import Frame
 from pipelines.sampling import Sampler
 from pipelines.source_bounds import (

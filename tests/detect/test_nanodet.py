@@ -226,7 +226,7 @@ def test_bundled_with_both_licences() -> None:
 
 
 def test_nanodet_is_the_default_body_model_and_ssdlite_stays_selectable() -> None:
-    from agent.analytics import Models
+    from agent.analytics.pipeline import Models
     from agent.config import BodyModelConfig, DetectionConfig
     from pipelines.detect import BodyDetector
 

@@ -12,11 +12,10 @@ import asyncio
 import json
 from pathlib import Path
 
-from agent.runtime import Supervisor
-from agent.store import TargetStore
-
+from agent import samples
+from agent.box.supervisor import Supervisor
 from agent.config import load_text
-from pipelines import samples
+from agent.storage.store import TargetStore
 
 CAM = "34020000001320000010"
 
