@@ -13,6 +13,8 @@ algorithm) that sampled its best frame, and the TargetId is a function of camera
 track number, so a re-sent record keeps its id. With ``report_first_sighting`` the first sighting is stored at
 once; the later best shot of the same track keeps that TargetId, and the store keeps the first one (a duplicate
 id is never stored twice).
+
+Long because: the models, the per-algorithm batchers and the record writer share one life cycle and one set of counters; the detection stages themselves live in pipelines/.
 """
 
 from __future__ import annotations

@@ -20,6 +20,8 @@ Messages handed to paho
 stay in its in-flight list across reconnects and are re-sent by it (DUP), so after an outage they go out again
 in their original order; the outbox row is deleted when the PUBACK arrives. A process crash loses only paho's
 memory: the rows are still in the outbox and are sent again by the next process (same TargetId).
+
+Long because: one paho client's connection state, back-off, in-flight acknowledgements and status topics belong together; splitting them would split one state machine.
 """
 
 from __future__ import annotations
