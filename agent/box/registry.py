@@ -119,9 +119,7 @@ def with_credentials(url: str, username: str | None, password: str | None) -> st
     if not username or "://" not in url:
         return url
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
+    host = parts.netloc.rpartition("@")[2]  # as written: an IPv6 address keeps its brackets
     cred = quote(username, safe="")
     if password:
         cred += ":" + quote(password, safe="")
