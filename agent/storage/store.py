@@ -340,13 +340,13 @@ class TargetStore:
 
     def relieve_pressure(self) -> int:
         """When free space is under the low mark (or storing failed), prune until it is three times the floor
-        plus twice the reserve:
+        plus three times the reserve:
         the frames of the oldest targets first, then their crops and the delivered records, oldest first.
         Records whose outbox rows live are kept (stripped of their media). Works on a completely full disk:
         the reserve file is released for the DELETE and the WAL checkpoint, and re-created after. Returns
         the targets touched."""
         self.clean_temp_files()
-        goal = 3 * self.min_free_bytes + 2 * self.reserve_bytes
+        goal = 3 * self.min_free_bytes + 3 * self.reserve_bytes
 
         def short() -> bool:
             return self.free_bytes() < goal
@@ -445,7 +445,17 @@ class TargetStore:
                         skipped += 1
                     record.target_image_path = crop_path
                     record.source_image_path = frame_path
-                inserted, rows = self._insert(fresh, frame_path, written)
+                try:
+                    inserted, rows = self._insert(fresh, frame_path, written)
+                except sqlite3.OperationalError as exc:
+                    # The disk filled up under SQLite: prune now (the reserve makes the DELETE possible) and
+                    # try once more, so that the record and its outbox row are kept. The reserve itself is
+                    # never given to inserts: it is what lets the next prune work.
+                    if not _is_disk_full(exc):
+                        raise
+                    if self.relieve_pressure() == 0:
+                        raise
+                    inserted, rows = self._insert(fresh, frame_path, written)
             except BaseException as exc:
                 for path, _ in written:
                     self._unlink(path)
@@ -454,11 +464,12 @@ class TargetStore:
                     raise StoreUnavailable(f"target store unavailable: {exc}") from exc
                 raise
             self.media_skipped += skipped
-            self._set_condition(
-                "media not written: free space under the floor (frames first, then crops)"
-                if skipped
-                else None
-            )
+            if skipped:
+                self._set_condition(
+                    "media not written: free space under the floor (frames first, then crops)"
+                )
+            elif self.condition is not None and not self.under_pressure():
+                self._set_condition(None)  # back to normal only over the low mark: no flapping at the floor
             self.outbox.committed(rows)
             self.added += len(inserted)
             self.duplicates += len(items) - len(inserted)
