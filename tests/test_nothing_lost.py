@@ -213,3 +213,39 @@ def test_full_disk_the_agent_prunes_stores_again_and_delivers_everything(tmp_pat
     errors = [line for line in log.splitlines() if re.search(r"\bERROR\b", line)]
     assert len(errors) <= 4, "\n".join(errors)  # one per change of condition, not one per target
     assert "cannot rollback" not in log and "BatcherClosed" not in log
+
+
+def test_a_reload_adds_and_removes_the_mqtt_sink_at_run_time(tmp_path: Path, camera: str) -> None:
+    # Issue 8, defect 2 (the outbox side): a SIGHUP that adds mqtt: used to fail with "sink 'mqtt' is not one
+    # of the outbox's sinks []"; one that removes it must stop queueing for it and keep what waits.
+    work = tmp_path / "agent"
+    work.mkdir()
+    broker_dir = tmp_path / "broker"
+    broker_dir.mkdir()
+    broker = Mosquitto(broker_dir, free_port())
+    broker.start()
+    sub = Subscriber(broker.port, "vcs-edge/e2e/targets/#", client_id="e2e-reload-subscriber")
+    http_port = free_port()
+    (work / "site.yaml").write_text(site(http_port, camera, None))
+    agent = AgentProcess(work, http_port)
+    try:
+        assert wait_until(lambda: metrics(http_port).get("vcs_edge_targets_stored_total", 0) >= 1, 90), (
+            work / "agent.log"
+        ).read_text()[-3000:]
+        (work / "site.yaml").write_text(site(http_port, camera, broker.port))
+        agent.proc.send_signal(signal.SIGHUP)
+        assert sub.wait_for(lambda m: len(m) >= 2, 60), (work / "agent.log").read_text()[-3000:]
+        (work / "site.yaml").write_text(site(http_port, camera, None))
+        agent.proc.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: "mqtt" not in healthz(http_port), 20)
+        pending = metrics(http_port).get('vcs_edge_outbox_pending{sink="mqtt"}', 0)
+        stored = metrics(http_port)["vcs_edge_targets_stored_total"]
+        assert wait_until(lambda: metrics(http_port)["vcs_edge_targets_stored_total"] >= stored + 2, 60)
+        assert (
+            metrics(http_port).get('vcs_edge_outbox_pending{sink="mqtt"}', 0) == pending
+        )  # not queued for it
+    finally:
+        agent.stop()
+        broker.stop()
+        sub.close()
+    assert "is not one of the outbox's sinks" not in (work / "agent.log").read_text()
