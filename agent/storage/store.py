@@ -1,5 +1,9 @@
 """Target store: SQLite (WAL) for records and embeddings, JPEG files under the data directory, retention.
 
+(Over 450 lines on purpose: the write path, retention and disk-pressure pruning share one connection, one lock,
+the media reference counts and the outbox transaction; split, each half would reach into the other's state. The
+file-system side lives in ``agent.storage.disk``, the scheduling in ``agent.storage.retention``.)
+
 Layout under ``data_dir``: ``targets.db`` (targets, media accounting, storage days, outbox) and
 ``media/YYYY/MM/DD/<device>/<TargetId>.jpg`` (crop) plus ``<TargetId>-frame.jpg`` (the whole frame, shared by
 the targets stored from the same frame). A target and its outbox rows are committed in one transaction.
@@ -27,8 +31,6 @@ What goes, and when (the README's "What can be lost, and when" says the same for
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -49,13 +51,32 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.analytics.targets import TARGET_TYPES, TargetRecord
+from agent.storage.disk import (
+    RESERVE_FILE,
+    DataDirLock,
+    DataDirLocked,
+    Reserve,
+    StoreUnavailable,
+    clean_temp_files,
+    free_bytes,
+)
+from agent.storage.disk import is_disk_full as _is_disk_full
 from agent.storage.outbox import Outbox, _rollback, connect
+
+__all__ = [
+    "RESERVE_FILE",
+    "AttributeFilter",
+    "DataDirLock",
+    "DataDirLocked",
+    "SearchHit",
+    "SearchPage",
+    "StoreUnavailable",
+    "TargetStore",
+]
 
 log = logging.getLogger(__name__)
 
 DB_FILE = "targets.db"
-LOCK_FILE = "targets.lock"
-RESERVE_FILE = "reserve.bin"
 MEDIA_DIR = "media"
 MIN_FREE_BYTES = 64 * 1024 * 1024
 RESERVE_BYTES = 4 * 1024 * 1024
@@ -123,48 +144,6 @@ class SearchPage:
     page_size: int
 
 
-class StoreUnavailable(OSError):
-    """The store cannot take targets now (disk or database full); already counted and logged by the store."""
-
-
-class DataDirLocked(RuntimeError):
-    """Another process (a running agent) holds the data directory."""
-
-
-class DataDirLock:
-    """A POSIX record lock on ``data_dir/targets.lock``, held while a store is open, so that
-    ``vcs-edge outbox purge`` refuses to work under a running agent. The file holds the holder's pid."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.path = data_dir / LOCK_FILE
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise DataDirLocked(
-                f"{self.path.parent} is in use by another process (pid {holder}); stop the agent first"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing releases the lock
-            self._fd = None
-
-
-def _is_disk_full(exc: BaseException) -> bool:
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)
-
-
 def _is_jpeg(data: bytes) -> bool:
     return len(data) > 4 and data[:3] == b"\xff\xd8\xff"
 
@@ -216,8 +195,9 @@ class TargetStore:
         self.stripped: dict[str, int] = {"watermark": 0, "pressure": 0}
         self.condition: str | None = None
         self._last_pressure = 0.0
+        self._reserve = Reserve(self.data_dir, reserve_bytes)
         try:
-            self.clean_temp_files()
+            self.clean_temp_files(0)
             self._conn = connect(
                 self.db_path, synchronous_full=synchronous_full, busy_timeout_s=busy_timeout_s
             )
@@ -256,7 +236,7 @@ class TargetStore:
         self._ensure_reserve()
 
     def free_bytes(self) -> int:
-        return int(shutil.disk_usage(self.data_dir).free)
+        return free_bytes(self.data_dir)
 
     @property
     def low_mark_bytes(self) -> int:
@@ -293,50 +273,16 @@ class TargetStore:
             )
 
     def _ensure_reserve(self) -> None:
-        """(Re)create the reserve file when it is missing or of another size, if there is room for it and the
-        floor; until then the space stays free for records."""
-        path = self.data_dir / RESERVE_FILE
-        try:
-            if self.reserve_bytes <= 0:
-                path.unlink(missing_ok=True)
-                return
-            if path.exists() and path.stat().st_size == self.reserve_bytes:
-                return
-            path.unlink(missing_ok=True)
-            if self.free_bytes() < self.reserve_bytes + self.min_free_bytes:
-                # The disk is taken by something else: records need the room more; re-created when it is back.
-                return
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.posix_fallocate(fd, 0, self.reserve_bytes)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            path.unlink(missing_ok=True)
-            log.debug("store: reserve file not created now: %s", exc)
+        self._reserve.size = self.reserve_bytes
+        self._reserve.ensure(self.min_free_bytes)
 
     def release_reserve(self) -> bool:
         """Delete the reserve file so that a DELETE and a checkpoint have room; True if there was one."""
-        path = self.data_dir / RESERVE_FILE
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return False
-        return True
+        return self._reserve.release()
 
-    def clean_temp_files(self) -> int:
-        """Remove ``*.tmp`` files left by interrupted media writes (not those being written right now)."""
-        n = 0
-        with self._lock:
-            for tmp in self.media_root.rglob("*.tmp"):
-                try:
-                    tmp.unlink()
-                    n += 1
-                except OSError:
-                    continue
-        if n:
-            log.info("store: removed %d temporary media files", n)
-        return n
+    def clean_temp_files(self, min_age_s: float = 60.0) -> int:
+        """Remove ``*.tmp`` files of interrupted media writes (older than ``min_age_s``; 0 at start)."""
+        return clean_temp_files(self.media_root, min_age_s)
 
     def relieve_pressure(self) -> int:
         """When free space is under the low mark (or storing failed), prune until it is three times the floor

@@ -83,6 +83,7 @@ def test_a_disk_filled_by_a_foreign_file_is_pruned_and_no_record_is_lost(
     stale = store.media_root / "2024" / "x-frame.jpg.tmp"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"half a jpeg")
+    os.utime(stale, (1e9, 1e9))  # left by a crash long ago (a fresh one may be a write in progress)
     n = 0
     with caplog.at_level(logging.INFO, logger="agent.storage"):
         # The agent's own media fill most of the disk, then a foreign file takes every byte left.
@@ -140,4 +141,19 @@ def test_nothing_left_to_prune_the_real_error_is_logged_once_and_targets_are_cou
         assert rec.target_image_path and (store.media_root / rec.target_image_path).is_file()
         assert store.condition is None
         assert any("storing normally again" in r.getMessage() for r in caplog.records)
+    store.close()
+
+
+def test_temp_files_of_interrupted_writes_are_removed_at_start(tmp_path: Path, jpegs: Jpegs) -> None:
+    store = TargetStore(tmp_path, sinks=())
+    rec = make_record("cam", 1)
+    store.add(rec, jpegs.crop, jpegs.frame)
+    store.close()
+    crashed = store.media_root / (rec.source_image_path + ".tmp")  # a kill -9 in the middle of a write
+    crashed.write_bytes(jpegs.frame[:100])
+    store = TargetStore(tmp_path, sinks=())
+    assert not crashed.exists() and (store.media_root / rec.source_image_path).is_file()
+    fresh = store.media_root / "in-progress.jpg.tmp"
+    fresh.write_bytes(b"...")
+    assert store.clean_temp_files() == 0 and fresh.exists()  # a write in progress is left alone
     store.close()
