@@ -194,6 +194,7 @@ class TargetStore:
         self.removed: dict[str, int] = {"retention": 0, "watermark": 0, "pressure": 0}
         self.stripped: dict[str, int] = {"watermark": 0, "pressure": 0}
         self.condition: str | None = None
+        self._disk_full = False  # the last write failed for want of room (cleared by the next success)
         self._last_pressure = 0.0
         self._reserve = Reserve(self.data_dir, reserve_bytes)
         try:
@@ -285,7 +286,7 @@ class TargetStore:
         return clean_temp_files(self.media_root, min_age_s)
 
     def relieve_pressure(self) -> int:
-        """When free space is under the low mark (or storing failed), prune until it is three times the floor
+        """When free space is under the low mark (or the last write found the disk full), prune until it is three times the floor
         plus three times the reserve:
         the frames of the oldest targets first, then their crops and the delivered records, oldest first.
         Records whose outbox rows live are kept (stripped of their media). Works on a completely full disk:
@@ -297,7 +298,7 @@ class TargetStore:
         def short() -> bool:
             return self.free_bytes() < goal
 
-        if not self.under_pressure() and self.condition is None:
+        if not self.under_pressure() and not self._disk_full:
             self._ensure_reserve()
             return 0
         self.release_reserve()
@@ -410,6 +411,7 @@ class TargetStore:
                     raise StoreUnavailable(f"target store unavailable: {exc}") from exc
                 raise
             self.media_skipped += skipped
+            self._disk_full = False
             if skipped:
                 self._set_condition(
                     "media not written: free space under the floor (frames first, then crops)"
@@ -424,7 +426,9 @@ class TargetStore:
 
     def _failed(self, n: int, exc: BaseException) -> None:
         self.failed += n
-        self._pressure()
+        if _is_disk_full(exc):
+            self._disk_full = True
+            self._pressure()
         self._set_condition(f"targets not stored: {type(exc).__name__}: {exc}")
 
     def _write_media(self, rel: str, data: bytes, written: list[tuple[str, int]]) -> bool:

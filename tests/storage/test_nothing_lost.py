@@ -137,6 +137,7 @@ def test_outbox_command_lists_and_purges_only_when_the_agent_is_stopped(tmp_path
     assert listed.returncode == 0, listed.stderr
     assert "mqtt: 3 undelivered" in listed.stdout and "configured" in listed.stdout
     assert "kafka: 3 undelivered" in listed.stdout and "NOT CONFIGURED" in listed.stdout
+    assert listed.stderr == ""
     purged = cli("purge", "kafka", "--data-dir", str(data))
     assert purged.returncode == 0 and "purged 3" in purged.stdout
     assert cli("purge", "kafka", "--data-dir", str(data)).returncode == 1  # nothing left: says so
