@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -249,3 +250,51 @@ def test_a_reload_adds_and_removes_the_mqtt_sink_at_run_time(tmp_path: Path, cam
         broker.stop()
         sub.close()
     assert "is not one of the outbox's sinks" not in (work / "agent.log").read_text()
+
+
+def test_an_acknowledged_row_whose_delete_failed_leaves_without_a_restart(
+    tmp_path: Path, camera: str
+) -> None:
+    # The delete fails for real: the test holds SQLite's write lock on the agent's database past the agent's
+    # 30 s busy timeout while the broker acknowledges what was queued during an outage.
+    work = tmp_path / "agent"
+    work.mkdir()
+    broker_dir = tmp_path / "broker"
+    broker_dir.mkdir()
+    broker = Mosquitto(broker_dir, free_port())
+    broker.start()
+    sub = Subscriber(broker.port, "vcs-edge/e2e/targets/#", client_id="e2e-ack-subscriber")
+    http_port = free_port()
+    (work / "site.yaml").write_text(site(http_port, camera, broker.port))
+    agent = AgentProcess(work, http_port)
+    db = work / "data" / "targets.db"
+
+    def pending() -> float:
+        return metrics(http_port).get('vcs_edge_outbox_pending{sink="mqtt"}', -1)
+
+    blocker: sqlite3.Connection | None = None
+    try:
+        assert sub.wait_for(lambda m: len(m) >= 1, 90), (work / "agent.log").read_text()[-3000:]
+        broker.stop()
+        assert wait_until(lambda: pending() >= 2, 60)
+        blocker = sqlite3.connect(db, isolation_level=None, timeout=30)
+        blocker.execute("BEGIN IMMEDIATE")
+        queued = stored_ids(work) - sub.target_ids()
+        broker.start()
+        assert sub.wait_for(lambda m: queued <= sub.target_ids(), 30)  # delivered and acknowledged ...
+        log = work / "agent.log"
+        assert wait_until(lambda: "delivery loop error" in log.read_text(), 60)  # ... but the delete failed
+        assert pending() >= len(queued)
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        blocker = None
+        # Retried until it works, in this process: the rows leave without a restart.
+        assert wait_until(lambda: pending() == 0, 60), log.read_text()[-3000:]
+        assert agent.proc.poll() is None
+        assert "deleted" in log.read_text() and "after a retry" in log.read_text()
+    finally:
+        if blocker is not None:
+            blocker.close()
+        agent.stop()
+        broker.stop()
+        sub.close()
