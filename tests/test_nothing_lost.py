@@ -19,6 +19,7 @@ import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,8 +113,8 @@ def test_rows_of_a_sink_missing_from_the_site_file_wait_and_arrive_when_it_retur
         (work / "site.yaml").write_text(site(http_port, camera, None))
         agent = AgentProcess(work, http_port)
         assert wait_until(lambda: metrics(http_port).get('vcs_edge_outbox_pending{sink="mqtt"}', 0) >= 2, 60)
-        outbox = healthz(http_port)["housekeeping"]["outbox"]  # type: ignore[index]
-        assert outbox["unconfigured"] == ["mqtt"] and outbox["pending"]["mqtt"] >= len(waiting)  # type: ignore[index]
+        outbox: dict[str, Any] = healthz(http_port)["housekeeping"]["outbox"]  # type: ignore[index]
+        assert outbox["unconfigured"] == ["mqtt"] and outbox["pending"]["mqtt"] >= len(waiting)
         agent.stop()
         log = (work / "agent.log").read_text()
         assert "discarding" not in log and "is not configured; its" in log

@@ -286,12 +286,11 @@ class TargetStore:
         return clean_temp_files(self.media_root, min_age_s)
 
     def relieve_pressure(self) -> int:
-        """When free space is under the low mark (or the last write found the disk full), prune until it is three times the floor
-        plus three times the reserve:
-        the frames of the oldest targets first, then their crops and the delivered records, oldest first.
-        Records whose outbox rows live are kept (stripped of their media). Works on a completely full disk:
-        the reserve file is released for the DELETE and the WAL checkpoint, and re-created after. Returns
-        the targets touched."""
+        """When free space is under the low mark (or the last write found the disk full), prune until it is
+        three times the floor plus three times the reserve: the frames of the oldest targets first, then their
+        crops and the delivered records, oldest first. Records whose outbox rows live are kept (stripped of their
+        media). Works on a completely full disk: the reserve file is released for the DELETE and the WAL
+        checkpoint, and re-created after. Returns the targets touched."""
         self.clean_temp_files()
         goal = 3 * self.min_free_bytes + 3 * self.reserve_bytes
 
@@ -843,9 +842,9 @@ class TargetStore:
             if reason == "retention" and drop:
                 for start in range(0, len(drop), _BATCH):
                     keys = [r[3] for r in drop[start : start + _BATCH]]
+                    marks = ",".join("?" * len(keys))
                     cur = conn.execute(
-                        f"DELETE FROM outbox WHERE kind = '{TARGET_KIND}' AND key IN ({','.join('?' * len(keys))})",
-                        keys,
+                        f"DELETE FROM outbox WHERE kind = '{TARGET_KIND}' AND key IN ({marks})", keys
                     )
                     expired += max(cur.rowcount, 0)
             for seq, _, _, target_id, _ in strip:
