@@ -196,6 +196,7 @@ class TargetStore:
         self.condition: str | None = None
         self._disk_full = False  # the last write failed for want of room (cleared by the next success)
         self._last_pressure = 0.0
+        self._last_tmp_walk = -1e9
         self._reserve = Reserve(self.data_dir, reserve_bytes)
         try:
             self.clean_temp_files(0)
@@ -282,7 +283,13 @@ class TargetStore:
         return self._reserve.release()
 
     def clean_temp_files(self, min_age_s: float = 60.0) -> int:
-        """Remove ``*.tmp`` files of interrupted media writes (older than ``min_age_s``; 0 at start)."""
+        """Remove ``*.tmp`` files of interrupted media writes (older than ``min_age_s``; 0 at start). While
+        running, the media tree is walked at most once a minute, however often pressure asks."""
+        if min_age_s > 0:
+            now = time.monotonic()
+            if now - self._last_tmp_walk < 60.0:
+                return 0
+            self._last_tmp_walk = now
         return clean_temp_files(self.media_root, min_age_s)
 
     def relieve_pressure(self) -> int:
