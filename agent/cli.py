@@ -157,7 +157,7 @@ def _outbox(args: argparse.Namespace) -> int:
         print(f"vcs-edge outbox: {exc}", file=sys.stderr)
         return 2
     try:
-        box = Outbox(db, ())
+        box = Outbox(db, (), announce=False)
         try:
             pending = box.pending_by_sink()
             if args.outbox_command == "list":

@@ -30,9 +30,8 @@ from typing import Any, TextIO
 import cv2
 import numpy as np
 
-from pipelines.detect.detection import Detection, Detector, Image, TargetKind
-
 from agent.config import DetectionConfig
+from pipelines.detect.detection import Detection, Detector, Image, TargetKind
 
 #: --algorithm -> (which detectors, which target types are shown)
 ALGORITHMS: dict[str, tuple[tuple[str, ...], frozenset[TargetKind]]] = {

@@ -27,8 +27,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from agent.config import BodyModelConfig
 from agent import samples
+from agent.config import BodyModelConfig
 from pipelines.detect import BodyDetector, Detection, RuntimeOptions
 from pipelines.detect.detection import Detector
 from pipelines.detect.nanodet import NanoDetDetector

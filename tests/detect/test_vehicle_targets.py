@@ -12,10 +12,10 @@ import asyncio
 import json
 from pathlib import Path
 
-from agent.config import load_text
-from agent.box.supervisor import Supervisor
-from agent.storage.store import TargetStore
 from agent import samples
+from agent.box.supervisor import Supervisor
+from agent.config import load_text
+from agent.storage.store import TargetStore
 
 CAM = "34020000001320000010"
 
