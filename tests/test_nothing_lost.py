@@ -237,7 +237,8 @@ def test_a_reload_adds_and_removes_the_mqtt_sink_at_run_time(tmp_path: Path, cam
         (work / "site.yaml").write_text(site(http_port, camera, broker.port))
         agent.proc.send_signal(signal.SIGHUP)
         assert sub.wait_for(lambda m: len(m) >= 2, 60), (work / "agent.log").read_text()[-3000:]
-        (work / "site.yaml").write_text(site(http_port, camera, None))
+        # removing a sink is guarded (issue 16): the file names it in allow_removal
+        (work / "site.yaml").write_text(site(http_port, camera, None) + "\nallow_removal: [mqtt]\n")
         agent.proc.send_signal(signal.SIGHUP)
         assert wait_until(lambda: "mqtt" not in healthz(http_port), 20)
         pending = metrics(http_port).get('vcs_edge_outbox_pending{sink="mqtt"}', 0)
