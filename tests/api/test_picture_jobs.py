@@ -198,6 +198,22 @@ def test_picture_search_job_finds_the_person_in_history(
         with urllib.request.urlopen(hits[0].pic_url, timeout=10) as resp:
             assert resp.read()[:3] == b"\xff\xd8\xff"
 
+        # the same search answered in the call
+        sync = c.picture_search_picture(
+            lm.PictureSearchPictureRequest(
+                app_instance_id=app,
+                search_pic_url=server.url("query.jpg"),
+                start_time=start,
+                end_time=end,
+                current_page=1,
+                page_size=1,
+            )
+        ).body.data
+        assert sync.total == res.total and [h.vector_id for h in sync.page_data] == [hits[0].vector_id]
+        assert sync.page_data[0].vector_type == 0 and sync.page_data[0].pic_url.startswith(
+            "http://127.0.0.1:"
+        )
+
         # a time range before the targets finds nothing; the job list pages, newest first, by JobStatus
         early = c.create_picture_search_job(
             lm.CreatePictureSearchJobRequest(

@@ -12,7 +12,7 @@ cropped copy scores above 9, an unrelated scene typically 4..6. Storage: :mod:`a
 
 ListImages: ``Limit`` 1..100 (default 10; the seed gives no bound), ``Order`` asc or desc by DataId,
 ``EntityIdPrefix``; ``Offset`` (records skipped) with ``Limit`` reaches the first 2000 records, past them the
-``Token`` of the previous answer continues (an unknown Token is an InvalidParameter).
+``Token`` of the previous answer continues (a Token that is not a DataId is an InvalidParameter).
 
 Errors are InvalidParameter naming the parameter (a database or EntityId that does not exist included, as the
 seed lists no other code); a full database is InvalidParameter.BadRequest.

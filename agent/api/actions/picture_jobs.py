@@ -8,6 +8,8 @@ the picture-search family as that SDK names it, on the box's own stored targets.
 * Jobs: CreatePictureSearchJob searches faces *and* bodies ("一体化以图搜图") of the app's cameras between
   StartTime and EndTime (13-digit ms) in the whole stored history; GetPictureSearchJobStatus,
   QueryPictureSearchJob (paged, by JobStatus) and QueryPictureSearchJobResult (paged hits, best first).
+  PictureSearchPicture is the same search answered in the call (paged; ``VectorType`` 0 face, 1 body;
+  ``ContainPicUrl`` false leaves ``PicUrl`` empty).
 
 The query picture (``SearchPicUrl``, fetched by the box, :mod:`agent.api.pictures`: at most 3 MB, JPEG or PNG,
 ``api.max_image_pixels``) goes through the same detection, alignment and embedding as stored targets when the
@@ -229,17 +231,10 @@ def _job_data(job: Job) -> dict[str, Any]:
     }
 
 
-@action("CreatePictureSearchJob", LINKVISUAL)
-async def create_job(ctx: ApiContext, p: Params) -> dict[str, Any]:
-    app = _app(ctx, p)
-    runner = _runner(ctx)
-    url = p.req_text("SearchPicUrl", max_len=2048, min_len=1)
-    start_ms, end_ms = _time_ms(p, "StartTime"), _time_ms(p, "EndTime")
-    if end_ms < start_ms:
-        raise invalid("EndTime", f"{end_ms} is before StartTime {start_ms}")
-    threshold = p.number("Threshold", lo=0.0, hi=1.0, default=DEFAULT_THRESHOLD)
-    body_threshold = p.number("BodyThreshold", lo=0.0, hi=1.0, default=DEFAULT_THRESHOLD)
-    kind = p.integer("PictureSearchType", lo=1, hi=2)
+async def _queries(
+    ctx: ApiContext, app: dict[str, Any], url: str, kind: int | None
+) -> dict[str, list[float]]:
+    """The query vectors (by TargetType) of the picture at ``url``, as stored targets get theirs."""
     if not app["Devices"]:
         raise invalid("AppInstanceId", f"app {app['AppInstanceId']} has no cameras; bind some first")
     if ctx.embedder is None:
@@ -255,6 +250,21 @@ async def create_job(ctx: ApiContext, p: Params) -> dict[str, Any]:
     if not queries:
         what = {None: "face or body", 1: "face", 2: "body"}[kind]
         raise invalid("SearchPicUrl", f"no {what} found in the picture")
+    return queries
+
+
+@action("CreatePictureSearchJob", LINKVISUAL)
+async def create_job(ctx: ApiContext, p: Params) -> dict[str, Any]:
+    app = _app(ctx, p)
+    runner = _runner(ctx)
+    url = p.req_text("SearchPicUrl", max_len=2048, min_len=1)
+    start_ms, end_ms = _time_ms(p, "StartTime"), _time_ms(p, "EndTime")
+    if end_ms < start_ms:
+        raise invalid("EndTime", f"{end_ms} is before StartTime {start_ms}")
+    threshold = p.number("Threshold", lo=0.0, hi=1.0, default=DEFAULT_THRESHOLD)
+    body_threshold = p.number("BodyThreshold", lo=0.0, hi=1.0, default=DEFAULT_THRESHOLD)
+    kind = p.integer("PictureSearchType", lo=1, hi=2)
+    queries = await _queries(ctx, app, url, kind)
     params = {
         "url": url,
         "start_ms": start_ms,
@@ -322,6 +332,46 @@ async def job_result(ctx: ApiContext, p: Params) -> dict[str, Any]:
         for r in rows
     ]
     return _ok(_paged(items, job.result_count, num, size))
+
+
+@action("PictureSearchPicture", LINKVISUAL)
+async def search_picture(ctx: ApiContext, p: Params) -> dict[str, Any]:
+    """The synchronous form of a job: the same search, answered in the call, paged."""
+    app = _app(ctx, p)
+    _runner(ctx)
+    url = p.req_text("SearchPicUrl", max_len=2048, min_len=1)
+    start_ms, end_ms = _time_ms(p, "StartTime"), _time_ms(p, "EndTime")
+    if end_ms < start_ms:
+        raise invalid("EndTime", f"{end_ms} is before StartTime {start_ms}")
+    threshold = p.number("Threshold", lo=0.0, hi=1.0, default=DEFAULT_THRESHOLD)
+    kind = p.integer("PictureSearchType", lo=1, hi=2)
+    with_url = p.boolean("ContainPicUrl", default=True)
+    num, size = _page(p)
+    queries = await _queries(ctx, app, url, kind)
+    params = {
+        "start_ms": start_ms,
+        "end_ms": end_ms,
+        "threshold": threshold,
+        "body_threshold": threshold,
+        "devices": list(app["Devices"]),
+        "queries": queries,
+    }
+    job = Job("", KIND, app["AppInstanceId"], JobState.RUNNING, params, 0, None, None, "", 0)
+    work = picture_search_work(ctx.target_store)
+    rows = await asyncio.get_running_loop().run_in_executor(None, work, job, b"", lambda: False)
+    items = [
+        {
+            "IotId": r["device_id"],
+            "GatewayIotId": ctx.default_corp_id,
+            "EventTime": r["ts_ms"],
+            "PicUrl": ctx.link("media", r["crop"]) if with_url and r["crop"] else "",
+            "Threshold": r["similarity"],
+            "VectorId": r["target_id"],
+            "VectorType": 0 if r["target_type"] == "Face" else 1,
+        }
+        for r in rows[(num - 1) * size : num * size]
+    ]
+    return _ok(_paged(items, len(rows), num, size))
 
 
 def picture_search_work(store: Any) -> Any:
