@@ -114,7 +114,9 @@ class _Runner(web.AppRunner):
 class ApiServer:
     """``await ApiServer(box, config, overlay, links, data_dir).start()`` after the box started; ``stop()``
     before it stops. It owns nothing but its listener: the objects it makes are the overlay's, the links the
-    link maker's. Counters: ``requests``, ``errors`` (by Code)."""
+    link maker's; the image databases (``imagedb.db``) and the job table (``jobs.db``) are files of
+    ``data_dir`` that it opens and closes, so a rebuild of the API service finds them as they were (a job
+    running at the rebuild runs again). Counters: ``requests``, ``errors`` (by Code)."""
 
     def __init__(
         self,
