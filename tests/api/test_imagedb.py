@@ -261,3 +261,52 @@ def test_v3_signature_refusals(agent: Agent) -> None:
     )
     e = err(lambda: stranger.list_image_dbs())
     assert e.code == "InvalidAccessKeyId.NotFound" and "Credential" in e.message
+
+
+def _v3_request(agent: Agent, action: str, body: bytes, *, sign_action: str | None = None) -> Any:
+    """A raw ACS3-HMAC-SHA256 request made with the box's own signer (as the SDK makes it); ``sign_action``
+    signs another action than the header sent."""
+    import hashlib
+    import urllib.error
+    import urllib.request
+    import uuid
+
+    from agent.api import signature
+
+    headers = {
+        "host": f"127.0.0.1:{agent.port}",
+        "x-acs-action": sign_action or action,
+        "x-acs-version": "2020-03-20",
+        "x-acs-date": signature.format_timestamp(),
+        "x-acs-signature-nonce": uuid.uuid4().hex,
+        "x-acs-content-sha256": hashlib.sha256(body).hexdigest(),
+        "content-type": "application/x-www-form-urlencoded",
+    }
+    signed = sorted(headers)
+    canon = signature.v3_canonical_request(
+        "POST", "/", {}, {k: [v] for k, v in headers.items()}, signed, headers["x-acs-content-sha256"]
+    )
+    sig = signature.v3_sign(signature.v3_string_to_sign(canon), SECRET)
+    headers["x-acs-action"] = action
+    headers["Authorization"] = (
+        f"ACS3-HMAC-SHA256 Credential={KEY_ID},SignedHeaders={';'.join(signed)},Signature={sig}"
+    )
+    req = urllib.request.Request(f"{agent.endpoint}/", data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_v3_signs_the_action_header_and_the_body(agent: Agent) -> None:
+    import json
+
+    c = img_client(agent)
+    c.create_image_db(im.CreateImageDbRequest(name="keep_me"))
+    status, _ = _v3_request(agent, "ListImageDbs", b"")
+    assert status == 200
+    # an action header other than the one signed (a listing turned into a deletion) is refused
+    status, body = _v3_request(agent, "DeleteImageDb", b"Name=keep_me", sign_action="ListImageDbs")
+    assert status == 400 and json.loads(body)["Code"] == "SignatureDoesNotMatch"
+    assert [d.name for d in c.list_image_dbs().body.data.db_list] == ["keep_me"]
