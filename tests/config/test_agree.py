@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent import config
-from agent.box.supervisor import CameraStreams, Supervisor
+from agent.box.supervisor import Supervisor
+from agent.ingest.cameras import source_spec
 from pipelines.sources import SourceSpec
 from pipelines.urls import SUPPORTED_SCHEMES, UnsupportedSource, check_source_url, source_kind
 
@@ -76,7 +77,7 @@ def starts(site: config.SiteFile) -> None:
     """What ``run`` does with a site before any I/O: the registry, and the source of every pulled camera."""
     sup = Supervisor(site=site)
     for dev in sup.registry.pulled():
-        CameraStreams.spec(dev)  # SourceSpec checks its URL as it is made
+        source_spec(dev)  # SourceSpec checks its URL as it is made
 
 
 @pytest.mark.parametrize("url", PSEUDO)
