@@ -345,11 +345,6 @@ class DeviceService:
             raise OSError(f"{host} does not resolve to an IPv4 address")
         return str(infos[0][4][0])
 
-    def reregister(self) -> None:
-        """Start a new registration cycle now (e.g. after a configuration change)."""
-        self.ua.register(self._now())
-        self._pump()
-
     # --- SIP plumbing --------------------------------------------------------------------------------
 
     def _now(self) -> float:
