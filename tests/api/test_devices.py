@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from alibabacloud_vcs20200515 import models as m
 
-from .conftest import SITE_CHANNEL, SITE_IPC, SITE_NVR, Agent
+from .conftest import SITE_CHANNEL, SITE_IPC, SITE_NVR, Agent, sdk_client
 
 
 def err(call: Any) -> Any:
@@ -263,3 +263,29 @@ def test_update_devices_storage(client: Any, agent: Agent) -> None:
     ]
     e = err(lambda: client.update_devices_storage(m.UpdateDevicesStorageRequest(update_storage_requests=bad)))
     assert "StorageType" in e.message and "PICTURE, VIDEO" in e.message
+
+
+def test_deleted_ids_are_never_handed_out_again(client: Any, agent: Agent) -> None:
+    """Restructure defect 7: a platform that cached a deleted device's id must never see it on another device."""
+    cid = new_corp(client)
+
+    def make(name: str, c: Any = client) -> str:
+        return str(
+            c.create_device(
+                m.CreateDeviceRequest(
+                    corp_id=cid,
+                    device_type="IPC",
+                    data_source_type="VIDEO",
+                    device_name=name,
+                    device_address="hz",
+                )
+            ).body.data.device_id
+        )
+
+    first = make("gone")
+    client.delete_devices(m.DeleteDevicesRequest(device_id_list=first))
+    second = make("next")
+    assert second != first
+    agent.restart()  # the ids ever used are the box's, persisted
+    third = make("after restart", sdk_client(agent))
+    assert third not in (first, second)
