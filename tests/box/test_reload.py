@@ -304,3 +304,31 @@ def test_second_sigterm_during_shutdown_exits_at_once(workdir: Path) -> None:
         if agent.proc.poll() is None:
             agent.proc.kill()
         platform.close()
+
+
+@pytest.mark.parametrize("cut", ["empty", "cut before mqtt:"])
+def test_an_empty_or_cut_short_file_is_refused_by_a_reload(workdir: Path, cut: str) -> None:
+    """Issue 16, defect 1: a SIGHUP with an empty file, or one cut before ``mqtt:``, leaves the box as it was."""
+    http_port, api_port, mqtt_port = free_port(), free_port(), free_port()
+    broker = Mosquitto(workdir, mqtt_port)
+    broker.start()
+    full = base_site(http_port, api_port, tail=f"mqtt: {{host: 127.0.0.1, port: {mqtt_port}}}")
+    agent = start(workdir, full, http_port)
+    try:
+        assert wait_until(lambda: bool(agent.health().get("mqtt", {}).get("connected")), 30), agent.output()
+        text = "" if cut == "empty" else full[: full.index("mqtt:")]
+        (workdir / "site.yaml").write_text(text)
+        agent.proc.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: agent.health()["status"] == "degraded", 30), agent.output()
+        health = agent.health()
+        assert "mqtt" in health and health["reloads"] == 0
+        problems = " ".join(health["reload"]["last"]["problems"])  # type: ignore[index]
+        assert (
+            ("empty" in problems) if cut == "empty" else ("mqtt" in problems and "allow_removal" in problems)
+        )
+        assert (
+            "ERROR" in agent.output() or '"levelname": "ERROR"' in agent.output() or "error" in agent.output()
+        )
+    finally:
+        assert agent.stop() == 0, agent.output()
+        broker.stop()
