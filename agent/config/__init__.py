@@ -32,7 +32,7 @@ from .enums import (
 from .gb28181 import Gb28181Config, GbAlarmConfig
 from .instances import InstanceConfig, PollingConfig, ScheduleConfig, WindowConfig
 from .loader import ConfigError, Loc, load, load_text
-from .reporting import MqttConfig, MqttTlsConfig
+from .reporting import KafkaConfig, MqttConfig, MqttTlsConfig
 from .schema import SiteFile, json_schema
 from .site import AgentConfig, HttpConfig, LogConfig, SiteConfig
 from .storage import StorageConfig
@@ -63,6 +63,7 @@ __all__ = [
     "HttpConfig",
     "InstanceConfig",
     "InstanceType",
+    "KafkaConfig",
     "Loc",
     "LogConfig",
     "MqttConfig",
