@@ -178,7 +178,8 @@ class KafkaSink:
         self._inflight = 0
         self._links: dict[KafkaSettings, KafkaLink] = {}
         self._failing = False
-        self.ack_ms: list[float] = []  # produce -> ack latencies of the last acks (bench; bounded)
+        #: called on the poll thread with each acknowledged entry and the wall-clock time of its ack (bench)
+        self.on_acked: Callable[[OutboxEntry, float], None] | None = None
 
     @property
     def connected(self) -> bool:
@@ -226,19 +227,18 @@ class KafkaSink:
                 ctx.ack([entry.id])
                 continue
             link = self.link(routed.settings)
-            started = time.monotonic()
 
-            def done(ok: bool, error: str, entry_id: int = entry.id, started: float = started) -> None:
+            def done(ok: bool, error: str, entry: OutboxEntry = entry) -> None:
                 with self._lock:
                     self._inflight -= 1
                 if ok:
                     self.acked += 1
-                    if len(self.ack_ms) < 100_000:
-                        self.ack_ms.append((time.monotonic() - started) * 1000.0)
+                    if self.on_acked is not None:
+                        self.on_acked(entry, time.time())
                     if self._failing:
                         log.info("kafka sink %s: deliveries succeed again", self.name)
                         self._failing = False
-                    ctx.ack([entry_id])
+                    ctx.ack([entry.id])
                 else:
                     self.failed += 1
                     if not self._failing:

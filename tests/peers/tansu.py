@@ -110,6 +110,7 @@ class Consumer:
         self.messages: list[tuple[str, str, dict[str, Any]]] = []  # (topic, key, value)
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self.errors: list[str] = []
         self._consumer = KafkaConsumer(
             bootstrap_servers=bootstrap,
             auto_offset_reset="earliest",
@@ -117,34 +118,50 @@ class Consumer:
             group_id=None,
             consumer_timeout_ms=200,
             request_timeout_ms=5000,
-            api_version_auto_timeout_ms=5000,
         )
         self._thread = threading.Thread(target=self._run, name="kafka-consumer", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        assigned = False
+        assigned: set[Any] = set()
+        positions: dict[Any, int] = {}  # partition -> next offset to read
+        last_check = 0.0
         while not self._stop.is_set():
             try:
+                if len(assigned) < len(self.topics) or time.monotonic() - last_check > 2.0:
+                    last_check = time.monotonic()
+                    self._consumer.topics()  # refreshes the metadata: topics appear when first produced to
+                    parts = {
+                        self._tp(t, p)
+                        for t in self.topics
+                        for p in self._consumer.partitions_for_topic(t) or ()
+                    }
+                    if parts - assigned:
+                        self._consumer.assign(sorted(parts))
+                        for tp in parts:
+                            if tp in positions:
+                                self._consumer.seek(tp, positions[tp])
+                            else:
+                                self._consumer.seek_to_beginning(tp)
+                        assigned = parts
                 if not assigned:
-                    parts = []
-                    for t in self.topics:
-                        for p in self._consumer.partitions_for_topic(t) or ():
-                            parts.append(self._tp(t, p))
-                    if not parts:
-                        time.sleep(0.2)
-                        continue
-                    self._consumer.assign(parts)
-                    self._consumer.seek_to_beginning()
-                    assigned = True
+                    time.sleep(0.2)
+                    continue
                 batch = self._consumer.poll(timeout_ms=200)
-            except Exception:
+            except Exception as exc:
+                self.errors.append(repr(exc))
                 time.sleep(0.2)
                 continue
-            for recs in batch.values():
+            for tp, recs in batch.items():
                 for r in recs:
+                    positions[tp] = r.offset + 1
+                    try:
+                        value = json.loads(r.value.decode())
+                    except (ValueError, AttributeError) as exc:
+                        self.errors.append(f"{r.topic}@{r.offset}: {exc!r}")
+                        continue
                     with self._lock:
-                        self.messages.append((r.topic, (r.key or b"").decode(), json.loads(r.value.decode())))
+                        self.messages.append((r.topic, (r.key or b"").decode(), value))
 
     def values(self, topic: str | None = None) -> list[dict[str, Any]]:
         with self._lock:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import functools
+from fractions import Fraction
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -52,3 +54,39 @@ def overlaps(box: tuple[int, int, int, int], other: tuple[int, int, int, int]) -
     ax1, ay1, ax2, ay2 = box
     bx1, by1, bx2, by2 = other
     return min(ax2, bx2) > max(ax1, bx1) and min(ay2, by2) > max(ay1, by1)
+
+
+def scene_clip(
+    dest: Path, *, photo_s: float = 3.0, black_s: float = 2.0, fps: int = 5, loops: int = 1
+) -> Path:
+    """An H.264 clip: the group photo for ``photo_s``, then black for ``black_s`` (so tracks end and are
+    reported), ``loops`` times over in one file (a looping file source restarts its clock). Frame size = the photo's, cut to even sides, so target boxes are in
+    the photo's pixels."""
+    import av
+
+    img = scene()
+    h, w = img.shape[0] // 2 * 2, img.shape[1] // 2 * 2
+    photo = np.ascontiguousarray(img[:h, :w])
+    black = np.zeros_like(photo)
+    with av.open(str(dest), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, fps)
+        stream.options = {
+            "g": str(fps),
+            "keyint_min": str(fps),
+            "sc_threshold": "0",
+            "bf": "0",
+            "preset": "ultrafast",
+            "crf": "26",
+        }
+        frames = ([photo] * int(photo_s * fps) + [black] * int(black_s * fps)) * loops
+        for i, pixels in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(pixels, format="bgr24").reformat(format="yuv420p")
+            vf.pts = i
+            vf.time_base = stream.codec_context.time_base
+            for packet in stream.encode(vf):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return dest
