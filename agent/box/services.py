@@ -40,6 +40,8 @@ class Service(Protocol):
 SECTIONS = {"housekeeping": "storage", "gb28181": "gb28181", "mqtt": "mqtt", "kafka": "kafka", "api": "api"}
 #: services that deliver from the outbox, by the outbox sink name they read
 SINKS = ("mqtt", "kafka")
+#: outbox sinks that read only the rows addressed to them (watch alerts, one per matching task)
+DIRECTED_SINKS = ("watch",)
 
 
 def sink_names(site: cfgmod.SiteFile) -> tuple[str, ...]:

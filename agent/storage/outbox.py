@@ -86,6 +86,7 @@ class Outbox:
         *,
         synchronous_full: bool = True,
         busy_timeout_s: float = 30.0,
+        directed: Sequence[str] = (),
     ) -> None:
         if max_entries < 1:
             raise ValueError("outbox bound must be at least 1 entry")
@@ -94,7 +95,7 @@ class Outbox:
         self.db_path = Path(db_path)
         self.sinks: tuple[str, ...] = tuple(sinks)
         #: sinks that get only the entries addressed to them (:meth:`enqueue_to`), never every target
-        self.directed: set[str] = set()
+        self.directed: set[str] = set(directed)
         self.max_entries = max_entries
         self.enqueued = 0
         self.acked = 0

@@ -193,6 +193,7 @@ class TargetStore:
         data_dir: str | Path,
         *,
         sinks: Sequence[str] = ("mqtt",),
+        directed: Sequence[str] = (),
         outbox_max_entries: int = 100_000,
         synchronous_full: bool = True,
         busy_timeout_s: float = 30.0,
@@ -233,6 +234,7 @@ class TargetStore:
                 outbox_max_entries,
                 synchronous_full=synchronous_full,
                 busy_timeout_s=busy_timeout_s,
+                directed=directed,
             )
         except BaseException:
             self._dir_lock.release()
