@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -232,3 +233,67 @@ def test_policies_items_tasks(agent: Agent) -> None:
         ).body.data.total_count
         == 0
     )
+
+
+def test_retroactive_check_over_stored_faces(agent: Agent) -> None:
+    """AddWatchItems with RetroactiveHours (a signed call with the extra parameter, as `vcs-edge ctl` sends it)
+    searches the stored faces with the new item's picture: person 0 is found, the other five are not."""
+    import cv2
+    import numpy as np
+
+    from agent.analytics.targets import TargetRecord, make_target_id
+    from agent.api import ctl
+    from tests.api.conftest import KEY_ID, SECRET
+
+    from .faces import face_boxes, scene
+
+    embed = agent.sup.embedder
+    assert embed is not None and agent.store is not None
+    now = datetime.now(UTC)
+    stored = []
+    for i, (x1, y1, x2, y2) in enumerate(face_boxes()):
+        w, h = x2 - x1, y2 - y1
+        crop = scene()[max(0, y1 - h) : y2 + h, max(0, x1 - w) : x2 + w]
+        ok, jpg = cv2.imencode(".jpg", crop)
+        assert ok
+        emb = embed(jpg.tobytes(), "Face")
+        assert emb is not None
+        rec = TargetRecord(
+            target_id=make_target_id(SITE_IPC, "Face", now - timedelta(minutes=5), i),
+            target_type="Face",
+            timestamp=now - timedelta(minutes=5),
+            device_id=SITE_IPC,
+            left_top_x=x1,
+            left_top_y=y1,
+            right_bottom_x=x2,
+            right_bottom_y=y2,
+            score=0.9,
+            embedding=np.asarray(emb, np.float32),
+        )
+        assert agent.store.add(rec, jpg.tobytes())
+        stored.append(rec.target_id)
+    c = sdk_client(agent)
+    pid = c.create_watch_policy(
+        m.CreateWatchPolicyRequest(watch_mode="NotifyIfInList", target_type="Face", item_match_type="ByImage")
+    ).body.data.watch_policy_id
+    items = json.dumps([{"WatchItemId": "p0", "ItemImageUrl": data_url(item_photo(0))}])
+    status, body = ctl.call(
+        agent.endpoint,
+        KEY_ID,
+        SECRET,
+        "AddWatchItems",
+        {"WatchPolicyId": pid, "WatchItemList": items, "RetroactiveHours": "1"},
+    )
+    assert status == 200, body
+    data = json.loads(body)["Data"]
+    hits = data["RetroactiveMatches"]
+    assert [h["TargetId"] for h in hits] == [stored[0]], hits
+    assert hits[0]["WatchItemId"] == "p0" and hits[0]["Similarity"] >= 0.5
+    status, body = ctl.call(
+        agent.endpoint,
+        KEY_ID,
+        SECRET,
+        "AddWatchItems",
+        {"WatchPolicyId": pid, "WatchItemList": items, "RetroactiveHours": "0"},
+    )
+    assert status == 400 and b"RetroactiveHours" in body
