@@ -134,7 +134,7 @@ def test_watch_modes_schedule_outage_and_kill9(tmp_path: Path) -> None:
     clip = scene_clip(tmp_path / "hall.mkv", loops=36)
     http, api = free_port(), free_port()
     (work / "site.yaml").write_text(site(http, api, broker.bootstrap, clip))
-    topics = ["alerts-in", "alerts-out", "alerts-any", "alerts-off", "e2e.targets"]
+    topics = ["alerts-in", "alerts-out", "alerts-any", "alerts-off", "e2e.targets", "e2e.status"]
     agent = AgentProcess(work, http)
     consumer: Consumer | None = None
     try:
@@ -232,6 +232,11 @@ def test_watch_modes_schedule_outage_and_kill9(tmp_path: Path) -> None:
         assert any(a["InList"] for a in alerts_any) and any(not a["InList"] for a in alerts_any)
         # outside its window the fourth task never alerted, though it covers the same camera
         assert cons.values("alerts-off") == []
+        # the kafka: section also carries the camera's status, keyed by device
+        assert any(v["DeviceId"] == CAM and "StreamStatus" in v for v in cons.values("e2e.status"))
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=5) as resp:
+            metrics = resp.read().decode()
+        assert "vcs_edge_kafka_acked_total" in metrics and "vcs_edge_watch_alerts_total" in metrics
     finally:
         if consumer is not None:
             consumer.close()
