@@ -18,6 +18,7 @@ ENV = {
     "CAM_USER": "admin",
     "CAM_PASSWORD": "s3cret",
     "MQTT_PASSWORD": "m",
+    "KAFKA_PASSWORD": "k",
     "GB28181_PASSWORD": "g",
     "VCS_API_SECRET": "0123456789",
 }

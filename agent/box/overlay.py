@@ -23,6 +23,7 @@ from agent import config as cfgmod
 from agent.box.registry import Device, DeviceStatus, StreamSettings
 from agent.box.state import StateStore
 from agent.config.enums import StreamMode
+from agent.watch.book import WatchBook
 
 if TYPE_CHECKING:
     from agent.box.ports import BoxControl
@@ -208,13 +209,16 @@ class Overlay:
     api_instances: dict[str, cfgmod.InstanceConfig] = field(default_factory=dict)
     stream_modes: dict[str, int] = field(default_factory=dict)  # overrides, declared devices included
     used_ids: set[str] = field(default_factory=set)  # every device id handed out or created, ever
+    watch: WatchBook | None = None  # watch policies, items and tasks (``<data_dir>/watch.db``)
 
     @classmethod
     def open(cls, data_dir: str | Path) -> Overlay:
-        return cls(StateStore(data_dir))
+        return cls(StateStore(data_dir), watch=WatchBook(data_dir))
 
     def close(self) -> None:
         self.state.close()
+        if self.watch is not None:
+            self.watch.close()
 
     def remember_ids(self, ids: list[str]) -> None:
         """Record device ids as used for good (a deleted id is never given to another device)."""

@@ -37,14 +37,22 @@ class Service(Protocol):
 
 
 #: service name -> the site-file section that makes it
-SECTIONS = {"housekeeping": "storage", "gb28181": "gb28181", "mqtt": "mqtt", "api": "api"}
+SECTIONS = {"housekeeping": "storage", "gb28181": "gb28181", "mqtt": "mqtt", "kafka": "kafka", "api": "api"}
 #: services that deliver from the outbox, by the outbox sink name they read
-SINKS = ("mqtt",)
+SINKS = ("mqtt", "kafka")
+#: outbox sinks that read only the rows addressed to them (watch alerts, one per matching task)
+DIRECTED_SINKS = ("watch",)
 
 
 def sink_names(site: cfgmod.SiteFile) -> tuple[str, ...]:
-    """The outbox sinks the site configures (new targets are queued for each)."""
-    return ("mqtt",) if site.mqtt is not None and site.mqtt.enabled else ()
+    """The outbox sinks the site configures (new targets are queued for each). Watch alerts go to the
+    directed sink "watch", which gets only the rows addressed to it."""
+    names: list[str] = []
+    if site.mqtt is not None and site.mqtt.enabled:
+        names.append("mqtt")
+    if site.kafka is not None and site.kafka.enabled:
+        names.append("kafka")
+    return tuple(names)
 
 
 @dataclass
@@ -94,6 +102,35 @@ def build(site: cfgmod.SiteFile, ports: Ports, only: set[str] | None = None) -> 
             )
 
         candidates.append(("mqtt", mqtt))
+    if site.kafka is not None and site.kafka.enabled:
+        kafka_cfg = site.kafka
+        kafka_site = site.site.name
+
+        def kafka() -> Service:
+            from agent.reporting.kafka_service import KafkaService
+
+            return KafkaService(
+                kafka_cfg,
+                kafka_site,
+                ports.store.outbox,
+                ports.registry,
+                ports.cameras,
+                ports.links.media_url,
+            )
+
+        candidates.append(("kafka", kafka))
+    book = ports.overlay.watch
+    if book is not None:
+        watch_book = book
+        tz = site.site.timezone
+        watch_site = site.site.name
+
+        def watch() -> Service:
+            from agent.watch.service import WatchService
+
+            return WatchService(watch_book, ports.store, ports.targets, ports.links.media_url, tz, watch_site)
+
+        candidates.append(("watch", watch))
     if site.api is not None and site.api.enabled:
         api_cfg = site.api
         data_dir = site.agent.data_dir

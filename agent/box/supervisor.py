@@ -167,6 +167,7 @@ class Supervisor:
         self._store = TargetStore(
             data_dir,
             sinks=svcmod.sink_names(self.site),
+            directed=svcmod.DIRECTED_SINKS,
             outbox_max_entries=self.site.storage.outbox_max_entries,
         )
         self._links = LinkMaker(

@@ -33,7 +33,7 @@ from .gb28181 import Gb28181Config, GbAlarmConfig
 from .guard import dangerous_changes
 from .instances import InstanceConfig, PollingConfig, ScheduleConfig, WindowConfig
 from .loader import MAX_ALIASES, MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, ConfigError, Loc, load, load_text
-from .reporting import MqttConfig, MqttTlsConfig
+from .reporting import KafkaConfig, MqttConfig, MqttTlsConfig
 from .schema import RemovalKind, SiteFile, json_schema
 from .site import AgentConfig, HttpConfig, LogConfig, SiteConfig
 from .storage import StorageConfig
@@ -68,6 +68,7 @@ __all__ = [
     "HttpConfig",
     "InstanceConfig",
     "InstanceType",
+    "KafkaConfig",
     "Loc",
     "LogConfig",
     "MqttConfig",

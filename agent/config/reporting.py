@@ -65,3 +65,44 @@ class MqttConfig(Strict):
         if self.reconnect_min_s > self.reconnect_max_s:
             raise ValueError("mqtt.reconnect_min_s must not exceed mqtt.reconnect_max_s")
         return self
+
+
+class KafkaSaslConfig(Strict):
+    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    username: str
+    password: str = Field(json_schema_extra={"writeOnly": True}, repr=False)
+
+
+class KafkaTlsConfig(Strict):
+    ca_location: str | None = Field(None, description="CA bundle (PEM); default the system's.")
+    insecure: bool = Field(False, description="Skip certificate and hostname checks (test setups only).")
+
+
+class KafkaConfig(Strict):
+    """Targets, device and stream status to Kafka (acks=all, idempotent, at least once, ordered per camera).
+
+    Topics: ``<topic_prefix>.targets`` and ``<topic_prefix>.status``; the key is the camera's device id, so one
+    camera keeps its order in one partition and a consumer group scales with the partitions.
+    """
+
+    enabled: bool = True
+    bootstrap_servers: list[str] = Field(min_length=1, description="host:port of one or more brokers.")
+    topic_prefix: str = Field("vcs-edge", pattern=r"^[A-Za-z0-9._\-]{1,200}$")
+    client_id: str = Field("", description="Default vcs-edge-<site>.")
+    sasl: KafkaSaslConfig | None = None
+    tls: KafkaTlsConfig | None = Field(None, description="Present = TLS on.")
+    idempotence: bool = Field(
+        True, description="Idempotent producer; turn off only for a broker that lacks it."
+    )
+    delivery_timeout_s: float = Field(
+        120.0, gt=0, le=86400, description="A message not acknowledged by then is sent again from the outbox."
+    )
+    max_inflight: int = Field(1000, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _servers(self) -> KafkaConfig:
+        for s in self.bootstrap_servers:
+            host, _, port = s.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"kafka.bootstrap_servers: {s!r} is not host:port")
+        return self

@@ -13,7 +13,7 @@ from .devices import DeviceConfig, StreamDefaults
 from .enums import Strict
 from .gb28181 import Gb28181Config
 from .instances import InstanceConfig
-from .reporting import MqttConfig
+from .reporting import KafkaConfig, MqttConfig
 from .site import AgentConfig, SiteConfig
 from .storage import StorageConfig
 
@@ -40,6 +40,9 @@ class SiteFile(Strict):
     storage: StorageConfig = StorageConfig()
     mqtt: MqttConfig | None = Field(
         None, description="Report targets over MQTT; absent = targets stay local."
+    )
+    kafka: KafkaConfig | None = Field(
+        None, description="Report targets and status to Kafka, beside or instead of MQTT; absent = off."
     )
     gb28181: Gb28181Config | None = Field(
         None, description="Register upstream over GB/T 28181; absent = off."

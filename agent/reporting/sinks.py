@@ -58,7 +58,7 @@ class SinkRunner:
     """
 
     def __init__(self, outbox: Outbox, sink: Sink, *, batch: int = 100, idle_s: float = 0.5) -> None:
-        if sink.name not in outbox.sinks:
+        if sink.name not in outbox.sinks and sink.name not in outbox.directed:
             raise ValueError(
                 f"sink {sink.name!r} is not one of the outbox's sinks {list(outbox.sinks)}; "
                 "call outbox.add_sink() first"

@@ -88,6 +88,7 @@ class Outbox:
         synchronous_full: bool = True,
         busy_timeout_s: float = 30.0,
         announce: bool = True,
+        directed: Sequence[str] = (),
     ) -> None:
         if max_entries < 1:
             raise ValueError("outbox bound must be at least 1 entry")
@@ -95,6 +96,8 @@ class Outbox:
             raise ValueError(f"sink names must be unique and non-empty: {list(sinks)}")
         self.db_path = Path(db_path)
         self.sinks: tuple[str, ...] = tuple(sinks)
+        #: sinks that get only the entries addressed to them (:meth:`enqueue_to`), never every target
+        self.directed: set[str] = set(directed)
         self.max_entries = max_entries
         self.enqueued = 0
         self.acked = 0
@@ -126,6 +129,13 @@ class Outbox:
             if name not in self.sinks:
                 self.sinks = (*self.sinks, name)
 
+    def add_directed_sink(self, name: str) -> None:
+        """A sink that reads only entries queued for it by :meth:`enqueue_to` (watch-list alerts)."""
+        if not name or name in self.sinks:
+            raise ValueError(f"directed sink name {name!r} must be non-empty and not a fan-out sink")
+        with self._lock:
+            self.directed.add(name)
+
     def remove_sink(self, name: str) -> None:
         """Stop queueing new entries for ``name`` (idempotent). Its undelivered rows stay and wait for it."""
         with self._lock:
@@ -135,19 +145,19 @@ class Outbox:
         """Undelivered entries per sink: every configured sink (0 when empty) and every sink with rows."""
         with self._lock:
             rows = self._conn.execute("SELECT sink, COUNT(*) FROM outbox GROUP BY sink").fetchall()
-            out = dict.fromkeys(self.sinks, 0)
+            out = dict.fromkeys((*self.sinks, *sorted(self.directed)), 0)
         out.update({str(sink): int(n) for sink, n in rows})
         return out
 
     def unconfigured(self) -> dict[str, int]:
         """Undelivered entries of sinks that are not configured now (they wait; only a purge drops them)."""
-        configured = set(self.sinks)
+        configured = set(self.sinks) | self.directed
         return {s: n for s, n in self.pending_by_sink().items() if s not in configured and n > 0}
 
     def health(self) -> dict[str, object]:
         """For /healthz: pending rows per sink, the sinks not configured that still have rows, drops."""
         pending = self.pending_by_sink()
-        configured = set(self.sinks)
+        configured = set(self.sinks) | self.directed
         return {
             "pending": pending,
             "unconfigured": sorted(s for s, n in pending.items() if s not in configured and n > 0),
@@ -235,6 +245,25 @@ class Outbox:
                 raise
         self.committed(rows)
         return rows
+
+    def enqueue_to(self, sink: str, items: Sequence[tuple[str, str, str, str]]) -> int:
+        """Queue ``(kind, device_id, key, body)`` items for one sink only, in one transaction."""
+        if not items:
+            return 0
+        now_ms = int(time.time() * 1000)
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany(
+                    "INSERT INTO outbox (sink, kind, device_id, key, body, created_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(sink, kind, dev, key, body, now_ms) for kind, dev, key, body in items],
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                _rollback(self._conn)
+                raise
+        self.committed(len(items))
+        return len(items)
 
     def _enforce_bound(self) -> None:
         # The in-memory count can drift (another process, a failed commit); recount before dropping anything.

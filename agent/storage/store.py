@@ -172,6 +172,7 @@ class TargetStore:
         data_dir: str | Path,
         *,
         sinks: Sequence[str] = ("mqtt",),
+        directed: Sequence[str] = (),
         outbox_max_entries: int = 100_000,
         synchronous_full: bool = True,
         busy_timeout_s: float = 30.0,
@@ -215,6 +216,7 @@ class TargetStore:
                 outbox_max_entries,
                 synchronous_full=synchronous_full,
                 busy_timeout_s=busy_timeout_s,
+                directed=directed,
             )
         except BaseException:
             self._dir_lock.release()
@@ -557,6 +559,29 @@ class TargetStore:
                 "SELECT record, emb, emb_dim FROM targets WHERE target_id = ?", (target_id,)
             ).fetchone()
         return None if row is None else _record_from_row(row[0], row[1], row[2])
+
+    def last_seq(self, target_ids: Sequence[str] | None = None) -> int:
+        """The highest store sequence number (of ``target_ids`` when given; 0 when none): a watermark for
+        subscribers that must see every target once, across crashes (the watch matcher)."""
+        with self._rlock:
+            if target_ids is None:
+                row = self._rconn.execute("SELECT COALESCE(MAX(seq), 0) FROM targets").fetchone()
+            else:
+                ids = list(target_ids)[:900]
+                marks = ",".join("?" * len(ids))
+                row = self._rconn.execute(
+                    f"SELECT COALESCE(MAX(seq), 0) FROM targets WHERE target_id IN ({marks})", ids
+                ).fetchone()
+        return int(row[0])
+
+    def after_seq(self, seq: int, limit: int = 500) -> list[tuple[int, TargetRecord]]:
+        """Stored targets with a sequence number above ``seq``, in store order, with their embeddings."""
+        with self._rlock:
+            rows = self._rconn.execute(
+                "SELECT seq, record, emb, emb_dim FROM targets WHERE seq > ? ORDER BY seq LIMIT ?",
+                (int(seq), int(limit)),
+            ).fetchall()
+        return [(int(r[0]), _record_from_row(r[1], r[2], r[3])) for r in rows]
 
     def count(self) -> int:
         with self._rlock:

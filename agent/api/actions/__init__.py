@@ -15,6 +15,7 @@ def load_all() -> dict[tuple[str, str], Handler]:
         media,
         picture_jobs,
         targets,
+        watch,
     )
 
     return ACTIONS

@@ -1,0 +1,131 @@
+"""The Kafka sink (confluent-kafka) on a real Tansu broker, read back with kafka-python.
+
+- Entries leave the outbox only after the broker's ack: with the broker stopped (SIGSTOP) they stay; after it
+  comes back every one arrives, each camera's in order.
+- SASL against Tansu with ``--authentication``: Tansu 0.6.0 offers SCRAM only, so a SCRAM-SHA-512 client reaches
+  the SCRAM exchange (and is refused as an unknown user: no user can be created on a memory broker that requires
+  authentication), a PLAIN client is refused at the handshake; nothing is acked, the entries wait, and the
+  password appears in no log record.
+- MessageReceiver JSON: parsed as the seed writes it, Password never in the API form.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from agent.reporting.kafka import KafkaSettings, KafkaSink, Routed
+from agent.reporting.sinks import SinkRunner
+from agent.storage.outbox import Outbox, OutboxEntry
+from agent.watch.model import WatchError, parse_message_receiver
+from tests.peers import wait_until
+from tests.peers.tansu import Consumer, Tansu
+
+SECRET = "pw-that-must-not-be-logged"
+
+
+def _sink(settings: KafkaSettings, topic: str = "t") -> KafkaSink:
+    def route(e: OutboxEntry) -> Routed:
+        return Routed(settings, topic, e.device_id, e.body.encode())
+
+    return KafkaSink("kafka", route, max_inflight=50)
+
+
+@pytest.mark.peer
+def test_ack_after_broker_and_order_per_camera(tmp_path: Path) -> None:
+    broker = Tansu(tmp_path).start()
+    outbox = Outbox(tmp_path / "o.db", ["kafka"])
+    sink = _sink(KafkaSettings(servers=(broker.bootstrap,)))
+    runner = SinkRunner(outbox, sink, idle_s=0.05)
+    consumer = Consumer(broker.bootstrap, ["t"])
+    try:
+        runner.start()
+        for i in range(30):
+            outbox.enqueue("target", f"cam{i % 3}", f"id{i}", json.dumps({"n": i, "cam": f"cam{i % 3}"}))
+        assert wait_until(lambda: outbox.count("kafka") == 0, 30)
+        broker.pause()
+        for i in range(30, 90):
+            outbox.enqueue("target", f"cam{i % 3}", f"id{i}", json.dumps({"n": i, "cam": f"cam{i % 3}"}))
+        # while the broker is stopped nothing new is acknowledged, so the entries are still in the outbox
+        assert wait_until(lambda: sink.produced >= 80, 10)
+        assert outbox.count("kafka") == 60
+        broker.resume()
+        assert wait_until(lambda: outbox.count("kafka") == 0, 60)
+        assert wait_until(lambda: len({v["n"] for v in consumer.values("t")}) == 90, 30)
+        for cam in ("cam0", "cam1", "cam2"):
+            seen = [v["n"] for v in consumer.values("t") if v["cam"] == cam]
+            firsts = list(dict.fromkeys(seen))
+            assert firsts == sorted(firsts), (cam, seen)
+        assert sink.acked >= 90 and sink.dropped == 0
+    finally:
+        consumer.close()
+        runner.stop(3)
+        outbox.close()
+        broker.stop()
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize(
+    ("mechanism", "refusal"), [("SCRAM-SHA-512", "unknown-user"), ("PLAIN", "mechanism")]
+)
+def test_sasl_against_tansu(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mechanism: str, refusal: str
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    broker = Tansu(tmp_path, authentication=True).start()
+    outbox = Outbox(tmp_path / "o.db", ["kafka"])
+    settings = KafkaSettings(
+        servers=(broker.bootstrap,),
+        sasl_mechanism=mechanism,
+        username="watcher",
+        password=SECRET,
+        delivery_timeout_ms=3000,
+    )
+    assert SECRET not in repr(settings) and SECRET not in str(settings)
+    sink = _sink(settings)
+    runner = SinkRunner(outbox, sink, idle_s=0.05)
+    try:
+        runner.start()
+        outbox.enqueue("target", "cam0", "id0", json.dumps({"n": 0}))
+        assert wait_until(lambda: sink.failed >= 1, 30)
+        link = next(iter(sink._links.values()))
+        assert wait_until(lambda: refusal in link.last_error, 10), link.last_error
+        assert outbox.count("kafka") == 1 and sink.acked == 0
+    finally:
+        runner.stop(3)
+        outbox.close()
+        broker.stop()
+    assert all(SECRET not in r.getMessage() for r in caplog.records)
+    assert any(refusal in r.getMessage() for r in caplog.records) or refusal == "mechanism"
+
+
+def test_message_receiver_as_the_seed_writes_it() -> None:
+    seed = (
+        '{   "MessageQueue": "Kafka",   "Config": {     "BootstrapServers": "127.0.0.1:9092,127.0.0.2:9092",'
+        '     "Topic": "topic_for_put_message",     "Authorization": "SASL",     "SASL": {       "Type": "PLAIN",'
+        '       "Username": "username_for_put_message",       "Password": "password_for_put_message"     }   } }'
+    )
+    r = parse_message_receiver(seed)
+    assert r.servers == ("127.0.0.1:9092", "127.0.0.2:9092") and r.topic == "topic_for_put_message"
+    assert r.sasl_type == "PLAIN" and r.username == "username_for_put_message"
+    shown = r.to_json(with_password=False)
+    assert "Password" not in shown["Config"]["SASL"] and "password_for_put_message" not in str(r)
+    assert parse_message_receiver(seed.replace('"PLAIN"', '"SCRAM"')).sasl_type == "SCRAM-SHA-512"
+    assert parse_message_receiver(seed.replace('"PLAIN"', '"SCRAM-SHA-256"')).sasl_type == "SCRAM-SHA-256"
+    tls = json.loads(seed)
+    tls["Config"]["TLS"] = {"CaLocation": "/etc/ssl/ca.pem"}
+    assert parse_message_receiver(json.dumps(tls)).tls is True
+    for bad, field in (
+        (seed.replace('"Kafka"', '"RabbitMQ"'), "MessageQueue"),
+        (seed.replace("127.0.0.2:9092", "127.0.0.2"), "BootstrapServers"),
+        (seed.replace('"topic_for_put_message"', '"a topic"'), "Topic"),
+        (seed.replace('"SASL",', '"OAUTH",'), "Authorization"),
+        (seed.replace('"PLAIN"', '"GSSAPI"'), "SASL.Type"),
+        ("{not json", "MessageReceiver"),
+    ):
+        with pytest.raises(WatchError) as info:
+            parse_message_receiver(bad)
+        assert field in info.value.field
