@@ -436,3 +436,16 @@ def test_offer_sdp_roles_and_ssrc_allocation() -> None:
     assert a != b and a == "0200000001" and alloc.allocate(playback=True).startswith("1")
     alloc.release(a)
     assert a in {alloc.allocate() for _ in range(9998)}  # every live serial but b
+
+
+def test_the_server_side_imports_neither_pyav_nor_numpy_nor_agent() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gb28181.server, gb28181.catalog_sync, gb28181.media_session, gb28181.aio_server;"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('av', 'numpy', 'agent'));"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
