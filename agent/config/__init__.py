@@ -30,6 +30,7 @@ from .enums import (
     check_gb_id,
 )
 from .gb28181 import Gb28181Config, GbAlarmConfig
+from .gb28181_server import GbDownstreamDevice, GbServerConfig
 from .instances import InstanceConfig, PollingConfig, ScheduleConfig, WindowConfig
 from .loader import ConfigError, Loc, load, load_text
 from .reporting import MqttConfig, MqttTlsConfig
@@ -60,6 +61,8 @@ __all__ = [
     "Gb28181Config",
     "GbAccessConfig",
     "GbAlarmConfig",
+    "GbDownstreamDevice",
+    "GbServerConfig",
     "HttpConfig",
     "InstanceConfig",
     "InstanceType",

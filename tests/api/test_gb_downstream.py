@@ -1,0 +1,195 @@
+"""Acceptance of the GB/T 28181 access server: a camera is created with CreateDevice (InProtocol GBT28181)
+through the official SDK; a second agent process plays the camera (the wave-1 device side, registering into the
+box under test with the ServerId/ServerPort/DeviceId/Password that CreateDevice answered, serving the sample
+clip as PS/RTP). The box under test takes it online, reads its catalog, pulls its PS stream through the same
+stream manager as RTSP cameras (a snapshot decoded by PyAV, GetDeviceLiveUrl playing frame by frame), and when
+the camera process is killed takes it offline within HeartBeatInterval x HeartBeatCount plus a few seconds;
+a restarted camera comes back without touching the box.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+from alibabacloud_vcs20200515 import models as m
+
+from agent import samples
+from tests.peers import wait_until
+
+from .conftest import Agent, free_port, sdk_client, site_yaml
+
+HB = 5  # HeartBeatInterval (the device side's minimum) and HeartBeatCount 2: offline within 10 s
+CAM_CHANNEL = "34020000001320000555"  # the camera agent's own camera: its catalog channel
+CAM_PASSWORD_ENV = "GB28181_PASSWORD"
+
+pytestmark = pytest.mark.peer
+
+
+def camera_yaml(data_dir: Path, clip: str, server_id: str, port: int, device_id: str) -> str:
+    return f"""
+site: {{name: camera, timezone: UTC, gb_prefix: "3402000000"}}
+agent:
+  data_dir: {data_dir}
+  http: {{host: 127.0.0.1, port: 0}}
+  stop_timeout_s: 3
+streams: {{mode: 0, idle_timeout_s: 2}}
+devices:
+  - id: "{CAM_CHANNEL}"
+    name: 东门摄像机
+    stream: {{main: "file://{clip}"}}
+instances: []
+gb28181:
+  server_id: "{server_id}"
+  server_host: 127.0.0.1
+  server_port: {port}
+  device_id: "{device_id}"
+  password: ${{{CAM_PASSWORD_ENV}}}
+  heartbeat_interval_s: {HB}
+  heartbeat_count: 2
+  register_backoff_s: 1
+  local_ip: 127.0.0.1
+  local_sip_port: 0
+  rtp_port_min: 45000
+  rtp_port_max: 45999
+"""
+
+
+class CameraProcess:
+    def __init__(self, workdir: Path, yaml: str, password: str) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.site = workdir / "camera.yaml"
+        self.site.write_text(yaml)
+        self.log = workdir / "camera.log"
+        self.workdir = workdir
+        self.password = password
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ, **{CAM_PASSWORD_ENV: self.password})
+        with self.log.open("a") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "agent.cli", "run", "-c", str(self.site), "--log-format", "text"],
+                cwd=self.workdir,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def kill(self) -> None:
+        """Power off: no unregister, no BYE."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def status(client: Any, device_id: str) -> str:
+    data = client.describe_ipcs(
+        m.DescribeIpcsRequest(page_num=1, page_size=50, device_id_list=device_id)
+    ).body.data
+    return str(data.records[0].device_status) if data.records else ""
+
+
+def test_a_gb28181_camera_created_through_the_sdk_registers_streams_and_goes_offline(tmp_path: Path) -> None:
+    clip = samples.h264_clip()
+    sip_port = free_port()
+    data = tmp_path / "data"
+    data.mkdir()
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        site_yaml(data)
+        + f"""
+gb28181_server:
+  local_ip: 127.0.0.1
+  sip_port: {sip_port}
+  heartbeat_interval_s: {HB}
+  heartbeat_count: 2
+  rtp_port_min: 46000
+  rtp_port_max: 46999
+"""
+    )
+    box = Agent(site, data, gb_access={"server_ip": "127.0.0.1", "server_port": sip_port}).start()
+    camera: CameraProcess | None = None
+    try:
+        client = sdk_client(box)
+        corp = client.create_corp(m.CreateCorpRequest(corp_name="east gate", app_name="guard")).body.corp_id
+        made = client.create_device(
+            m.CreateDeviceRequest(
+                corp_id=corp,
+                device_type="IPC",
+                data_source_type="VIDEO",
+                device_name="east gate",
+                device_address="gate 1",
+                in_protocol="GBT28181",
+            )
+        ).body.data
+        assert made.server_port == str(sip_port) and made.server_ip == "127.0.0.1"
+        assert status(client, made.device_id) == "2"  # pending until it registers
+
+        yaml = camera_yaml(tmp_path / "cam" / "data", str(clip), made.server_id, sip_port, made.device_id)
+        camera = CameraProcess(tmp_path / "cam", yaml, made.password)
+        camera.start()
+        assert wait_until(lambda: status(client, made.device_id) == "1", 60), camera.log.read_text()[-3000:]
+
+        # its catalog made it a pulled camera fed by the GB/T 28181 session
+        def stream_url() -> str:
+            dev = box.call(box.sup.registry.get, made.device_id)
+            return dev.stream.url if dev is not None and dev.stream is not None else ""
+
+        assert wait_until(lambda: stream_url() == f"gb28181://{made.device_id}/{CAM_CHANNEL}", 20)
+        # a snapshot: INVITE on demand, PS/RTP demuxed to access units, decoded by PyAV in the stream source
+        frame = box.run(box.sup.snapshot(made.device_id, 30.0), 40)
+        assert frame is not None
+        with av.open(str(clip)) as inp:
+            vs = inp.streams.video[0]
+            assert frame.image.shape == (vs.codec_context.height, vs.codec_context.width, 3)
+        stats = box.call(lambda: box.sup.streams.stats(made.device_id))
+        assert stats["codec"] == "h264" and stats["packets"] > 0
+
+        # GetDeviceLiveUrl plays it (HLS remuxed from the PS session, decoded frame by frame)
+        url = ""
+        deadline = time.monotonic() + 30
+        while not url and time.monotonic() < deadline:
+            body = client.get_device_live_url(m.GetDeviceLiveUrlRequest(device_id=made.device_id)).body
+            if body.code == "200":
+                url = str(body.url)
+            else:
+                assert body.code == "Retry", (body.code, body.message)  # while the on-demand stream starts
+                time.sleep(0.5)
+        assert url
+        sizes = []
+        with av.open(url, timeout=15) as hls:
+            for f in hls.decode(video=0):
+                sizes.append((f.width, f.height))
+                if len(sizes) >= 20:
+                    break
+        assert len(sizes) == 20 and sizes[0] == (frame.image.shape[1], frame.image.shape[0])
+
+        # power off: offline within HeartBeatInterval x HeartBeatCount + a few s; power on: back online
+        camera.kill()
+        off_start = time.monotonic()
+        assert wait_until(lambda: status(client, made.device_id) == "0", 2 * HB + 5)
+        assert time.monotonic() - off_start <= 2 * HB + 5
+        camera.start()
+        assert wait_until(lambda: status(client, made.device_id) == "1", 60), camera.log.read_text()[-3000:]
+        health = box.call(lambda: box.sup.service("gb28181_server").health())
+        assert made.device_id in health["devices_online"] and health["refused"]["bad_credentials"] == 0
+    finally:
+        if camera is not None:
+            camera.stop()
+        box.close()
