@@ -290,6 +290,7 @@ class GbServerService:
         if loop is None or loop.is_closed():
             raise FeedUnavailable("the GB/T 28181 server is not running")
         device_id, channel_id = parse_gb_url(url)
+
         def closed() -> None:
             loop.call_soon_threadsafe(self._close_feed, feed)
 
