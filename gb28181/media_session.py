@@ -89,8 +89,17 @@ class Rfc4571Resync:
         return out
 
 
+_RTP_FIXED = struct.Struct("!BBHII")
+#: (sequence, timestamp, marker, payload)
+_Pkt = tuple[int, int, bool, bytes]
+
+
 class PsRtpReceiver:
-    """One live session's media: feed RTP packets, get access units (in order, one per PS frame)."""
+    """One live session's media: feed RTP packets, get access units (in order, one per PS frame).
+
+    The payloads of one frame (one RTP timestamp) are joined and demuxed at once, at the marker or at the next
+    timestamp: one demuxer call per frame, not per packet, which is most of what makes it fast.
+    """
 
     def __init__(self, ssrc: int | None, *, payload_type: int | None = None) -> None:
         self.ssrc = ssrc
@@ -99,36 +108,51 @@ class PsRtpReceiver:
         self._demux = PsDemuxer()
         self._last_seq: int | None = None
         self._cur_ts: int | None = None
-        self._held: dict[int, RtpPacket] = {}
+        self._parts: list[bytes] = []
+        self._held: dict[int, _Pkt] = {}
 
-    def feed(self, data: bytes) -> list[AccessUnit]:
-        pkt = parse_rtp(data)
+    def _parse(self, data: bytes) -> _Pkt | None:
+        if len(data) >= 12 and data[0] == 0x80:  # v2, no padding, extension or CSRC: the usual case
+            _, b1, seq, ts, ssrc = _RTP_FIXED.unpack_from(data)
+            if self.ssrc is not None and ssrc != self.ssrc:
+                self.stats.foreign_ssrc += 1
+                return None
+            return seq, ts, bool(b1 & 0x80), data[12:]
+        pkt: RtpPacket | None = parse_rtp(data)
         if pkt is None:
             self.stats.not_rtp += 1
-            return []
+            return None
         if self.ssrc is not None and pkt.ssrc != self.ssrc:
             self.stats.foreign_ssrc += 1
+            return None
+        return pkt.sequence, pkt.timestamp, pkt.marker, pkt.payload
+
+    def feed(self, data: bytes) -> list[AccessUnit]:
+        pkt = self._parse(data)
+        if pkt is None:
             return []
-        self.stats.packets += 1
-        self.stats.bytes += len(pkt.payload)
+        stats = self.stats
+        stats.packets += 1
+        stats.bytes += len(pkt[3])
         out: list[AccessUnit] = []
-        if self._last_seq is None:
+        last = self._last_seq
+        if last is None or (pkt[0] == (last + 1) & 0xFFFF and not self._held):
             self._take(pkt, out)
             return out
-        expected = (self._last_seq + 1) & 0xFFFF
-        delta = (pkt.sequence - expected) & 0xFFFF
+        expected = (last + 1) & 0xFFFF
+        delta = (pkt[0] - expected) & 0xFFFF
         if delta >= 0x8000:  # older than what we already took: late or duplicate
-            self.stats.reordered += 1
+            stats.reordered += 1
             return out
         if delta == 0:
             self._take(pkt, out)
             self._drain_held(out)
             return out
-        self._held[pkt.sequence] = pkt
+        self._held[pkt[0]] = pkt
         if len(self._held) > REORDER_WINDOW:
             # give up on the missing ones: jump to the oldest held packet
             oldest = min(self._held, key=lambda s: (s - expected) & 0xFFFF)
-            self.stats.lost += (oldest - expected) & 0xFFFF
+            stats.lost += (oldest - expected) & 0xFFFF
             self._last_seq = (oldest - 1) & 0xFFFF
             self._drain_held(out)
         return out
@@ -141,7 +165,7 @@ class PsRtpReceiver:
                 self.stats.lost += (seq - self._last_seq - 1) & 0xFFFF
             self._take(self._held[seq], out)
         self._held.clear()
-        self._frames(self._demux.flush(), out)
+        self._end_frame(out)
         return out
 
     def _drain_held(self, out: list[AccessUnit]) -> None:
@@ -154,14 +178,22 @@ class PsRtpReceiver:
                 self.stats.reordered += 1
             self._take(pkt, out)
 
-    def _take(self, pkt: RtpPacket, out: list[AccessUnit]) -> None:
-        self._last_seq = pkt.sequence
-        if self._cur_ts is not None and pkt.timestamp != self._cur_ts:
-            self._frames(self._demux.flush(), out)  # a new timestamp ends the frame (no marker needed)
-        self._cur_ts = pkt.timestamp
-        self._frames(self._demux.feed(pkt.payload), out)
-        if pkt.marker:
-            self._frames(self._demux.flush(), out)
+    def _take(self, pkt: _Pkt, out: list[AccessUnit]) -> None:
+        seq, ts, marker, payload = pkt
+        self._last_seq = seq
+        if ts != self._cur_ts and self._parts:
+            self._end_frame(out)  # a new timestamp ends the frame (no marker needed)
+        self._cur_ts = ts
+        self._parts.append(payload)
+        if marker:
+            self._end_frame(out)
+
+    def _end_frame(self, out: list[AccessUnit]) -> None:
+        if self._parts:
+            data = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
+            self._parts = []
+            self._frames(self._demux.feed(data), out)
+        self._frames(self._demux.flush(), out)
 
     def _frames(self, items: list[PsFrame | PsError], out: list[AccessUnit]) -> None:
         for item in items:
