@@ -94,7 +94,10 @@ def build(site: cfgmod.SiteFile, ports: Ports, only: set[str] | None = None) -> 
         def gb() -> Service:
             from agent.gb.bridge import GbBridge
 
-            return GbBridge(gb_cfg, ports.registry, ports.cameras, ports.pipelines, ports.targets)
+            cascade = site.gb28181_server is None or site.gb28181_server.cascade
+            return GbBridge(
+                gb_cfg, ports.registry, ports.cameras, ports.pipelines, ports.targets, cascade=cascade
+            )
 
         candidates.append(("gb28181", gb))
     if site.mqtt is not None and site.mqtt.enabled:
