@@ -525,7 +525,11 @@ class AccessServer:
         auth = req.headers.get("Authorization")
         if auth is None:
             if dev.registered and dev.call_id == req.call_id and dev.addr == addr:
-                self._grant(dev, req, tx, addr, expires, now, fresh=False)
+                # a refresh (or an unregister) on the registration's Call-ID, without a new challenge (WVP)
+                if expires == 0:
+                    self._unregister(dev, tx, addr, now)
+                else:
+                    self._grant(dev, req, tx, addr, expires, now, fresh=False)
                 return
             dev.nonce = f"{self._rng.getrandbits(128):032x}"
             self._respond(
@@ -548,15 +552,18 @@ class AccessServer:
             self._respond(tx, addr, 403, now, "Forbidden")
             return
         if expires == 0:
-            was = dev.registered
-            dev.registered = False
-            self._respond(tx, addr, 200, now, headers=[("Expires", "0")])
-            if was:
-                self._events.append(DeviceUnregistered(device_id, "unregistered by the device"))
-            self._set_offline(dev, "unregistered")
+            self._unregister(dev, tx, addr, now)
             return
         fresh = not dev.registered or dev.call_id != req.call_id
         self._grant(dev, req, tx, addr, expires, now, fresh=fresh)
+
+    def _unregister(self, dev: RemoteDevice, tx: ServerTransaction, addr: Addr, now: float) -> None:
+        was = dev.registered
+        dev.registered = False
+        self._respond(tx, addr, 200, now, headers=[("Expires", "0")])
+        if was:
+            self._events.append(DeviceUnregistered(dev.device_id, "unregistered by the device"))
+        self._set_offline(dev, "unregistered")
 
     def _grant(
         self,

@@ -449,3 +449,20 @@ def test_the_server_side_imports_neither_pyav_nor_numpy_nor_agent() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_unregister_on_the_registration_call_id_without_credentials() -> None:
+    net = Net()
+    net.start()
+
+    def strip_auth(data: bytes, addr: tuple[str, int]) -> bytes:
+        msg = sip(data)
+        if isinstance(msg, SipRequest) and msg.method == "REGISTER":
+            msg.headers.remove("Authorization")  # PJSIP unregisters like this
+            return msg.encode()
+        return data
+
+    net.to_server = strip_auth
+    net.ua.unregister(net.now)
+    net.run_until(net.now + 1)
+    assert net.events(DeviceUnregistered) and not net.server.devices[NVR_ID].registered
