@@ -2,7 +2,8 @@
 through the official SDK; a second agent process plays the camera (the wave-1 device side, registering into the
 box under test with the ServerId/ServerPort/DeviceId/Password that CreateDevice answered, serving the sample
 clip as PS/RTP). The box under test takes it online, reads its catalog, pulls its PS stream through the same
-stream manager as RTSP cameras (a snapshot decoded by PyAV, GetDeviceLiveUrl playing frame by frame), and when
+stream manager as RTSP cameras (a snapshot decoded by PyAV, an AI instance's targets from the real body
+detector, GetDeviceLiveUrl playing frame by frame), and when
 the camera process is killed takes it offline within HeartBeatInterval x HeartBeatCount plus a few seconds;
 a restarted camera comes back without touching the box.
 """
@@ -121,6 +122,7 @@ gb28181_server:
   heartbeat_count: 2
   rtp_port_min: 46000
   rtp_port_max: 46999
+detection: {{report_first_sighting: true}}
 """
     )
     box = Agent(site, data, gb_access={"server_ip": "127.0.0.1", "server_port": sip_port}).start()
@@ -160,6 +162,28 @@ gb28181_server:
             assert frame.image.shape == (vs.codec_context.height, vs.codec_context.width, 3)
         stats = box.call(lambda: box.sup.streams.stats(made.device_id))
         assert stats["codec"] == "h264" and stats["packets"] > 0
+
+        # an AI instance on it produces targets from its PS stream with the real body detector
+        iid = client.create_aiinstance(
+            m.CreateAIInstanceRequest(
+                instance_name="gb bodies",
+                project_id=corp,
+                algorithm_id="body",
+                algorithm_name="bodies",
+                compute_type="StreamCompute",
+                data_source="Camera",
+                data_type="Picture",
+                instance_type="Normal",
+                schedule_type="LONG_RUNNING",
+                spf=1,
+            )
+        ).body.data.instance_id
+        client.add_camera_for_instance(
+            m.AddCameraForInstanceRequest(instance_id=iid, camera_ids=[made.device_id])
+        )
+        assert wait_until(lambda: box.call(lambda: box.sup.targets_stored) > 0, 120), box.call(
+            lambda: box.sup.health()
+        )
 
         # GetDeviceLiveUrl plays it (HLS remuxed from the PS session, decoded frame by frame)
         url = ""
