@@ -6,7 +6,8 @@ names, in a test-only quirks mode (here, not in the product): its catalog split 
 MESSAGE bodies written in UTF-8 while they declare GB2312, and the SSRC of the INVITE ignored (it answers and
 sends with its own, as some Hikvision NVRs do). Upstream: the WVP-like platform emulator of
 ``tests/gb28181/platform.py``. Checked: the channels become the NVR's sub-devices with their names intact, a
-snapshot of a channel comes through the PS session (the answered SSRC), and the platform sees the channels in
+snapshot of a channel comes through the PS session (the answered SSRC) and is BYEd when idle (StreamMode 0), a
+continuous channel (StreamMode 1) is INVITEd again after the NVR ended its session, and the platform sees the channels in
 the box's catalog (the cascade), INVITEs one and decodes its frames, served from the downstream session.
 """
 
@@ -23,6 +24,7 @@ import pytest
 from agent.box.registry import DeviceStatus
 from agent.box.supervisor import Supervisor
 from agent.config import load_text
+from agent.config.enums import StreamMode
 from agent.gb.downstream import GbServerService
 from gb28181.aio import DeviceService
 from gb28181.config import Channel, DeviceConfig
@@ -189,6 +191,24 @@ def test_nvr_downstream_quirks_and_cascade_upstream(tmp_path: Any) -> None:
             assert played[0].ssrc == int(QUIRK_SSRC) and played[0].receiver.stats.frames > 0
             assert played[0].receiver.stats.foreign_ssrc == 0
             assert nvr._udp.reencoded >= 4  # type: ignore[union-attr]  # the split catalog came as UTF-8
+
+            # StreamMode 0: the snapshot's session is BYEd once the stream is idle (streams.idle_timeout_s)
+            await until(lambda: played[0].call_id not in nvr.ua.sessions, what="the idle BYE")
+            # StreamMode 1: kept open, and INVITEd again after the NVR ends the session
+            sup.set_stream_mode(CHANNELS[1], StreamMode.CONTINUOUS)
+            await until(lambda: any(p.channel_id == CHANNELS[1] for p in played), what="continuous INVITE")
+            first = next(p for p in played if p.channel_id == CHANNELS[1])
+            await until(lambda: first.receiver.stats.frames > 10)
+            nvr.ua.hangup(first.call_id, nvr._now())
+            nvr._pump()
+            await until(
+                lambda: (
+                    sum(p.channel_id == CHANNELS[1] for p in played) >= 2
+                    and played[-1].receiver.stats.frames > 0
+                ),
+                what="the re-INVITE",
+            )
+            sup.set_stream_mode(CHANNELS[1], StreamMode.ON_DEMAND)
 
             # the cascade: the platform's catalog of the box lists the downstream channels
             await platform.wait_for(lambda: BOX in platform.online)
