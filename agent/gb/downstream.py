@@ -106,6 +106,7 @@ class GbServerService:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._reset_statuses()
         try:
             await self.service.start()
         except OSError as exc:
@@ -137,6 +138,21 @@ class GbServerService:
             "refused": dict(srv.refused),
             "keepalives_before_register": srv.keepalives_before_register,
         }
+
+    def _reset_statuses(self) -> None:
+        """Nothing is registered to a server that just started: a GB/T 28181 device restored ONLINE is OFFLINE
+        until it registers again, a site-file one that never did is PENDING."""
+        for dev in self.registry:
+            extra = self.overlay.extras.get(dev.device_id)
+            gb = extra is not None and extra.in_protocol == "GBT28181"
+            if gb and dev.status is DeviceStatus.ONLINE:
+                dev.status = DeviceStatus.OFFLINE
+            elif dev.declared and dev.device_id in self.cfg.devices and dev.stream is None:
+                dev.status = DeviceStatus.PENDING
+                for cid in dev.sub_device_ids:
+                    child = self.registry.get(cid)
+                    if child is not None and child.stream is None:
+                        child.status = DeviceStatus.PENDING
 
     # --- who may register ---------------------------------------------------------------------------
 

@@ -213,6 +213,15 @@ detection: {{report_first_sighting: true}}
         assert wait_until(lambda: status(client, made.device_id) == "1", 60), camera.log.read_text()[-3000:]
         health = box.call(lambda: box.sup.service("gb28181_server").health())
         assert made.device_id in health["devices_online"] and health["refused"]["bad_credentials"] == 0
+
+        # the box restarts: the camera keeps its gb28181:// stream, is offline until it registers again
+        camera.kill()
+        box.restart()
+        client = sdk_client(box)
+        assert stream_url() == f"gb28181://{made.device_id}/{CAM_CHANNEL}"
+        assert status(client, made.device_id) == "0"
+        camera.start()
+        assert wait_until(lambda: status(client, made.device_id) == "1", 60), camera.log.read_text()[-3000:]
     finally:
         if camera is not None:
             camera.stop()
