@@ -69,6 +69,9 @@ class ServerConfig:
     heartbeat_count: int = 3
     catalog_timeout_s: float = 10.0
     query_on_register: bool = True
+    #: SUBSCRIBE to the catalog on each new registration (devices that do not offer it answer 405/489/501)
+    subscribe_catalog: bool = False
+    subscribe_expires_s: int = 3600
     user_agent: str = "vcs-edge/1.0"
 
     def __post_init__(self) -> None:
@@ -160,8 +163,18 @@ class SessionClosed:
     by_device: bool
 
 
+@dataclass(frozen=True, slots=True)
+class SubscriptionChanged:
+    """The catalog subscription of a device: ``active``, or ``not offered`` (with the device's status)."""
+
+    device_id: str
+    state: str
+    status: int | None
+
+
 ServerEvent = (
-    DeviceRegistered
+    SubscriptionChanged
+    | DeviceRegistered
     | DeviceUnregistered
     | DeviceOnline
     | DeviceOffline
@@ -192,6 +205,9 @@ class RemoteDevice:
     contact: str = ""
     transport: str = "UDP"
     info: dict[str, str] = field(default_factory=dict)
+    #: catalog subscription: "" (none asked), "pending", "active" or "not offered"
+    subscription: str = ""
+    subscription_refresh_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -323,6 +339,8 @@ class AccessServer:
                 timers.append(d.expires_at)
             if d.online:
                 timers.append(d.last_heard + self.offline_after_s())
+            if d.subscription_refresh_at is not None and d.registered:
+                timers.append(d.subscription_refresh_at)
         timers += [t for o in self._client.values() if (t := o.tx.get_timer()) is not None]
         timers += [t for tx in self._server.values() if (t := tx.get_timer()) is not None]
         for c in self._calls.values():
@@ -356,6 +374,8 @@ class AccessServer:
                 call.interval = min(call.interval * 2, 4.0)
                 call.retransmit_at = now + call.interval
         for d in self.devices.values():
+            if d.subscription_refresh_at is not None and d.registered and now >= d.subscription_refresh_at:
+                self.subscribe_catalog(d.device_id, now)
             if d.registered and now >= d.expires_at:
                 d.registered = False
                 self._events.append(DeviceUnregistered(d.device_id, "registration expired"))
@@ -392,6 +412,23 @@ class AccessServer:
         req.body = body
         self._start_client(req, "query", dev, now)
         return self._sn
+
+    def subscribe_catalog(self, device_id: str, now: float) -> bool:
+        """SUBSCRIBE (Event: Catalog) so the device NOTIFYs catalog changes; False when not registered."""
+        dev = self.devices.get(device_id)
+        if dev is None or not dev.registered:
+            return False
+        self._sn += 1
+        body = manscdp.encode("Query", [("CmdType", "Catalog"), ("SN", self._sn), ("DeviceID", device_id)])
+        req = self._new_request("SUBSCRIBE", dev, device_id, f"sub{self._token()}")
+        req.headers.add("Event", f"Catalog;id={self._sn}")
+        req.headers.add("Expires", str(self.config.subscribe_expires_s))
+        req.headers.add("Content-Type", manscdp.CONTENT_TYPE)
+        req.body = body
+        dev.subscription = "pending"
+        dev.subscription_refresh_at = None
+        self._start_client(req, "subscribe", dev, now)
+        return True
 
     def invite(
         self,
@@ -603,6 +640,8 @@ class AccessServer:
         if fresh and self.config.query_on_register:
             self.query(dev.device_id, "DeviceInfo", now)
             self.query(dev.device_id, "Catalog", now)
+        if fresh and self.config.subscribe_catalog:
+            self.subscribe_catalog(dev.device_id, now)
 
     def _on_message(self, req: SipRequest, tx: ServerTransaction, addr: Addr, now: float) -> None:
         device_id = req.from_.user
@@ -727,10 +766,25 @@ class AccessServer:
             self.ssrcs.release(offer.ssrc_text)
 
     def _on_client_result(self, out: _Outgoing, resp: SipResponse | None, now: float) -> None:
-        if out.kind == "query" and (resp is None or resp.status == 404):
-            dev = self.devices.get(out.device_id)
-            if dev is not None and resp is None:
-                return  # a lost query; keepalives decide whether the device is gone
+        """Queries need nothing here (their answers come as MESSAGEs; keepalives decide whether a device that
+        does not answer is gone); a SUBSCRIBE's answer says whether the device offers catalog subscriptions."""
+        if out.kind != "subscribe":
+            return
+        dev = self.devices.get(out.device_id)
+        if dev is None:
+            return
+        if resp is not None and 200 <= resp.status < 300:
+            granted = resp.headers.get("Expires") or str(self.config.subscribe_expires_s)
+            seconds = int(granted) if granted.strip().isdecimal() else self.config.subscribe_expires_s
+            dev.subscription = "active"
+            dev.subscription_refresh_at = now + max(30.0, seconds * 2 / 3)
+            self._events.append(SubscriptionChanged(dev.device_id, "active", resp.status))
+        else:
+            dev.subscription = "not offered"
+            dev.subscription_refresh_at = None
+            self._events.append(
+                SubscriptionChanged(dev.device_id, "not offered", resp.status if resp else None)
+            )
 
     # --- helpers -------------------------------------------------------------------------------------
 

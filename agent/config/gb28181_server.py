@@ -59,6 +59,10 @@ class GbServerConfig(Strict):
     devices: dict[str, GbDownstreamDevice] = Field(
         default_factory=dict, description="Device id -> password/media, for devices of the site file."
     )
+    subscribe_catalog: bool = Field(
+        False,
+        description="SUBSCRIBE to each device's catalog (changes come as NOTIFY) where the device offers it.",
+    )
     cascade: bool = Field(
         True,
         description="Downstream channels appear in the upstream catalog (gb28181:) and can be played there.",

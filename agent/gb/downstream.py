@@ -80,6 +80,7 @@ class GbServerService:
             local_port=cfg.sip_port,
             heartbeat_interval_s=cfg.heartbeat_interval_s,
             heartbeat_count=cfg.heartbeat_count,
+            subscribe_catalog=cfg.subscribe_catalog,
         )
         self.service = AccessServerService(
             self.server_cfg,
@@ -137,6 +138,9 @@ class GbServerService:
             "tcp_fallbacks": self.service.fallbacks,
             "refused": dict(srv.refused),
             "keepalives_before_register": srv.keepalives_before_register,
+            "catalog_subscriptions": {
+                d.device_id: d.subscription for d in srv.devices.values() if d.subscription
+            },
         }
 
     def _reset_statuses(self) -> None:

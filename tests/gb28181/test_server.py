@@ -27,9 +27,10 @@ from gb28181.server import (
     ServerConfig,
     SessionClosed,
     SsrcAllocator,
+    SubscriptionChanged,
     offer_sdp,
 )
-from gb28181.sip import Headers, SipRequest, SipResponse, parse_message
+from gb28181.sip import Headers, SipRequest, SipResponse, make_response, parse_message
 
 SERVER_ID = "34020000002000000001"
 SRV = ("127.0.0.1", 5060)
@@ -52,10 +53,17 @@ class Net:
         hb_count: int = 2,
         max_udp: int = 1300,
         names: Callable[[int], str] = lambda i: f"通道{i + 1}",
+        subscribe: bool = False,
     ) -> None:
         self.now = 0.0
         self.server = AccessServer(
-            ServerConfig(SERVER_ID, local_port=SRV[1], heartbeat_interval_s=hb, heartbeat_count=hb_count),
+            ServerConfig(
+                SERVER_ID,
+                local_port=SRV[1],
+                heartbeat_interval_s=hb,
+                heartbeat_count=hb_count,
+                subscribe_catalog=subscribe,
+            ),
             lambda did: {NVR_ID: PASSWORD}.get(did),
             rng=random.Random(3),
         )
@@ -466,3 +474,49 @@ def test_unregister_on_the_registration_call_id_without_credentials() -> None:
     net.ua.unregister(net.now)
     net.run_until(net.now + 1)
     assert net.events(DeviceUnregistered) and not net.server.devices[NVR_ID].registered
+
+
+def test_catalog_subscription_not_offered_or_active_with_notify() -> None:
+    net = Net(subscribe=True)
+    net.start()
+    (sub,) = net.events(SubscriptionChanged)
+    assert sub.state == "not offered" and sub.status == 489  # our device side does not offer it
+    assert net.server.devices[NVR_ID].subscription == "not offered"
+
+    # a device that offers it: 200 to the SUBSCRIBE, then a NOTIFY carrying a catalog change
+    net = Net(subscribe=True)
+
+    def offer(data: bytes, addr: tuple[str, int]) -> bytes | None:
+        msg = sip(data)
+        if isinstance(msg, SipRequest) and msg.method == "SUBSCRIBE":
+            assert (msg.headers.get("Event") or "").startswith("Catalog")
+            ok = make_response(msg, 200, to_tag="d1")
+            ok.headers.add("Expires", "600")
+            net.server.receive(ok.encode(), DEV, net.now)
+            return None
+        return data
+
+    net.to_device = offer
+    net.start()
+    assert [e.state for e in net.events(SubscriptionChanged)] == ["active"]
+    body = (
+        _catalog_body("新增通道".encode("gb2312"), "GB2312")
+        .replace(b"<Response>", b"<Notify>")
+        .replace(b"</Response>", b"</Notify>")
+    )
+    h = Headers()
+    h.add("Via", f"SIP/2.0/UDP {DEV[0]}:{DEV[1]};rport;branch=z9hG4bKnot1")
+    h.add("From", f"<sip:{NVR_ID}@3402000000>;tag=d1")
+    h.add("To", f"<sip:{SERVER_ID}@3402000000>;tag=s1")
+    h.add("Call-ID", "sub-notify")
+    h.add("CSeq", "1 NOTIFY")
+    h.add("Event", "Catalog")
+    h.add("Subscription-State", "active;expires=600")
+    h.add("Content-Type", manscdp.CONTENT_TYPE)
+    note = SipRequest(headers=h, body=body, method="NOTIFY", uri=f"sip:{SERVER_ID}@127.0.0.1:5060")
+    net.server.receive(note.encode(), DEV, net.now)
+    net.pump()
+    cats = net.events(CatalogReceived)
+    assert cats[-1].catalog.channels[0].name == "新增通道"
+    net.run_until(net.now + 401)  # refreshed at two thirds of the granted 600 s
+    assert [e.state for e in net.events(SubscriptionChanged)] == ["active", "active"]
