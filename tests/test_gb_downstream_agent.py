@@ -183,6 +183,9 @@ def test_nvr_downstream_quirks_and_cascade_upstream(tmp_path: Any) -> None:
                 assert ch.stream is not None and ch.stream.url == f"gb28181://{NVR}/{cid}"
                 assert ch.status is DeviceStatus.ONLINE
             assert server.service.server.catalogs.complete == 1
+            samples = {(x.name, tuple(x.labels.items())): x.value for x in server.samples()}
+            assert samples[("vcs_edge_gb28181_server_devices_online", ())] == 1
+            assert samples[("vcs_edge_gb28181_server_refused_total", (("reason", "bad_credentials"),))] == 0
 
             # a snapshot of channel 3: INVITE, the NVR answers its own SSRC, media accepted by it
             frame = await sup.snapshot(CHANNELS[2], 30.0)

@@ -124,7 +124,48 @@ class GbServerService:
         await self.service.stop()
 
     def samples(self) -> Iterable[Sample]:
-        return ()
+        srv = self.service.server
+        p = "vcs_edge_gb28181_server_"
+        yield Sample(
+            p + "devices_online",
+            "gauge",
+            "Downstream GB/T 28181 devices registered and heard within HeartBeatInterval x HeartBeatCount.",
+            {},
+            float(sum(1 for d in srv.devices.values() if d.online)),
+        )
+        yield Sample(
+            p + "sessions",
+            "gauge",
+            "Live media sessions from downstream devices.",
+            {},
+            float(len(self.service.sessions)),
+        )
+        yield Sample(p + "plays_total", "counter", "INVITEs that brought media up.", {}, float(self.plays))
+        yield Sample(
+            p + "play_failures_total", "counter", "INVITEs that failed.", {}, float(self.play_failures)
+        )
+        yield Sample(
+            p + "tcp_fallbacks_total",
+            "counter",
+            "TCP sessions retried in the other role.",
+            {},
+            float(self.service.fallbacks),
+        )
+        yield Sample(
+            p + "malformed_total",
+            "counter",
+            "SIP messages dropped as malformed.",
+            {},
+            float(srv.malformed_dropped),
+        )
+        for reason, n in srv.refused.items():
+            yield Sample(
+                p + "refused_total",
+                "counter",
+                "Requests turned away, by reason.",
+                {"reason": reason},
+                float(n),
+            )
 
     def health(self) -> dict[str, Any]:
         srv = self.service.server
