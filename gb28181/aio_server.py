@@ -180,6 +180,18 @@ class AccessServerService:
         self._pump()
 
     async def _open(self, session: LiveSession) -> None:
+        """Bind, INVITE, wait for the answer and the media path; on any failure or cancellation (the caller
+        gave up) the session is ended, with a BYE once answered, and nothing stays open."""
+        try:
+            await self._open_steps(session)
+        except BaseException as exc:
+            self._close_io(session)
+            if not session.ended:
+                self._end(session, f"{type(exc).__name__}: {exc}", send_bye=True)
+                self._pump()
+            raise
+
+    async def _open_steps(self, session: LiveSession) -> None:
         loop = asyncio.get_running_loop()
         port = 0
         if session.mode == "udp":
@@ -196,7 +208,6 @@ class AccessServerService:
         )
         self._pump()
         if started is None:
-            self._close_io(session)
             raise PlayError(f"device {session.device_id} is not registered")
         session.call_id, _ = started
         self.sessions[session.call_id] = session

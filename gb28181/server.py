@@ -522,6 +522,10 @@ class AccessServer:
             self._on_message(req, tx, addr, now)
         else:
             self._respond(tx, addr, 405, now)
+        if tx.response is not None and tx.response.status >= 400 and tx.response.status != 401:
+            # refusals are stateless: nothing is kept (or retransmitted) for a stranger's requests
+            self._server.pop(key, None)
+            self._server_addr.pop(key, None)
 
     def _respond(
         self,

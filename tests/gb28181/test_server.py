@@ -520,3 +520,17 @@ def test_catalog_subscription_not_offered_or_active_with_notify() -> None:
     assert cats[-1].catalog.channels[0].name == "新增通道"
     net.run_until(net.now + 401)  # refreshed at two thirds of the granted 600 s
     assert [e.state for e in net.events(SubscriptionChanged)] == ["active", "active"]
+
+
+def test_refusals_keep_no_state() -> None:
+    net = Net()
+    net.server._passwords = lambda did: None
+    for i in range(50):
+        data = (
+            f"REGISTER sip:{SERVER_ID}@3402000000 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.{i}:5060;branch=z9hG4bK{i}\r\n"
+            f"From: <sip:3402000000132000{i:04d}@3402000000>;tag=a\r\nTo: <sip:x@3402000000>\r\n"
+            f"Call-ID: c{i}\r\nCSeq: 1 REGISTER\r\nExpires: 3600\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        net.server.receive(data, ("10.0.0.9", 5060), 0.0)
+    assert net.server.refused["unknown_device"] == 50 and len(net.server.datagrams_to_send()) == 50
+    assert not net.server._server and not net.server.devices and net.server.get_timer() is None
