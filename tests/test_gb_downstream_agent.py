@@ -109,7 +109,12 @@ agent:
   stop_timeout_s: 6
 streams: {{mode: 0, idle_timeout_s: 2, stall_timeout_s: 4, open_timeout_s: 8, backoff_base_s: 0.2, backoff_cap_s: 1}}
 devices:
-  - {{id: "{NVR}", type: NVR, name: yard nvr}}
+  - id: "{NVR}"
+    type: NVR
+    name: yard nvr
+    channels:  # two channels declared (no stream: the catalog gives it), four more found in the catalog
+      - {{id: "{CHANNELS[0]}", name: "declared one"}}
+      - {{id: "{CHANNELS[1]}", name: "declared two"}}
 gb28181_server:
   server_id: "{BOX_SERVER_ID}"
   local_ip: 127.0.0.1
@@ -177,9 +182,11 @@ def test_nvr_downstream_quirks_and_cascade_upstream(tmp_path: Any) -> None:
             nvr_dev = reg.get(NVR)
             assert nvr_dev is not None and nvr_dev.status is DeviceStatus.ONLINE
             assert list(nvr_dev.sub_device_ids) == CHANNELS
-            for cid, name in zip(CHANNELS, NAMES, strict=True):
+            for k, (cid, name) in enumerate(zip(CHANNELS, NAMES, strict=True)):
                 ch = reg.get(cid)
-                assert ch is not None and ch.name == name and ch.parent_id == NVR
+                assert ch is not None and ch.parent_id == NVR
+                assert ch.name == (["declared one", "declared two"][k] if k < 2 else name)
+                assert ch.declared is (k < 2)
                 assert ch.stream is not None and ch.stream.url == f"gb28181://{NVR}/{cid}"
                 assert ch.status is DeviceStatus.ONLINE
             assert server.service.server.catalogs.complete == 1
@@ -230,7 +237,7 @@ def test_nvr_downstream_quirks_and_cascade_upstream(tmp_path: Any) -> None:
                 for m in platform.responses("Catalog", sn)
                 for i in m.element.iter("Item")
             }
-            assert names[CHANNELS[0]] == NAMES[0]
+            assert names[CHANNELS[0]] == "declared one" and names[CHANNELS[2]] == NAMES[2]
             # ... and plays one: served from the downstream PS session, not transcoded
             cap = await platform.invite(BOX, CHANNELS[0], "udp", ssrc="0200000777")
             assert cap.answer is not None and cap.answer.status == 200
@@ -264,14 +271,14 @@ def test_cascade_off_keeps_downstream_channels_out_of_the_upstream_catalog(tmp_p
     registry.add(
         replace(
             nvr,
-            device_id=CHANNELS[0],
+            device_id=CHANNELS[5],
             device_type=nvr.device_type.__class__("IPC"),
             parent_id=NVR,
-            stream=stream_settings(f"gb28181://{NVR}/{CHANNELS[0]}", site.streams),
+            stream=stream_settings(f"gb28181://{NVR}/{CHANNELS[5]}", site.streams),
         )
     )
     assert site.gb28181 is not None
     on = GbBridge(site.gb28181, registry, None, None, TargetBus())  # type: ignore[arg-type]
     off = GbBridge(site.gb28181, registry, None, None, TargetBus(), cascade=False)  # type: ignore[arg-type]
-    assert {d.device_id for d in on._pulled()} == {"34020000001320000001", CHANNELS[0]}
+    assert {d.device_id for d in on._pulled()} == {"34020000001320000001", CHANNELS[5]}
     assert {d.device_id for d in off._pulled()} == {"34020000001320000001"}
