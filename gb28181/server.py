@@ -520,8 +520,10 @@ class AccessServer:
             self._on_bye(req, tx, addr, now)
         elif req.method == "NOTIFY":
             self._on_message(req, tx, addr, now)
+        elif req.method == "OPTIONS":  # a device's ping
+            self._respond(tx, addr, 200, now, headers=[("Allow", "REGISTER, MESSAGE, NOTIFY, BYE, OPTIONS")])
         else:
-            self._respond(tx, addr, 405, now)
+            self._respond(tx, addr, 405, now, headers=[("Allow", "REGISTER, MESSAGE, NOTIFY, BYE, OPTIONS")])
         if tx.response is not None and tx.response.status >= 400 and tx.response.status != 401:
             # refusals are stateless: nothing is kept (or retransmitted) for a stranger's requests
             self._server.pop(key, None)

@@ -534,3 +534,24 @@ def test_refusals_keep_no_state() -> None:
         net.server.receive(data, ("10.0.0.9", 5060), 0.0)
     assert net.server.refused["unknown_device"] == 50 and len(net.server.datagrams_to_send()) == 50
     assert not net.server._server and not net.server.devices and net.server.get_timer() is None
+
+
+def test_options_ping_and_unknown_methods() -> None:
+    net = Net()
+    for method, status in (("OPTIONS", 200), ("INFO", 405)):
+        h = Headers()
+        h.add("Via", f"SIP/2.0/UDP {DEV[0]}:{DEV[1]};branch=z9hG4bK{method}")
+        h.add("From", f"<sip:{NVR_ID}@3402000000>;tag=o")
+        h.add("To", f"<sip:{SERVER_ID}@3402000000>")
+        h.add("Call-ID", f"opt-{method}")
+        h.add("CSeq", f"1 {method}")
+        net.server.receive(
+            SipRequest(headers=h, body=b"", method=method, uri=f"sip:{SERVER_ID}@x").encode(), DEV, 0.0
+        )
+        ((data, _),) = net.server.datagrams_to_send()
+        resp = sip(data)
+        assert (
+            isinstance(resp, SipResponse)
+            and resp.status == status
+            and "REGISTER" in (resp.headers.get("Allow") or "")
+        )
