@@ -34,7 +34,14 @@ CAM_PASSWORD_ENV = "GB28181_PASSWORD"
 pytestmark = pytest.mark.peer
 
 
-def camera_yaml(data_dir: Path, clip: str, server_id: str, port: int, device_id: str) -> str:
+def camera_yaml(
+    data_dir: Path, clip: str, server_id: str, port: int, device_id: str, cams: dict[str, str] | None = None
+) -> str:
+    cams = cams or {CAM_CHANNEL: "东门摄像机"}
+    devices = "".join(
+        f'  - {{id: "{cid}", name: {name}, stream: {{main: "file://{clip}"}}}}\n'
+        for cid, name in cams.items()
+    )
     return f"""
 site: {{name: camera, timezone: UTC, gb_prefix: "3402000000"}}
 agent:
@@ -43,10 +50,7 @@ agent:
   stop_timeout_s: 3
 streams: {{mode: 0, idle_timeout_s: 2}}
 devices:
-  - id: "{CAM_CHANNEL}"
-    name: 东门摄像机
-    stream: {{main: "file://{clip}"}}
-instances: []
+{devices}instances: []
 gb28181:
   server_id: "{server_id}"
   server_host: 127.0.0.1
@@ -64,7 +68,8 @@ gb28181:
 
 
 class CameraProcess:
-    def __init__(self, workdir: Path, yaml: str, password: str) -> None:
+    def __init__(self, workdir: Path, yaml: str, password: str, module: str = "agent.cli") -> None:
+        self.module = module
         workdir.mkdir(parents=True, exist_ok=True)
         self.site = workdir / "camera.yaml"
         self.site.write_text(yaml)
@@ -77,8 +82,8 @@ class CameraProcess:
         env = dict(os.environ, **{CAM_PASSWORD_ENV: self.password})
         with self.log.open("a") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent.cli", "run", "-c", str(self.site), "--log-format", "text"],
-                cwd=self.workdir,
+                [sys.executable, "-m", self.module, "run", "-c", str(self.site), "--log-format", "text"],
+                cwd=Path(__file__).resolve().parents[2],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -222,6 +227,88 @@ detection: {{report_first_sighting: true}}
         assert status(client, made.device_id) == "0"
         camera.start()
         assert wait_until(lambda: status(client, made.device_id) == "1", 60), camera.log.read_text()[-3000:]
+    finally:
+        if camera is not None:
+            camera.stop()
+        box.close()
+
+
+def test_an_nvr_with_quirks_created_through_the_sdk(tmp_path: Path) -> None:
+    """A second agent process as an NVR in the test-only quirks mode (its own SSRC, a split catalog, UTF-8
+    under a GB2312 declaration): its channels, the SubDeviceIds CreateDevice answered, go online and stream
+    through the box, and no extra channel appears."""
+    clip = samples.h264_clip()
+    sip_port = free_port()
+    data = tmp_path / "data"
+    data.mkdir()
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        site_yaml(data)
+        + f"""
+gb28181_server: {{local_ip: 127.0.0.1, sip_port: {sip_port}, heartbeat_interval_s: {HB}, heartbeat_count: 2,
+  rtp_port_min: 46000, rtp_port_max: 46999}}
+"""
+    )
+    box = Agent(site, data, gb_access={"server_ip": "127.0.0.1", "server_port": sip_port}).start()
+    camera: CameraProcess | None = None
+    try:
+        client = sdk_client(box)
+        corp = client.create_corp(m.CreateCorpRequest(corp_name="yard", app_name="guard")).body.corp_id
+        made = client.create_device(
+            m.CreateDeviceRequest(
+                corp_id=corp,
+                device_type="NVR",
+                data_source_type="VIDEO",
+                device_name="yard nvr",
+                device_address="yard",
+                sub_device_count=3,
+                in_protocol="GBT28181",
+            )
+        ).body.data
+        chans = [s.sub_device_id for s in made.sub_device_info]
+        names = {c: f"院子通道{i + 1}" for i, c in enumerate(chans)}
+        yaml = camera_yaml(
+            tmp_path / "nvr" / "data", str(clip), made.server_id, sip_port, made.device_id, names
+        )
+        camera = CameraProcess(tmp_path / "nvr", yaml, made.password, module="tests.gb28181.quirky_camera")
+        camera.start()
+
+        def nvr_status() -> str:
+            recs = client.describe_nvrs(
+                m.DescribeNvrsRequest(page_num=1, page_size=10, corp_id_list=corp)
+            ).body.data.records
+            return str(recs[0].device_status) if recs else ""
+
+        assert wait_until(lambda: nvr_status() == "1", 60), camera.log.read_text()[-3000:]
+
+        def ready() -> bool:
+            recs = client.describe_ipcs(
+                m.DescribeIpcsRequest(page_num=1, page_size=50, nvr_id_list=made.device_id)
+            ).body.data.records
+            got = {r.device_id: r for r in recs}
+            return set(got) == set(chans) and all(str(r.device_status) == "1" for r in got.values())
+
+        assert wait_until(ready, 30)
+        nvr = client.describe_nvrs(
+            m.DescribeNvrsRequest(page_num=1, page_size=10, corp_id_list=corp)
+        ).body.data
+        assert [s.sub_device_id for s in nvr.records[0].sub_device_info] == chans  # no extra channels
+
+        def streams() -> list[str]:
+            devs = [box.call(box.sup.registry.get, c) for c in chans]
+            return [d.stream.url if d is not None and d.stream is not None else "" for d in devs]
+
+        assert wait_until(lambda: all(streams()), 30), (streams(), box.call(lambda: box.sup.health()))
+        frame = box.run(box.sup.snapshot(chans[1], 30.0), 40)
+        assert frame is not None and frame.image.size > 0
+        log = camera.log.read_text()
+        assert "quirk: answers and sends with its own SSRC" in log
+        assert "quirk: catalog split over several MESSAGEs" in log
+        assert "quirk: UTF-8 body under a GB2312 declaration" in log
+        # the split catalog was reassembled whole (CreateDevice's channels keep the names the API gave them;
+        # names through the UTF-8 quirk are checked in tests/test_gb_downstream_agent.py)
+        srv = box.call(lambda: box.sup.service("gb28181_server").service.server)
+        assert srv.catalogs.complete >= 1 and srv.catalogs.partial == 0
     finally:
         if camera is not None:
             camera.stop()
