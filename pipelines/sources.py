@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pipelines.annexb import AccessUnit as AccessUnit  # the one type; re-exported for existing imports
+from pipelines.feeds import FeedEnded, PacketFeed, open_feed
 from pipelines.frames import Frame
 from pipelines.sampling import GopEstimator, Sampler, plan
 from pipelines.source_bounds import (
@@ -144,6 +145,74 @@ class SourceSpec:
             opts["analyzeduration"] = str(MAX_ANALYZE_US)
         opts.update({str(k): str(v) for k, v in self.options.items()})
         return opts
+
+
+class _FeedStream:
+    """What ``_session`` reads of a container's video stream, for a pushed feed."""
+
+    index = 0
+
+    def __init__(self, codec: str) -> None:
+        self.codec_context: Any = av.CodecContext.create(codec, "r")
+        self.time_base = Fraction(1, PTS_CLOCK_HZ)
+
+
+class _FeedStreams:
+    def __init__(self, video: _FeedStream) -> None:
+        self.video = [video]
+
+
+class _FeedContainer:
+    """A :class:`~pipelines.feeds.PacketFeed` dressed as a PyAV input container: ``demux()`` yields packets
+    made from its access units (Annex B, 90 kHz), decoded by a plain codec context. The open waits for the
+    first unit (it names the codec); a stall raises :class:`StreamStall`, the feed's end ends the stream."""
+
+    def __init__(self, feed: PacketFeed, stop: threading.Event, spec: SourceSpec, deadline: float) -> None:
+        self.feed = feed
+        self._stop = stop
+        self._stall = spec.stall_timeout_s
+        first: AccessUnit | None = None
+        try:
+            while first is None:
+                if stop.is_set():
+                    raise SourceRefused("stopped while opening")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise SourceRefused(no_answer(spec.open_timeout_s, "no media from the device"))
+                first = feed.get(min(0.5, left))
+        except FeedEnded as exc:
+            feed.close()
+            raise SourceRefused(str(exc)) from None
+        except BaseException:
+            feed.close()
+            raise
+        self._first: AccessUnit | None = first
+        self.streams = _FeedStreams(_FeedStream("hevc" if first.codec in ("hevc", "h265") else "h264"))
+
+    def demux(self) -> Iterator[av.Packet[Any]]:
+        last = time.monotonic()
+        while not self._stop.is_set():
+            unit = self._first
+            self._first = None
+            if unit is None:
+                try:
+                    unit = self.feed.get(0.5)
+                except FeedEnded:
+                    return
+            if unit is None:
+                if time.monotonic() - last > self._stall:
+                    raise StreamStall(f"no video from the device for {self._stall:g} s")
+                continue
+            last = time.monotonic()
+            pkt: av.Packet[Any] = av.Packet(unit.data)
+            pkt.pts = unit.pts_90k
+            pkt.dts = unit.dts_90k if unit.dts_90k is not None else unit.pts_90k
+            pkt.time_base = Fraction(1, PTS_CLOCK_HZ)
+            pkt.is_keyframe = unit.keyframe
+            yield pkt
+
+    def close(self) -> None:
+        self.feed.close()
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rand: Callable[[], float] = random.random) -> float:
@@ -629,6 +698,12 @@ class StreamSource:
         """
         cap_ffmpeg_allocations()
         deadline = time.monotonic() + spec.open_timeout_s
+        if spec.kind == "gb28181":
+            try:
+                feed = open_feed(spec.url, spec.open_timeout_s)
+            except (RuntimeError, TimeoutError) as exc:
+                raise SourceRefused(str(exc)) from None
+            return cast(av.container.InputContainer, _FeedContainer(feed, run.stop, spec, deadline))
         target = spec.open_target()
         options = spec.av_options()
         http: BoundedHttp | None = None

@@ -17,15 +17,15 @@ import re
 from typing import Literal
 from urllib.parse import urlsplit
 
-SourceKind = Literal["rtsp", "rtmp", "hls", "http-flv", "http", "file"]
+SourceKind = Literal["rtsp", "rtmp", "hls", "http-flv", "http", "file", "gb28181"]
 
-SUPPORTED_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "file")
+SUPPORTED_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "file", "gb28181")
 #: the longest URL accepted (ffmpeg's own URL buffers are 1-4 KiB)
 MAX_URL_CHARS = 2048
 
 _HOW = (
     "supported: rtsp://, rtsps://, rtmp://, rtmps://, http(s):// (HLS .m3u8 or HTTP-FLV .flv), "
-    "file:// or a plain path"
+    "file:// or a plain path, or gb28181://<device id>/<channel id> (a GB/T 28181 device registered to this box)"
 )
 # what ffmpeg's url_find_protocol() reads as a protocol name: scheme characters up to a ':'
 _FFMPEG_PROTOCOL = re.compile(r"[A-Za-z0-9+.\-]*:")
@@ -105,6 +105,12 @@ def source_kind(url: str) -> SourceKind:
         raise UnsupportedSource(f"stream URL {shown(url)} has no host")
     if scheme in ("rtsp", "rtsps"):
         return "rtsp"
+    if scheme == "gb28181":
+        if not re.fullmatch(r"\d{20}", hostname) or not re.fullmatch(r"/?(\d{20})?", parts.path):
+            raise UnsupportedSource(
+                f"{shown(url)} is not gb28181://<device id>/<channel id> (20-digit GB/T 28181 ids)"
+            )
+        return "gb28181"
     if scheme in ("rtmp", "rtmps"):
         return "rtmp"
     path = parts.path.lower()

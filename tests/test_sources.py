@@ -80,9 +80,7 @@ def test_supported_urls_are_classified(url: str, kind: str) -> None:
     assert source_kind(url) == kind
 
 
-@pytest.mark.parametrize(
-    "url", ["", "   ", "ftp://host/x.mp4", "gb28181://34020000001320000001", "rtsp:///nohost"]
-)
+@pytest.mark.parametrize("url", ["", "   ", "ftp://host/x.mp4", "gb28181://cam1/ch1", "rtsp:///nohost"])
 def test_unsupported_urls_get_a_clear_error(url: str) -> None:
     with pytest.raises(UnsupportedSource) as err:
         SourceSpec(url)

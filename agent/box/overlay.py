@@ -180,7 +180,7 @@ def stream_settings(
 def device_from_json(data: dict[str, Any], defaults: cfgmod.StreamDefaults) -> tuple[Device, DeviceExtra]:
     extra = DeviceExtra.from_json(data.get("extra", {}))
     stream = None
-    if extra.data_source and extra.stream_url:
+    if extra.stream_url and (extra.data_source or extra.stream_url.startswith("gb28181://")):
         mode = data.get("stream_mode")
         stream = stream_settings(extra.stream_url, defaults, None if mode is None else StreamMode(mode))
     dev = Device(

@@ -37,7 +37,14 @@ class Service(Protocol):
 
 
 #: service name -> the site-file section that makes it
-SECTIONS = {"housekeeping": "storage", "gb28181": "gb28181", "mqtt": "mqtt", "kafka": "kafka", "api": "api"}
+SECTIONS = {
+    "housekeeping": "storage",
+    "gb28181_server": "gb28181_server",
+    "gb28181": "gb28181",
+    "mqtt": "mqtt",
+    "kafka": "kafka",
+    "api": "api",
+}
 #: services that deliver from the outbox, by the outbox sink name they read
 SINKS = ("mqtt", "kafka")
 #: outbox sinks that read only the rows addressed to them (watch alerts, one per matching task)
@@ -81,13 +88,25 @@ def build(site: cfgmod.SiteFile, ports: Ports, only: set[str] | None = None) -> 
         return HousekeepingService(ports.store, storage)
 
     candidates.append(("housekeeping", housekeeping))
+    if site.gb28181_server is not None and site.gb28181_server.enabled:
+        server_cfg = site.gb28181_server
+
+        def gb_server() -> Service:
+            from agent.gb.downstream import GbServerService
+
+            return GbServerService(server_cfg, site, ports.registry, ports.box, ports.overlay)
+
+        candidates.append(("gb28181_server", gb_server))
     if site.gb28181 is not None and site.gb28181.enabled:
         gb_cfg = site.gb28181
 
         def gb() -> Service:
             from agent.gb.bridge import GbBridge
 
-            return GbBridge(gb_cfg, ports.registry, ports.cameras, ports.pipelines, ports.targets)
+            cascade = site.gb28181_server is None or site.gb28181_server.cascade
+            return GbBridge(
+                gb_cfg, ports.registry, ports.cameras, ports.pipelines, ports.targets, cascade=cascade
+            )
 
         candidates.append(("gb28181", gb))
     if site.mqtt is not None and site.mqtt.enabled:

@@ -30,6 +30,7 @@ from .enums import (
     check_gb_id,
 )
 from .gb28181 import Gb28181Config, GbAlarmConfig
+from .gb28181_server import GbDownstreamDevice, GbServerConfig
 from .guard import dangerous_changes
 from .instances import InstanceConfig, PollingConfig, ScheduleConfig, WindowConfig
 from .loader import MAX_ALIASES, MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, ConfigError, Loc, load, load_text
@@ -65,6 +66,8 @@ __all__ = [
     "Gb28181Config",
     "GbAccessConfig",
     "GbAlarmConfig",
+    "GbDownstreamDevice",
+    "GbServerConfig",
     "HttpConfig",
     "InstanceConfig",
     "InstanceType",

@@ -12,6 +12,7 @@ from .detection import DetectionConfig
 from .devices import DeviceConfig, StreamDefaults
 from .enums import Strict
 from .gb28181 import Gb28181Config
+from .gb28181_server import GbServerConfig
 from .instances import InstanceConfig
 from .reporting import KafkaConfig, MqttConfig
 from .site import AgentConfig, SiteConfig
@@ -46,6 +47,9 @@ class SiteFile(Strict):
     )
     gb28181: Gb28181Config | None = Field(
         None, description="Register upstream over GB/T 28181; absent = off."
+    )
+    gb28181_server: GbServerConfig | None = Field(
+        None, description="Be the GB/T 28181 access server of the site's cameras and NVRs; absent = off."
     )
     api: ApiConfig | None = Field(None, description="The VCS-compatible management API; absent = not served.")
     allow_removal: list[RemovalKind] = Field(

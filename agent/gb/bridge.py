@@ -165,8 +165,12 @@ class GbBridge:
         cameras: CameraPort,
         pipelines: PipelineControl,
         targets: TargetBus,
+        *,
+        cascade: bool = True,
     ) -> None:
         self.cfg = cfg
+        #: whether cameras pulled from downstream GB/T 28181 devices (gb28181:// streams) are channels too
+        self.cascade = cascade
         self.registry = registry
         self.cameras = cameras
         self.pipelines = pipelines
@@ -317,7 +321,7 @@ class GbBridge:
                 else None
             ),
             "time_offset_s": round(m.time_offset_s, 3) if m and m.time_offset_s is not None else None,
-            "channels": len(self.registry.pulled()),
+            "channels": len(self._pulled()),
             "sessions": [s.as_dict() for s in self.sessions.values() if s.ended is None],
         }
 
@@ -333,8 +337,14 @@ class GbBridge:
     def channel_id(self, camera_id: str) -> str:
         return self.cfg.channels.get(camera_id, camera_id)
 
+    def _pulled(self) -> list[Device]:
+        devs = self.registry.pulled()
+        if self.cascade:
+            return devs
+        return [d for d in devs if d.stream is None or not d.stream.url.startswith("gb28181://")]
+
     def camera_for(self, channel_id: str) -> Device | None:
-        for dev in self.registry.pulled():
+        for dev in self._pulled():
             if self.channel_id(dev.device_id) == channel_id:
                 return dev
         return None
@@ -342,7 +352,7 @@ class GbBridge:
     def channels(self) -> list[Channel]:
         """One catalog channel per pulled camera, called by the device stack whenever it needs them."""
         out = []
-        for dev in self.registry.pulled():
+        for dev in self._pulled():
             out.append(
                 Channel(
                     channel_id=self.channel_id(dev.device_id),
