@@ -35,6 +35,7 @@ from aiohttp.web_request import BaseRequest
 from agent.box.overlay import Overlay
 from agent.box.ports import CameraPort
 from agent.ingest.live_hls import LiveServer
+from agent.recording.playback import RecordServer
 from agent.storage.links import LinkMaker, MediaServer, listener_url
 
 from . import render
@@ -50,7 +51,7 @@ log = logging.getLogger("vcs_edge.api")
 
 MAX_BODY = 2 * 1024 * 1024
 LIVE_DIR = "live"
-LINK_PREFIXES = ("/media/", "/live/")
+LINK_PREFIXES = ("/media/", "/live/", "/record/")
 
 #: charsets a form body may declare (the SDKs send UTF-8 and sign its bytes)
 CHARSETS = ("utf-8", "ascii")
@@ -123,6 +124,7 @@ class ApiServer:
         cameras: CameraPort | None = None,
         embedder: Callable[[bytes, str], Any] | None = None,
         clock: Callable[[], float] = time.time,
+        recordings: Any = None,
     ) -> None:
         self.config = config
         self.data_dir = Path(data_dir)
@@ -139,6 +141,8 @@ class ApiServer:
             target_store=target_store,
             embedder=embedder,
         )
+        if recordings is not None:
+            self.ctx.recordings = RecordServer(recordings, links)
         if cameras is not None:
             self.ctx.live = LiveServer(cameras, links, self.base_url, self.data_dir / LIVE_DIR)
         self.actions = load_all()
@@ -158,6 +162,8 @@ class ApiServer:
             app.router.add_routes([MediaServer(store.media_root, self.links.signer).route()])
         if self.ctx.live is not None:
             self.ctx.live.add_routes(app)
+        if self.ctx.recordings is not None:
+            app.router.add_routes([self.ctx.recordings.route()])
         return app
 
     @web.middleware

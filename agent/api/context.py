@@ -66,6 +66,7 @@ class ApiContext:
     target_store: Any = None  # agent.storage.store.TargetStore | None
     embedder: Callable[[bytes, str], Any] | None = None  # (image bytes, target type) -> embedding | None
     live: Any = None  # agent.ingest.live_hls.LiveServer when live view is served
+    recordings: Any = None  # agent.recording.playback.RecordServer when the site records
     record_cache: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # DescribeIpcs records
 
     # -- the overlay (API-made objects belong to the box) -----------------------------------------------

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from agent.box.ports import BoxControl, PipelineControl, TargetBus
     from agent.box.registry import Registry
     from agent.ingest.cameras import Cameras
+    from agent.recording.index import Library
     from agent.storage.links import LinkMaker
     from agent.storage.store import TargetStore
 
@@ -37,7 +38,13 @@ class Service(Protocol):
 
 
 #: service name -> the site-file section that makes it
-SECTIONS = {"housekeeping": "storage", "gb28181": "gb28181", "mqtt": "mqtt", "api": "api"}
+SECTIONS = {
+    "housekeeping": "storage",
+    "gb28181": "gb28181",
+    "mqtt": "mqtt",
+    "api": "api",
+    "recording": "recording",
+}
 #: services that deliver from the outbox, by the outbox sink name they read
 SINKS = ("mqtt",)
 
@@ -60,6 +67,7 @@ class Ports:
     box: BoxControl
     pipelines: PipelineControl
     embedder: Callable[[bytes, str], Any] | None = None
+    recordings: Library | None = None  # the recording indexes, when the site records
 
 
 def build(site: cfgmod.SiteFile, ports: Ports, only: set[str] | None = None) -> list[Service]:
@@ -94,6 +102,18 @@ def build(site: cfgmod.SiteFile, ports: Ports, only: set[str] | None = None) -> 
             )
 
         candidates.append(("mqtt", mqtt))
+    rec_cfg = site.recording
+    library = ports.recordings
+    if rec_cfg is not None and rec_cfg.enabled and library is not None:
+
+        def recording() -> Service:
+            from agent.recording.service import RecordingService
+
+            return RecordingService(
+                rec_cfg, library, ports.cameras, ports.registry, ports.targets, ports.links, ports.store
+            )
+
+        candidates.append(("recording", recording))
     if site.api is not None and site.api.enabled:
         api_cfg = site.api
         data_dir = site.agent.data_dir
@@ -110,6 +130,7 @@ def build(site: cfgmod.SiteFile, ports: Ports, only: set[str] | None = None) -> 
                 target_store=ports.store,
                 cameras=ports.cameras,
                 embedder=ports.embedder,
+                recordings=ports.recordings,
             )
 
         candidates.append(("api", api))

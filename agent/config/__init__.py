@@ -32,6 +32,7 @@ from .enums import (
 from .gb28181 import Gb28181Config, GbAlarmConfig
 from .instances import InstanceConfig, PollingConfig, ScheduleConfig, WindowConfig
 from .loader import ConfigError, Loc, load, load_text
+from .recording import CameraRecording, RecordingConfig, RecordMode
 from .reporting import MqttConfig, MqttTlsConfig
 from .schema import SiteFile, json_schema
 from .site import AgentConfig, HttpConfig, LogConfig, SiteConfig
@@ -46,6 +47,7 @@ __all__ = [
     "ApiConfig",
     "BodyModelConfig",
     "CameraFields",
+    "CameraRecording",
     "ChannelConfig",
     "ComputeType",
     "ConfigError",
@@ -68,6 +70,8 @@ __all__ = [
     "MqttConfig",
     "MqttTlsConfig",
     "PollingConfig",
+    "RecordMode",
+    "RecordingConfig",
     "ScheduleConfig",
     "ScheduleType",
     "SiteConfig",

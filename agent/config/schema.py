@@ -13,6 +13,7 @@ from .devices import DeviceConfig, StreamDefaults
 from .enums import Strict
 from .gb28181 import Gb28181Config
 from .instances import InstanceConfig
+from .recording import RecordingConfig
 from .reporting import MqttConfig
 from .site import AgentConfig, SiteConfig
 from .storage import StorageConfig
@@ -41,6 +42,9 @@ class SiteFile(Strict):
         None, description="Register upstream over GB/T 28181; absent = off."
     )
     api: ApiConfig | None = Field(None, description="The VCS-compatible management API; absent = not served.")
+    recording: RecordingConfig | None = Field(
+        None, description="Record the pulled cameras (continuous or around targets); absent = off."
+    )
 
     def algorithm_catalogue(self) -> dict[str, AlgorithmConfig]:
         return catalogue(self.algorithms)

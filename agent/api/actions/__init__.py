@@ -6,6 +6,6 @@ from agent.api.dispatch import ACTIONS, Handler
 
 
 def load_all() -> dict[str, Handler]:
-    from . import corps, datasources, devices, instances, media, targets  # noqa: F401 - registers the handlers
+    from . import corps, datasources, devices, instances, media, record, targets  # noqa: F401 - registers the handlers
 
     return ACTIONS
