@@ -189,23 +189,25 @@ class CameraRecorder:
         if self.mode == "continuous":
             self._write(au, wall, "continuous")
             return
-        # events mode: the pre-buffer holds whole GOPs covering at least pre_s
+        if self._event_until is not None and wall <= self._event_until:
+            for held, held_wall in self._buffer:  # the pre-buffer first, then the unit itself
+                self._write(held, held_wall, "event")
+            self._buffer.clear()
+            self._write(au, wall, "event")
+            return
+        if self._writer is not None:  # the window is over
+            self._finish(wall)
+            self._event_until = None
+        # events mode: the pre-buffer holds whole GOPs covering at least pre_s, from a keyframe
         self._buffer.append((au, wall))
+        while self._buffer and not self._buffer[0][0].keyframe:
+            self._buffer.popleft()
         while len(self._buffer) > 1:
             keys = [i for i, (u, _) in enumerate(self._buffer) if u.keyframe]
             if len(keys) < 2 or self._buffer[keys[1]][1] > wall - self.pre_ms:
                 break
             for _ in range(keys[1]):
                 self._buffer.popleft()
-        while self._buffer and not self._buffer[0][0].keyframe:
-            self._buffer.popleft()
-        if self._event_until is not None and wall <= self._event_until:
-            for held, held_wall in self._buffer:
-                self._write(held, held_wall, "event")
-            self._buffer.clear()
-        elif self._writer is not None:
-            self._finish(wall)
-            self._event_until = None
 
     def _event(self, ts_ms: int) -> None:
         self.stats.events += 1

@@ -18,6 +18,7 @@ import av
 import pytest
 from alibabacloud_vcs20200515 import models as m
 
+from agent import samples
 from agent.recording.index import INDEX_FILE, Library, Segment, camera_folder
 from agent.recording.recorder import PTS_WRAP
 from agent.recording.retention import DAY_MS, Policy, prune
@@ -28,7 +29,9 @@ from tests.peers import RtspServer, require_gst, wait_until
 CAM = "34020000001320000051"
 
 
-def site_yaml(data_dir: Path, rec_dir: Path, http_port: int, api_port: int, rtsp_url: str) -> str:
+def site_yaml(
+    data_dir: Path, rec_dir: Path, http_port: int, api_port: int, rtsp_url: str, extra: str = ""
+) -> str:
     return f"""
 site: {{name: recording, timezone: UTC, gb_prefix: "3402000000"}}
 agent:
@@ -48,15 +51,28 @@ devices:
   - id: "{CAM}"
     name: recorded camera
     stream: {{main: "{rtsp_url}", transport: tcp}}
-instances: []
+{extra or "instances: []"}
+"""
+
+
+EVENTS = f"""
+detection: {{report_first_sighting: true, track_max_missed_s: 1}}
+instances:
+  - id: people
+    name: people
+    algorithm_id: body
+    schedule: {{type: LONG_RUNNING}}
+    spf: 1
+    cameras: ["{CAM}"]
 """
 
 
 class RecordingAgent(AgentProcess):
-    def __init__(self, workdir: Path, rtsp_url: str) -> None:
+    def __init__(self, workdir: Path, rtsp_url: str, extra: str = "") -> None:
         super().__init__(workdir)
         self.rec_dir = workdir / "recordings"  # not under data_dir: the recording disk may be another one
-        self.site.write_text(site_yaml(workdir / "data", self.rec_dir, free_port(), self.api_port, rtsp_url))
+        text = site_yaml(workdir / "data", self.rec_dir, free_port(), self.api_port, rtsp_url, extra)
+        self.site.write_text(text)
 
     def rows(self) -> list[Segment]:
         db = self.rec_dir / camera_folder(CAM) / INDEX_FILE
@@ -205,6 +221,47 @@ def test_kill_9_while_recording_leaves_index_and_files_consistent(tmp_path: Path
         agent.stop()
     rows = _consistent(agent)
     assert len(rows) >= crashed_rows + 2
+
+
+def test_events_mode_records_around_real_detections(tmp_path: Path) -> None:
+    require_gst()
+    camera = RtspServer(file=samples.h264_clip()).start()  # the pedestrian clip: real people, real detections
+    agent = RecordingAgent(tmp_path, camera.url, EVENTS)
+    text = agent.site.read_text().replace(
+        "  gap_s: 1\n", "  gap_s: 1\n  mode: events\n  pre_s: 2\n  post_s: 3\n"
+    )
+    agent.site.write_text(text)
+    agent.start()
+    try:
+        assert wait_until(lambda: len(agent.rows()) >= 1, 90), agent.log_text()[-3000:]
+        targets = _targets(tmp_path / "data")
+        assert targets
+    finally:
+        agent.stop()
+        camera.stop()
+    rows = _consistent(agent)
+    assert rows and all(r.kind == "event" for r in rows)
+    targets = _targets(tmp_path / "data")
+    # every target seen while recording lies inside event footage that starts up to pre_s (and a GOP) before it
+    covered = [t for t in targets if any(r.start_ms <= t <= r.end_ms for r in rows)]
+    assert covered, (targets[:5], rows[:3])
+    first = min(covered)
+    seg = next(r for r in rows if r.start_ms <= first <= r.end_ms)
+    # footage from before the first target (the pre-buffer: pre_s, from a keyframe of the 2 s GOP, and never
+    # from before the stream opened, which was about a second before the first detection)
+    assert seg is rows[0] and seg.start_ms < first <= seg.start_ms + 2000 + 2000, (seg, first)
+
+
+def _targets(data_dir: Path) -> list[int]:
+    """Capture times (ms) of the stored targets."""
+    db = data_dir / "targets.db"
+    if not db.is_file():
+        return []
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+        try:
+            return sorted(int(r[0]) for r in c.execute("SELECT ts_ms FROM targets"))
+        except sqlite3.OperationalError:
+            return []
 
 
 def _fake(lib: Library, cam: str, start_ms: int, size: int, kind: str = "continuous") -> Segment:
