@@ -37,34 +37,6 @@ EVENT_MARK = "_e"
 _PROBE_FORMAT = {"h264": "h264", "hevc": "hevc"}
 
 
-class _Counting(io.RawIOBase):
-    """A write-only file that knows how many bytes went through it (keyframe byte offsets)."""
-
-    def __init__(self, path: Path) -> None:
-        self._f = open(path, "wb")  # noqa: SIM115 - closed in close()
-        self.pos = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b: Any) -> int:
-        n = self._f.write(b)
-        self.pos += n
-        return n
-
-    def seekable(self) -> bool:
-        return False
-
-    def sync(self) -> None:
-        self._f.flush()
-        os.fsync(self._f.fileno())
-
-    def close(self) -> None:
-        if not self._f.closed:
-            self._f.close()
-        super().close()
-
-
 class SegmentWriter:
     """One segment being written. ``add`` takes units in order (the first one must be a keyframe)."""
 
@@ -85,10 +57,7 @@ class SegmentWriter:
         self.final = root / self.rel
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self.part = self.final.with_suffix(PART_SUFFIX)
-        self._file = _Counting(self.part)
-        self._container: Any = av.open(
-            self._file, "w", format="mpegts", buffer_size=TS_PACKET * 64, options={"flush_packets": "1"}
-        )
+        self._container: Any = av.open(str(self.part), "w", format="mpegts")
         with av.open(io.BytesIO(first.data), format=fmt) as probe:
             self._stream = self._container.add_stream_from_template(probe.streams.video[0])
         self._stream.time_base = TIME_BASE
@@ -100,8 +69,6 @@ class SegmentWriter:
         """Mux one unit; ``pts_90k`` is the unit's time on the recording's timeline (increasing)."""
         if self._last_dts is not None and pts_90k <= self._last_dts:
             pts_90k = self._last_dts + 1  # reordered or repeated stamp: keep dts strictly increasing
-        if au.keyframe:
-            self.keyframes.append((max(0, wall_ms - self.start_ms), self._file.pos))
         pkt = av.Packet(au.data)
         pkt.stream = self._stream
         pkt.time_base = TIME_BASE
@@ -115,11 +82,9 @@ class SegmentWriter:
     def finish(self, end_ms: int) -> Segment:
         """Close, fsync and rename into place; the caller indexes the returned segment."""
         self.end_ms = max(self.end_ms, end_ms)
-        try:
-            self._container.close()
-            self._file.sync()
-        finally:
-            self._file.close()
+        self._container.close()
+        _fsync(self.part)
+        self.keyframes = _keyframes(self.part)
         os.replace(self.part, self.final)
         _fsync_dir(self.final.parent)
         return Segment(
@@ -138,8 +103,30 @@ class SegmentWriter:
             self._container.close()
         except Exception:
             pass
-        self._file.close()
         self.part.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _keyframes(path: Path) -> list[tuple[int, int]]:
+    """(ms from the first packet, byte offset) of each keyframe, read back from the written file: the muxer
+    writes through its own buffer, so the demuxer's packet positions are the exact offsets."""
+    out: list[tuple[int, int]] = []
+    with av.open(str(path), format="mpegts") as c:
+        v = c.streams.video[0]
+        tb = v.time_base or TIME_BASE
+        first: int | None = None
+        for pkt in c.demux(v):
+            if pkt.is_keyframe and pkt.pts is not None:
+                first = pkt.pts if first is None else first
+                out.append((round(float((pkt.pts - first) * tb) * 1000), int(pkt.pos or 0)))
+    return out
 
 
 def _fsync_dir(path: Path) -> None:

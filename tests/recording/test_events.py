@@ -77,5 +77,11 @@ def test_off_between_events_and_continuous_splits_at_keyframes(tmp_path: Path) -
     assert [s.start_ms - T0_MS for s in segs] == [0, 4000, 8000]
     assert [s.end_ms for s in segs[:-1]] == [s.start_ms for s in segs[1:]]  # no hole at a boundary
     assert sum(s.frames for s in segs) == len(units)
-    assert all(s.keyframes[0] == (0, 0) for s in segs)
+    for s in (
+        segs
+    ):  # a keyframe a second, at its byte offset in the file (after the SDT, PAT and PMT: 3 TS packets)
+        assert [k[0] for k in s.keyframes] == list(range(0, len(s.keyframes) * 1000, 1000)), s.keyframes
+        assert s.keyframes[0][1] == 3 * 188
+        data = (tmp_path / s.path).read_bytes()
+        assert all(data[off] == 0x47 and data[off + 1] & 0x40 for _, off in s.keyframes)  # a PES start
     idx.close()
