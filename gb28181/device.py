@@ -90,6 +90,17 @@ REFUSAL_REASONS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class RecordSpan:
+    """One recording of a channel as the box's store knows it (epoch seconds, UTC)."""
+
+    start: float
+    end: float
+    file_path: str
+    file_size: int
+    type: str = "time"  # GB/T 28181 record types: time (continuous), alarm (around an alarm/target)
+
+
 class RegState(Enum):
     IDLE = "idle"
     REGISTERING = "registering"
@@ -158,6 +169,8 @@ class DeviceUA:
         self._server: dict[tuple[str, str, str], _Incoming] = {}
         self._stream = SipStreamParser()
         self.reconnect_requested = False
+        #: (channel id, start, end epoch s) -> the channel's recordings; None answers RecordInfo with none
+        self.record_lookup: Callable[[str, float, float], Sequence[RecordSpan]] | None = None
 
         self.state = RegState.IDLE
         self.registered = False
@@ -803,11 +816,58 @@ class DeviceUA:
                 body = manscdp.result("ConfigDownload", msg.sn, cfg.device_id, False, "only BasicParam")
             self._send_message(body, now, kind="response")
         elif cmd == "recordinfo":
-            ch = known[target]
-            body = manscdp.record_info_empty(msg.sn, target, ch.name if ch else cfg.name)
-            self._send_message(body, now, kind="response")
+            self._answer_record_info(msg, target, known[target], now)
         else:
             body = manscdp.result(msg.cmd_type, msg.sn, target, False, f"{msg.cmd_type} not supported")
+            self._send_message(body, now, kind="response")
+
+    def _platform_epoch(self, text: str) -> float | None:
+        """A MANSCDP time (platform zone and clock) as epoch seconds of this box; None when malformed."""
+        try:
+            naive = datetime.strptime(text.strip()[:19], "%Y-%m-%dT%H:%M:%S")
+        except ValueError:
+            return None
+        tz = timezone(timedelta(seconds=self.config.platform_utc_offset_s))
+        return naive.replace(tzinfo=tz).timestamp() - (self.time_offset_s or 0.0)
+
+    def _platform_text(self, epoch: float) -> str:
+        tz = timezone(timedelta(seconds=self.config.platform_utc_offset_s))
+        return datetime.fromtimestamp(round(epoch + (self.time_offset_s or 0.0)), tz).strftime(
+            "%Y-%m-%dT%H:%M:%S"
+        )
+
+    def _answer_record_info(
+        self, msg: manscdp.ManscdpMessage, target: str, ch: Channel | None, now: float
+    ) -> None:
+        """RecordInfo: the channel's recordings in StartTime-EndTime from ``record_lookup`` (none without it),
+        split as the catalog is so that each MESSAGE fits the transport."""
+        name = ch.name if ch else self.config.name
+        items: list[manscdp.RecordItem] = []
+        if self.record_lookup is not None:
+            start = self._platform_epoch(msg.get("StartTime"))
+            end = self._platform_epoch(msg.get("EndTime"))
+            if start is None or end is None or end <= start:
+                reason = "StartTime and EndTime are required (YYYY-MM-DDTHH:MM:SS, EndTime after StartTime)"
+                body = manscdp.result("RecordInfo", msg.sn, target, False, reason)
+                self._send_message(body, now, kind="response")
+                return
+            wanted = (msg.get("Type") or "all").strip().lower()
+            for span in self.record_lookup(target, start, end):
+                if wanted in ("all", "") or wanted == span.type:
+                    items.append(
+                        manscdp.RecordItem(
+                            self._platform_text(span.start),
+                            self._platform_text(span.end),
+                            span.file_path,
+                            span.file_size,
+                            span.type,
+                        )
+                    )
+        limit = TCP_MAX_MESSAGE if self.reliable else self.config.max_udp_message
+        overhead = len(self._message_request(b"").encode()) + 6
+        for body in manscdp.record_info_bodies(
+            msg.sn, target, name, items, lambda b: overhead + len(b) <= limit
+        ):
             self._send_message(body, now, kind="response")
 
     def _queue_catalog(self, sn: int, channels: Sequence[Channel], now: float) -> None:

@@ -87,7 +87,9 @@ def build(site: cfgmod.SiteFile, ports: Ports, only: set[str] | None = None) -> 
         def gb() -> Service:
             from agent.gb.bridge import GbBridge
 
-            return GbBridge(gb_cfg, ports.registry, ports.cameras, ports.pipelines, ports.targets)
+            return GbBridge(
+                gb_cfg, ports.registry, ports.cameras, ports.pipelines, ports.targets, ports.recordings
+            )
 
         candidates.append(("gb28181", gb))
     if site.mqtt is not None and site.mqtt.enabled:

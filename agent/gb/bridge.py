@@ -32,9 +32,10 @@ from agent.config import Gb28181Config
 from agent.ingest.streams import PACKETS, StreamManager, UnknownDevice
 from agent.ops.logs import kv
 from agent.ops.metrics import Sample
+from agent.recording.index import CONTIGUOUS_MS
 from gb28181.aio import DeviceService
 from gb28181.config import Channel, DeviceConfig
-from gb28181.device import REFUSAL_REASONS
+from gb28181.device import REFUSAL_REASONS, RecordSpan
 from gb28181.events import (
     ByeReceived,
     Event,
@@ -52,6 +53,7 @@ from pipelines.annexb import AccessUnit, codec_family
 
 if TYPE_CHECKING:
     from agent.analytics.targets import TargetRecord
+    from agent.recording.index import Library
 
 log = logging.getLogger("vcs_edge.gb28181")
 
@@ -167,8 +169,10 @@ class GbBridge:
         cameras: CameraPort,
         pipelines: PipelineControl,
         targets: TargetBus,
+        recordings: Library | None = None,
     ) -> None:
         self.cfg = cfg
+        self.recordings = recordings
         self.registry = registry
         self.cameras = cameras
         self.pipelines = pipelines
@@ -200,6 +204,8 @@ class GbBridge:
     async def start(self) -> None:
         self._unsubscribe = self.targets.subscribe(self._on_targets)
         self.service = DeviceService(self.device_config, self.channels, self.media, on_event=self._on_event)
+        if self.recordings is not None:
+            self.service.ua.record_lookup = self.record_spans
         self.state = "registering"
         try:
             await self.service.start()
@@ -209,6 +215,28 @@ class GbBridge:
             self._starter = asyncio.get_running_loop().create_task(self._retry_start())
             return
         log.info("gb28181 started", extra=kv(**self._where()))
+
+    def record_spans(self, channel_id: str, start: float, end: float) -> list[RecordSpan]:
+        """RecordInfo: the channel's recordings in [start, end), contiguous segments of one kind merged."""
+        lib = self.recordings
+        dev = self.camera_for(channel_id)
+        if lib is None or dev is None or not lib.has(dev.device_id):
+            return []
+        spans: list[RecordSpan] = []
+        for seg in lib.index(dev.device_id).segments(int(start * 1000), int(end * 1000)):
+            kind = "alarm" if seg.kind == "event" else "time"
+            last = spans[-1] if spans else None
+            if (
+                last is not None
+                and last.type == kind
+                and seg.start_ms / 1000 - last.end <= CONTIGUOUS_MS / 1000
+            ):
+                spans[-1] = RecordSpan(
+                    last.start, seg.end_ms / 1000, last.file_path, last.file_size + seg.bytes, kind
+                )
+            else:
+                spans.append(RecordSpan(seg.start_ms / 1000, seg.end_ms / 1000, seg.path, seg.bytes, kind))
+        return spans
 
     async def _retry_start(self) -> None:
         while True:

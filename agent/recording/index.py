@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 INDEX_FILE = "index.sqlite"
 SEGMENT_SUFFIX = ".ts"
 PART_SUFFIX = ".part"
+#: a pause between two segments up to this is the same session (one frame step, rounding)
+CONTIGUOUS_MS = 500
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 _SCHEMA = """

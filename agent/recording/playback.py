@@ -23,14 +23,12 @@ from aiohttp import web
 from agent.ops.metrics import Sample
 from agent.storage.links import LinkMaker
 
-from .index import Library, Segment, camera_folder
+from .index import CONTIGUOUS_MS, Library, Segment, camera_folder
 
 log = logging.getLogger(__name__)
 
 ROUTE = "record"
 _PLAYLIST = re.compile(r"^(?P<cam>[A-Za-z0-9._-]{1,64})/(?P<start>\d{1,15})-(?P<end>\d{1,15})\.m3u8$")
-#: a pause between two segments up to this is the same session (one frame step, rounding)
-CONTIGUOUS_MS = 500
 
 
 def playlist_path(device_id: str, start_ms: int, end_ms: int) -> str:

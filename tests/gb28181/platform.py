@@ -266,6 +266,24 @@ class Platform:
         self._send(req.encode(), self.online[device][1])
         return self._sn
 
+    def record_info(self, device: str, channel: str, start: str, end: str, record_type: str = "all") -> int:
+        """Send WVP's RecordInfo query for a channel and a range (MANSCDP times, the platform's zone)."""
+        extra = (
+            f"<StartTime>{start}</StartTime>\r\n<EndTime>{end}</EndTime>\r\n<Secrecy>0</Secrecy>\r\n"
+            f"<Type>{record_type}</Type>\r\n"
+        )
+        return self.query(device, "RecordInfo", extra, target=channel)
+
+    def record_list(self, sn: int) -> tuple[int | None, list[dict[str, str]]]:
+        """(SumNum, the items so far) of the RecordInfo answers with this SN, as WVP collects them."""
+        total: int | None = None
+        items: list[dict[str, str]] = []
+        for m in self.responses("RecordInfo", sn):
+            total = int(m.get("SumNum") or 0)
+            for it in m.element.iter("Item"):
+                items.append({child.tag: child.text or "" for child in it})
+        return total, items
+
     def responses(self, cmd: str, sn: int | None = None) -> list[manscdp.ManscdpMessage]:
         return [
             m
