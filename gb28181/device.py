@@ -33,7 +33,7 @@ from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from enum import Enum
 
-from . import manscdp
+from . import manscdp, mansrtsp
 from .config import Channel, DeviceConfig
 from .dialog import Dialog
 from .digest import Challenge, DigestError, authorization, parse_challenge
@@ -44,6 +44,7 @@ from .events import (
     InviteReceived,
     KeepaliveMissed,
     MediaSessionStarted,
+    PlaybackControl,
     QueryReceived,
     Registered,
     RegistrationFailed,
@@ -169,6 +170,8 @@ class DeviceUA:
         self._server: dict[tuple[str, str, str], _Incoming] = {}
         self._stream = SipStreamParser()
         self.reconnect_requested = False
+        #: the channels with recordings (Playback/Download INVITEs are refused on others)
+        self.playback_channels: Callable[[], set[str]] | None = None
         #: (channel id, start, end epoch s) -> the channel's recordings; None answers RecordInfo with none
         self.record_lookup: Callable[[str, float, float], Sequence[RecordSpan]] | None = None
 
@@ -935,8 +938,15 @@ class DeviceUA:
         if isinstance(offer, SdpError):
             self._respond(inc, 488, offer.reason[:120])
             return
-        if offer.session_name.lower() != "play":
-            self._respond(inc, 488, f"s={offer.session_name} not supported (live Play only)")
+        name = offer.session_name.lower()
+        if name not in ("play", "playback", "download"):
+            self._respond(inc, 488, f"s={offer.session_name} not supported (Play, Playback, Download)")
+            return
+        if offer.playback and (self.playback_channels is None or channel_id not in self.playback_channels()):
+            self._respond(inc, 488, f"s={offer.session_name}: no recordings on channel {channel_id}"[:120])
+            return
+        if offer.playback and offer.time_range() is None:
+            self._respond(inc, 488, f"s={offer.session_name} needs t=<start> <end> (epoch seconds)")
             return
         if not offer.ssrc_text:
             offer.ssrc_text = f"0{self._rng.randrange(10**9):09d}"
@@ -994,7 +1004,22 @@ class DeviceUA:
             self._events.append(SessionEnded(session.call_id, session.channel_id, "cancelled"))
 
     def _on_info(self, inc: _Incoming, now: float) -> None:
-        self._respond(inc, 200 if inc.tx.request.call_id in self._sessions else 481)
+        """MANSRTSP playback control of a Playback/Download session (pause, resume, seek, scale)."""
+        req = inc.tx.request
+        session = self._sessions.get(req.call_id)
+        if session is None:
+            self._respond(inc, 481)
+            return
+        if not session.offer.playback:
+            self._respond(inc, 200)  # live sessions have nothing to control; WVP sends none
+            return
+        ctl = mansrtsp.parse(req.body)
+        if isinstance(ctl, mansrtsp.MansRtspError):
+            self.malformed_dropped += 1
+            self._respond(inc, 400, ctl.reason[:120])
+            return
+        self._respond(inc, 200)
+        self._events.append(PlaybackControl(req.call_id, ctl.method, ctl.npt, ctl.scale))
 
     def _on_ack_timeout(self, inc: _Incoming, now: float) -> None:
         session = self._sessions.get(inc.tx.request.call_id)

@@ -33,7 +33,8 @@ from agent.ingest.streams import PACKETS, StreamManager, UnknownDevice
 from agent.ops.logs import kv
 from agent.ops.metrics import Sample
 from agent.recording.index import CONTIGUOUS_MS
-from gb28181.aio import DeviceService
+from agent.recording.replay import replay
+from gb28181.aio import DeviceService, PlaybackState
 from gb28181.config import Channel, DeviceConfig
 from gb28181.device import REFUSAL_REASONS, RecordSpan
 from gb28181.events import (
@@ -49,6 +50,7 @@ from gb28181.events import (
     TeleBoot,
     Unregistered,
 )
+from gb28181.sdp import GbMediaOffer
 from pipelines.annexb import AccessUnit, codec_family
 
 if TYPE_CHECKING:
@@ -203,9 +205,16 @@ class GbBridge:
 
     async def start(self) -> None:
         self._unsubscribe = self.targets.subscribe(self._on_targets)
-        self.service = DeviceService(self.device_config, self.channels, self.media, on_event=self._on_event)
+        self.service = DeviceService(
+            self.device_config,
+            self.channels,
+            self.media,
+            on_event=self._on_event,
+            playback_provider=self.playback if self.recordings is not None else None,
+        )
         if self.recordings is not None:
             self.service.ua.record_lookup = self.record_spans
+            self.service.ua.playback_channels = self.recorded_channels
         self.state = "registering"
         try:
             await self.service.start()
@@ -215,6 +224,22 @@ class GbBridge:
             self._starter = asyncio.get_running_loop().create_task(self._retry_start())
             return
         log.info("gb28181 started", extra=kv(**self._where()))
+
+    def recorded_channels(self) -> set[str]:
+        lib = self.recordings
+        if lib is None:
+            return set()
+        return {self.channel_id(d.device_id) for d in self.registry.pulled() if lib.has(d.device_id)}
+
+    def playback(
+        self, channel_id: str, offer: GbMediaOffer, state: PlaybackState
+    ) -> AsyncIterator[AccessUnit]:
+        """Playback/Download: the recorded range of the INVITE's t= line, paced by the session's state."""
+        dev = self.camera_for(channel_id)
+        rng = offer.time_range()
+        assert self.recordings is not None and dev is not None and rng is not None  # the UA checked
+        log.info("gb28181 %s of %s from %d to %d", offer.session_name, channel_id, rng[0], rng[1])
+        return replay(self.recordings, dev.device_id, rng[0] * 1000, rng[1] * 1000, state)
 
     def record_spans(self, channel_id: str, start: float, end: float) -> list[RecordSpan]:
         """RecordInfo: the channel's recordings in [start, end), contiguous segments of one kind merged."""
