@@ -11,11 +11,13 @@ Limits first, errors as values (``MansRtspError``), as in ``sip.py``.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 MAX_BODY = 1024
 METHODS = ("PLAY", "PAUSE", "TEARDOWN")
 MAX_SCALE = 64.0
+_NPT = re.compile(r"^npt=(?P<start>now|\d{1,9}(?:\.\d{1,6})?)?-(?:\d{1,9}(?:\.\d{1,6})?)?$", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,16 +61,11 @@ def parse(body: bytes) -> MansRtsp | MansRtspError:
     npt: float | None = None
     rng = headers.get("range")
     if rng:
-        if not rng.lower().startswith("npt="):
-            return MansRtspError(f"Range {rng[:40]!r}: only npt= is understood")
-        start = rng[4:].split("-", 1)[0].strip()
-        if start and start.lower() != "now":
-            try:
-                npt = float(start)
-            except ValueError:
-                return MansRtspError(f"bad npt {start[:20]!r}")
-            if not math.isfinite(npt) or npt < 0:
-                return MansRtspError(f"npt {start[:20]!r} out of range")
+        m = _NPT.match(rng.strip())
+        if m is None:
+            return MansRtspError(f"Range {rng[:40]!r}: only npt=<seconds>- or npt=now- is understood")
+        if m["start"] and m["start"].lower() != "now":
+            npt = float(m["start"])
     scale: float | None = None
     if "scale" in headers:
         try:
