@@ -39,6 +39,10 @@ CREATE TABLE IF NOT EXISTS segments (
     frames INTEGER NOT NULL DEFAULT 0,
     keyframes TEXT NOT NULL DEFAULT '[]'
 );
+CREATE TABLE IF NOT EXISTS settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS gaps (
     start_ms INTEGER PRIMARY KEY,
     end_ms INTEGER NOT NULL,
@@ -160,6 +164,18 @@ class SegmentIndex:
             rows = self._conn.execute(sql + " ORDER BY start_ms", args).fetchall()
         return [Gap(a, b, c) for a, b, c in rows]
 
+    def setting(self, key: str) -> str | None:
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_setting(self, key: str, value: str | None) -> None:
+        with self._lock:
+            if value is None:
+                self._conn.execute("DELETE FROM settings WHERE key = ?", (key,))
+            else:
+                self._conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value))
+
     def total_bytes(self) -> int:
         with self._lock:
             (n,) = self._conn.execute("SELECT COALESCE(SUM(bytes), 0) FROM segments").fetchone()
@@ -229,6 +245,15 @@ class Library:
             if idx is None:
                 idx = self._indexes[device_id] = SegmentIndex(self.root, device_id)
             return idx
+
+    def mode(self, device_id: str) -> str | None:
+        """The mode the API set for a camera (kept in its index, so it survives restarts); None: the site's."""
+        if not self.has(device_id):
+            return None
+        return self.index(device_id).setting("mode")
+
+    def set_mode(self, device_id: str, mode: str | None) -> None:
+        self.index(device_id).set_setting("mode", mode)
 
     def has(self, device_id: str) -> bool:
         return device_id in self._indexes or (self.root / camera_folder(device_id) / INDEX_FILE).is_file()

@@ -3,8 +3,8 @@
 Built from the ports it uses (``agent.box.services``): the cameras (a packet consumer on the shared pull), the
 registry (which cameras are pulled), the target bus (events mode), the target store (UpdateDevicesStorage VIDEO
 days), the link maker (playback links) and the library (the indexes, shared with the API).
-Cameras added or removed at run time are picked up on the next ``sync`` (each housekeeping tick, and at once
-when the API changes a camera's mode).
+Cameras added or removed at run time, and modes the API sets (kept in the camera's index, so they survive a
+restart), are picked up on the next ``sync``, every ``SYNC_S``.
 """
 
 from __future__ import annotations
@@ -64,7 +64,6 @@ class RecordingService:
         self.store = store
         self.server = RecordServer(library, links)
         self.recorders: dict[str, CameraRecorder] = {}
-        self.modes: dict[str, str] = {}  # API overrides of the site file's mode per camera
         self.deleted: Counter[str] = Counter()
         self.reconciled = Counter[str]()
         self._unsubscribe: Any = None
@@ -74,14 +73,8 @@ class RecordingService:
         routes.append(self.server.route())
 
     def mode(self, device_id: str) -> str:
-        return self.modes.get(device_id) or self.config.camera(device_id)[0]
-
-    def set_mode(self, device_id: str, mode: str) -> None:
-        """The API's change of a camera's mode (continuous, events or off), applied at once."""
-        if mode not in ("continuous", "events", "off"):
-            raise ValueError(f"recording mode {mode!r}: continuous, events or off")
-        self.modes[device_id] = mode
-        self.sync()
+        """The API's mode for the camera (kept in the library), else the site file's."""
+        return self.library.mode(device_id) or self.config.camera(device_id)[0]
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

@@ -6,6 +6,7 @@ Segments are 2 s here (the shortest that still crosses several boundaries in a f
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import sqlite3
@@ -23,7 +24,7 @@ from agent.recording.index import INDEX_FILE, Library, Segment, camera_folder
 from agent.recording.recorder import PTS_WRAP
 from agent.recording.retention import DAY_MS, Policy, prune
 from tests.api.conftest import KEY_ID, free_port
-from tests.api.process import SECRET_ENV, AgentProcess
+from tests.api.process import SECRET_ENV, AgentProcess, exchange, signed_request
 from tests.peers import RtspServer, require_gst, wait_until
 
 CAM = "34020000001320000051"
@@ -87,10 +88,11 @@ class RecordingAgent(AgentProcess):
         except sqlite3.OperationalError:  # the table is being created
             return []
 
-    def gaps(self) -> list[tuple[int, int]]:
+    def gaps(self) -> list[tuple[int, int, str]]:
         db = self.rec_dir / camera_folder(CAM) / INDEX_FILE
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
-            return [(a, b) for a, b in c.execute("SELECT start_ms, end_ms FROM gaps ORDER BY start_ms")]
+            got = c.execute("SELECT start_ms, end_ms, reason FROM gaps ORDER BY start_ms")
+            return [(a, b, r) for a, b, r in got]
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -133,6 +135,12 @@ def _video_url(port: int, start: int, end: int, protocol: str = "hls", storage: 
         device_id=CAM, storage_type=storage, start_time=start, end_time=end, out_protocol=protocol
     )
     return _sdk(port).get_device_video_url(req).body
+
+
+def _call(agent: RecordingAgent, action: str, **params: str) -> dict[str, Any]:
+    status, _, body = exchange(agent.api_port, signed_request(agent.api_port, {"Action": action, **params}))
+    assert status == 200, body[:300]
+    return dict(json.loads(body))
 
 
 def _consistent(agent: RecordingAgent) -> list[Segment]:
@@ -199,6 +207,22 @@ def test_continuous_recording_plays_across_a_boundary_and_an_outage(
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(tampered, timeout=10)
         assert err.value.code == 403
+
+        # the timeline (box extension): one recording before the outage, the gap, one after
+        line = _call(agent, "DescribeDeviceRecordings", DeviceId=CAM, StartTime=str(start), EndTime=str(end))
+        spans = line["Data"]["Recordings"]
+        assert len(spans) == 2 and (spans[0]["StartTime"], spans[0]["Kind"]) == (start, "continuous")
+        assert line["Data"]["Gaps"] == [
+            {"StartTime": gaps[0][0], "EndTime": gaps[0][1], "Reason": gaps[0][2]}
+        ]
+        # the API turns the camera's recording off (the open segment is finished) and back on
+        folder = agent.rec_dir / camera_folder(CAM)
+        assert _call(agent, "UpdateDeviceRecording", DeviceId=CAM, Mode="off")["Code"] == "200"
+        assert wait_until(lambda: not list(folder.rglob("*.part")), 20)
+        off_rows = agent.rows()
+        assert _call(agent, "UpdateDeviceRecording", DeviceId=CAM, Mode="default")["Code"] == "200"
+        assert wait_until(lambda: len(agent.rows()) > len(off_rows), 30)
+        assert agent.rows()[len(off_rows)].start_ms > off_rows[-1].end_ms
     finally:
         agent.stop()
     _consistent(agent)

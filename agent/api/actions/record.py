@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from agent.recording.index import CONTIGUOUS_MS
+
 from ..context import ApiContext
 from ..dispatch import action
 from ..errors import ApiError, invalid
@@ -69,4 +71,72 @@ async def get_device_video_url(ctx: ApiContext, p: Params) -> dict[str, Any]:
         "Message": "Success",
         "OutProtocol": protocol,
         "Url": server.url(did, start, end, caller_base=ctx.base_url()),
+    }
+
+
+def _library(ctx: ApiContext, action_name: str) -> Any:
+    if ctx.recordings is None:
+        raise ApiError("ServiceUnavailable.Recording", f"{action_name}: this box does not record", 503)
+    return ctx.recordings.library
+
+
+@action("UpdateDeviceRecording")
+async def update_device_recording(ctx: ApiContext, p: Params) -> dict[str, Any]:
+    """A box extension (not in seed 002): a camera's recording mode, ``continuous``, ``events``, ``off``, or
+    ``default`` (the site file's). Kept in the camera's index (it survives restarts); the recorder follows
+    within seconds."""
+    did = p.req_text("DeviceId", max_len=64, min_len=1)
+    dev = ctx.device("DeviceId", did)
+    if not dev.is_camera or dev.stream is None:
+        raise invalid("DeviceId", f"{did} is not a camera this box pulls; only those are recorded")
+    mode = p.req_enum("Mode", ["continuous", "events", "off", "default"])
+    library = _library(ctx, "UpdateDeviceRecording")
+    await asyncio.get_running_loop().run_in_executor(
+        None, library.set_mode, did, None if mode == "default" else mode
+    )
+    return {"Code": "200", "Message": "Success", "Data": {"DeviceId": did, "Mode": mode}}
+
+
+@action("DescribeDeviceRecordings")
+async def describe_device_recordings(ctx: ApiContext, p: Params) -> dict[str, Any]:
+    """A box extension (not in seed 002): the timeline of a camera in StartTime-EndTime (ms), recordings
+    (contiguous segments of one kind merged) and gaps, for a console or a user picking a range to play."""
+    did = p.req_text("DeviceId", max_len=64, min_len=1)
+    ctx.device("DeviceId", did)
+    start = p.req_integer("StartTime", lo=0, hi=10**14)
+    end = p.req_integer("EndTime", lo=0, hi=10**14)
+    if end <= start or end - start > MAX_RANGE_MS:
+        raise invalid("EndTime", "after StartTime, at most 7 days (604800000 ms) later")
+    library = _library(ctx, "DescribeDeviceRecordings")
+    if not library.has(did):
+        return {"Code": "200", "Message": "Success", "Data": {"Recordings": [], "Gaps": []}}
+    idx = library.index(did)
+    loop = asyncio.get_running_loop()
+    segs = await loop.run_in_executor(None, idx.segments, start, end)
+    gaps = await loop.run_in_executor(None, idx.gaps, start, end)
+    spans: list[dict[str, Any]] = []
+    for s in segs:
+        last = spans[-1] if spans else None
+        if last is not None and last["Kind"] == s.kind and s.start_ms - last["EndTime"] <= CONTIGUOUS_MS:
+            last["EndTime"] = s.end_ms
+            last["Bytes"] += s.bytes
+            last["Segments"] += 1
+        else:
+            spans.append(
+                {
+                    "StartTime": s.start_ms,
+                    "EndTime": s.end_ms,
+                    "Kind": s.kind,
+                    "Bytes": s.bytes,
+                    "Segments": 1,
+                }
+            )
+    return {
+        "Code": "200",
+        "Message": "Success",
+        "Data": {
+            "Mode": library.mode(did) or "default",
+            "Recordings": spans,
+            "Gaps": [{"StartTime": g.start_ms, "EndTime": g.end_ms, "Reason": g.reason} for g in gaps],
+        },
     }
