@@ -260,6 +260,14 @@ def test_events_mode_records_around_real_detections(tmp_path: Path) -> None:
         assert wait_until(lambda: len(agent.rows()) >= 1, 90), agent.log_text()[-3000:]
         targets = _targets(tmp_path / "data")
         assert targets
+        # each target record carries a clip link (the same link maker's record route) that plays
+        found = _call(
+            agent, "SearchTarget", CorpId="default", TargetType="Body", PageNumber="1", PageSize="50"
+        )
+        clips = [r["ClipUrl"] for r in found["Data"]["Records"] if r["ClipUrl"]]
+        assert clips, found["Data"]["Records"][:2]
+        assert "/record/" in clips[0] and "&s=" in clips[0]
+        assert urllib.request.urlopen(clips[0], timeout=10).read().decode().count("#EXTINF") >= 1
     finally:
         agent.stop()
         camera.stop()
