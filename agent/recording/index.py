@@ -129,6 +129,11 @@ class SegmentIndex:
             self._conn.executemany("DELETE FROM segments WHERE start_ms = ?", [(s.start_ms,) for s in segs])
             self._conn.execute("COMMIT")
 
+    def remove_gaps_before(self, end_ms: int) -> int:
+        with self._lock:
+            cur = self._conn.execute("DELETE FROM gaps WHERE end_ms <= ?", (end_ms,))
+        return int(cur.rowcount or 0)
+
     def segments(
         self, start_ms: int | None = None, end_ms: int | None = None, kind: str | None = None
     ) -> list[Segment]:

@@ -78,6 +78,8 @@ def prune(
             if s.end_ms <= now_ms - (cont_days if s.kind == "continuous" else event_days) * DAY_MS
         ]
         _delete(idx, old)
+        if cont_days > 0 and event_days > 0:  # a gap goes with the oldest footage around it
+            idx.remove_gaps_before(now_ms - max(cont_days, event_days) * DAY_MS)
         removed["age"] += len(old)
         freed["age"] += sum(s.bytes for s in old)
     for cam in cams:

@@ -20,7 +20,7 @@ import pytest
 from alibabacloud_vcs20200515 import models as m
 
 from agent import samples
-from agent.recording.index import INDEX_FILE, Library, Segment, camera_folder
+from agent.recording.index import INDEX_FILE, Gap, Library, Segment, camera_folder
 from agent.recording.recorder import PTS_WRAP
 from agent.recording.retention import DAY_MS, Policy, prune
 from tests.api.conftest import KEY_ID, free_port
@@ -72,7 +72,8 @@ class RecordingAgent(AgentProcess):
     def __init__(self, workdir: Path, rtsp_url: str, extra: str = "") -> None:
         super().__init__(workdir)
         self.rec_dir = workdir / "recordings"  # not under data_dir: the recording disk may be another one
-        text = site_yaml(workdir / "data", self.rec_dir, free_port(), self.api_port, rtsp_url, extra)
+        self.http_port = free_port()
+        text = site_yaml(workdir / "data", self.rec_dir, self.http_port, self.api_port, rtsp_url, extra)
         self.site.write_text(text)
 
     def rows(self) -> list[Segment]:
@@ -247,6 +248,34 @@ def test_kill_9_while_recording_leaves_index_and_files_consistent(tmp_path: Path
     assert len(rows) >= crashed_rows + 2
 
 
+def _metric(agent: RecordingAgent, name: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{agent.http_port}/metrics", timeout=10).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_a_running_agent_keeps_a_camera_under_its_quota_oldest_first(
+    tmp_path: Path, camera: RtspServer
+) -> None:
+    agent = RecordingAgent(tmp_path, camera.url)
+    quota = 150_000  # about three 2 s segments of the test pattern
+    text = agent.site.read_text().replace("  gap_s: 1\n", f"  gap_s: 1\n  quota_mb: {quota / 2**20:.6f}\n"
+                                                              "  housekeeping_interval_s: 1\n")  # fmt: skip
+    agent.site.write_text(text)
+    agent.start()
+    try:
+        assert wait_until(lambda: len(agent.rows()) >= 2, 60), agent.log_text()[-2000:]
+        first = agent.rows()[0]
+        quota_deleted = 'vcs_edge_recording_deleted_segments_total{reason="quota"}'
+        assert wait_until(lambda: _metric(agent, quota_deleted) >= 2, 60), agent.log_text()[-2000:]
+        assert _metric(agent, "vcs_edge_recording_segments_total") >= 4
+        assert "over its quota" in agent.log_text()
+    finally:
+        agent.stop()
+    rows = _consistent(agent)
+    assert rows and rows[0].start_ms > first.start_ms  # the oldest went
+    assert sum(r.bytes for r in rows) <= quota + max(r.bytes for r in rows)  # one segment may have come since
+
+
 def test_events_mode_records_around_real_detections(tmp_path: Path) -> None:
     require_gst()
     camera = RtspServer(file=samples.h264_clip()).start()  # the pedestrian clip: real people, real detections
@@ -316,12 +345,15 @@ def test_retention_quota_and_watermark_delete_the_right_segments_first(tmp_path:
     old_b = _fake(lib, b, now - 8 * DAY_MS, 1000)  # b: the site default of 7 days
     event_b = _fake(lib, b, now - 8 * DAY_MS + 20_000, 1000, "event")  # events: 30 days
     kept_b = _fake(lib, b, now - 6 * DAY_MS, 1000)
+    lib.index(b).add_gap(Gap(now - 40 * DAY_MS, now - 39 * DAY_MS, "old outage"))
+    lib.index(b).add_gap(Gap(now - 6 * DAY_MS, now - 6 * DAY_MS + 5000, "recent outage"))
     policy = Policy(default_days=7, event_days=30, video_days={a: 2}, max_disk_percent=90)
     removed = prune(lib, policy, now, disk_usage=lambda: (10, 100))
     assert removed["age"] == 2
     assert [s.start_ms for s in lib.index(a).segments()] == [kept_a.start_ms]
     assert [s.start_ms for s in lib.index(b).segments()] == [event_b.start_ms, kept_b.start_ms]
     assert not (lib.root / old_a.path).exists() and not (lib.root / old_b.path).exists()
+    assert [g.reason for g in lib.index(b).gaps()] == ["recent outage"]  # older than the event footage: gone
 
     # c is over its quota of 2500 bytes: its oldest continuous segments go, its event segment stays
     c_event = _fake(lib, c, now - 5000_000, 1000, "event")
