@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from gb28181 import manscdp
+from gb28181 import events, manscdp
 from gb28181.device import RecordSpan
-from gb28181.sip import SipRequest, SipResponse
+from gb28181.sip import Headers, SipRequest, SipResponse
 
-from .test_device import SERVER, platform_request, query, registered_ua, sent
+from .test_device import SERVER, ack_for, drain, invite, platform_request, query, registered_ua, sent
 
 CH = "34020000001310000001"
 T0 = datetime(2025, 4, 18, 2, 0, tzinfo=UTC).timestamp()  # 10:00 in UTC+8 (the platform's default zone)
@@ -72,3 +72,56 @@ def test_record_info_lists_the_real_recordings_split_under_1300_bytes() -> None:
 
 def _values(msg: manscdp.ManscdpMessage, tag: str) -> list[str]:
     return [e.text or "" for e in msg.element.iter(tag)]
+
+
+def _info(ok: SipResponse, body: bytes, n: int) -> bytes:
+    h = Headers()
+    h.add("Via", f"SIP/2.0/UDP 192.168.1.10:5060;rport;branch=z9hG4bK-info-{n}")
+    h.add("From", ok.headers.get("From") or "")
+    h.add("To", ok.headers.get("To") or "")
+    h.add("Call-ID", ok.call_id)
+    h.add("CSeq", f"{ok.cseq[0] + n} INFO")
+    h.add("Content-Type", "Application/MANSRTSP")
+    return SipRequest(headers=h, body=body, method="INFO", uri=f"sip:{CH}@192.168.1.64:5060").encode()
+
+
+PLAYBACK = (
+    b"s=Play\r\nc=IN IP4 192.168.1.10\r\nt=0 0",
+    b"s=Playback\r\nc=IN IP4 192.168.1.10\r\nt=1744941600 1744945200",
+)
+
+
+def test_playback_invite_needs_recordings_and_a_range_and_info_controls_it() -> None:
+    ua = registered_ua()
+    ua.receive(invite(sdp_patch=PLAYBACK), SERVER, 1.0)  # no recordings wired: refused, not answered as live
+    (refused,) = sent(ua)
+    assert (
+        isinstance(refused, SipResponse)
+        and refused.status == 488
+        and b"no recordings" in refused.reason.encode()
+    )
+    ua.playback_channels = lambda: {CH}
+    no_range = (PLAYBACK[0], PLAYBACK[1].replace(b"t=1744941600 1744945200", b"t=0 0"))
+    ua.receive(invite(sdp_patch=no_range).replace(b"z9hG4bK-wvp-551188", b"z9hG4bK-wvp-2"), SERVER, 2.0)
+    (refused,) = sent(ua)
+    assert isinstance(refused, SipResponse) and refused.status == 488
+    ua.receive(invite(sdp_patch=PLAYBACK).replace(b"z9hG4bK-wvp-551188", b"z9hG4bK-wvp-3"), SERVER, 3.0)
+    (trying,) = sent(ua)
+    assert isinstance(trying, SipResponse) and trying.status == 100
+    (ev,) = drain(ua)
+    assert isinstance(ev, events.InviteReceived) and ev.offer.time_range() == (1744941600, 1744945200)
+    assert ua.answer_invite(ev.call_id, 40012, 3.2)
+    (ok,) = sent(ua)
+    assert isinstance(ok, SipResponse) and ok.status == 200
+    assert b"s=Playback" in ok.body and b"t=1744941600 1744945200" in ok.body
+    ua.receive(ack_for(ok), SERVER, 3.3)
+    drain(ua)
+    ua.receive(_info(ok, b"PAUSE RTSP/1.0\r\nCSeq: 1\r\nPauseTime: now\r\n", 1), SERVER, 4.0)
+    ua.receive(_info(ok, b"PLAY RTSP/1.0\r\nCSeq: 2\r\nRange: npt=30-\r\nScale: 2\r\n", 2), SERVER, 4.1)
+    ua.receive(_info(ok, b"PLAY RTSP/1.0\r\nCSeq: 3\r\nScale: -2\r\n", 3), SERVER, 4.2)
+    statuses = [m.status for m in sent(ua) if isinstance(m, SipResponse)]
+    assert statuses == [200, 200, 400]
+    assert drain(ua) == [
+        events.PlaybackControl(ok.call_id, "PAUSE"),
+        events.PlaybackControl(ok.call_id, "PLAY", 30.0, 2.0),
+    ]
