@@ -33,6 +33,7 @@ from .events import (
     Event,
     InviteReceived,
     MediaSessionStarted,
+    PlaybackControl,
     SessionEnded,
     Unregistered,
 )
@@ -42,6 +43,33 @@ from .sdp import GbMediaOffer
 log = logging.getLogger(__name__)
 
 MediaProvider = Callable[[str], AsyncIterator[AccessUnit] | Awaitable[AsyncIterator[AccessUnit]]]
+
+
+class PlaybackState:
+    """What a Playback/Download session's source reads to follow the platform's MANSRTSP: paused or not,
+    a pending seek (seconds from the range start), the speed. Set by the service, read by the provider."""
+
+    def __init__(self, speed: float = 1.0) -> None:
+        self.speed = speed
+        self.seek_s: float | None = None
+        self.playing = asyncio.Event()
+        self.playing.set()
+        self.changed = asyncio.Event()  # set on every change, so a pacing wait wakes at once
+
+    def apply(self, method: str, npt: float | None, scale: float | None) -> None:
+        if method == "PAUSE":
+            self.playing.clear()
+        elif method == "PLAY":
+            if npt is not None:
+                self.seek_s = npt
+            if scale is not None:
+                self.speed = scale
+            self.playing.set()
+        self.changed.set()
+
+
+#: (channel id, the INVITE's offer, the session's control) -> the recorded units, paced by the provider
+PlaybackProvider = Callable[[str, GbMediaOffer, PlaybackState], AsyncIterator[AccessUnit]]
 Addr = tuple[str, int]
 TCP_ACCEPT_TIMEOUT_S = 15.0
 TCP_CONNECT_TIMEOUT_S = 10.0
@@ -234,10 +262,12 @@ class DeviceService:
         media_provider: MediaProvider,
         *,
         on_event: Callable[[Event], None] | None = None,
+        playback_provider: PlaybackProvider | None = None,
     ) -> None:
         self.config = config
         self.metrics = DeviceMetrics()
         self._media_provider = media_provider
+        self.playback_provider = playback_provider
         self._on_event = on_event
         self.ua = DeviceUA(config, channels_provider)
         self.metrics.requests_refused = self.ua.requests_refused  # live: the transport counts here too
@@ -441,6 +471,8 @@ class DeviceService:
             self._end_session(event.call_id)
         elif isinstance(event, Unregistered):
             self._unregistered.set()
+        elif isinstance(event, PlaybackControl):
+            self._on_playback_control(event)
         if self._on_event is not None:
             try:
                 self._on_event(event)
@@ -530,14 +562,59 @@ class DeviceService:
             self.ua.reject_invite(event.call_id, 503, "No media port", self._now())
             self._pump()
             return
-        feed = self._feeds.get(event.channel_id)
-        if feed is None:
-            feed = self._feeds[event.channel_id] = _ChannelFeed(
-                event.channel_id, self._media_provider, self.metrics
-            )
-        session.subscriber = feed.subscribe()
+        if offer.playback and self.playback_provider is not None:
+            self._start_playback(session)
+        else:
+            feed = self._feeds.get(event.channel_id)
+            if feed is None:
+                feed = self._feeds[event.channel_id] = _ChannelFeed(
+                    event.channel_id, self._media_provider, self.metrics
+                )
+            session.subscriber = feed.subscribe()
         self.ua.answer_invite(event.call_id, session.local_port, self._now())
         self._pump()
+
+    def _start_playback(self, session: _Session) -> None:
+        """A Playback/Download session reads its own source, with back-pressure (nothing is dropped: the
+        provider waits for the sender, and paces itself)."""
+        assert self.playback_provider is not None
+        offer = session.offer
+        speed = (
+            offer.download_speed if offer.session_name.lower() == "download" and offer.download_speed else 1.0
+        )
+        state = PlaybackState(speed)
+        sub = KeyframeQueue()
+        session.subscriber = sub
+        session.extra["playback"] = state
+        provider = self.playback_provider
+
+        async def produce() -> None:
+            try:
+                async for au in provider(session.channel_id, offer, state):
+                    await sub.queue.put(au)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("playback source for %s failed", session.call_id)
+                self.metrics.media_failures += 1
+            await sub.queue.put(None)
+
+        task = asyncio.ensure_future(produce())
+        session.extra["producer"] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_playback_control(self, event: PlaybackControl) -> None:
+        session = self._sessions.get(event.call_id)
+        state = session.extra.get("playback") if session is not None else None
+        if not isinstance(state, PlaybackState):
+            return
+        if event.method == "TEARDOWN":
+            self.ua.hangup(event.call_id, self._now())
+            self._end_session(event.call_id)
+            self._pump()
+            return
+        state.apply(event.method, event.npt, event.scale)
 
     def _on_media_start(self, event: MediaSessionStarted) -> None:
         session = self._sessions.get(event.call_id)
@@ -635,6 +712,9 @@ class DeviceService:
         self.metrics.sessions_active = sum(1 for s in self._sessions.values() if s.task is not None)
 
     def _close_session_io(self, session: _Session) -> None:
+        producer = session.extra.get("producer")
+        if isinstance(producer, asyncio.Task):
+            producer.cancel()
         feed = self._feeds.get(session.channel_id)
         if feed is not None and session.subscriber is not None:
             feed.unsubscribe(session.subscriber)

@@ -33,7 +33,7 @@ from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from enum import Enum
 
-from . import manscdp
+from . import manscdp, mansrtsp
 from .config import Channel, DeviceConfig
 from .dialog import Dialog
 from .digest import Challenge, DigestError, authorization, parse_challenge
@@ -44,6 +44,7 @@ from .events import (
     InviteReceived,
     KeepaliveMissed,
     MediaSessionStarted,
+    PlaybackControl,
     QueryReceived,
     Registered,
     RegistrationFailed,
@@ -88,6 +89,17 @@ REFUSAL_REASONS = (
     "box_busy",  # 486: max_sessions reached
     "media_stranger",  # a TCP media connection that is not the receiver's first one (counted by the transport)
 )
+
+
+@dataclass(frozen=True, slots=True)
+class RecordSpan:
+    """One recording of a channel as the box's store knows it (epoch seconds, UTC)."""
+
+    start: float
+    end: float
+    file_path: str
+    file_size: int
+    type: str = "time"  # GB/T 28181 record types: time (continuous), alarm (around an alarm/target)
 
 
 class RegState(Enum):
@@ -158,6 +170,10 @@ class DeviceUA:
         self._server: dict[tuple[str, str, str], _Incoming] = {}
         self._stream = SipStreamParser()
         self.reconnect_requested = False
+        #: the channels with recordings (Playback/Download INVITEs are refused on others)
+        self.playback_channels: Callable[[], set[str]] | None = None
+        #: (channel id, start, end epoch s) -> the channel's recordings; None answers RecordInfo with none
+        self.record_lookup: Callable[[str, float, float], Sequence[RecordSpan]] | None = None
 
         self.state = RegState.IDLE
         self.registered = False
@@ -803,11 +819,58 @@ class DeviceUA:
                 body = manscdp.result("ConfigDownload", msg.sn, cfg.device_id, False, "only BasicParam")
             self._send_message(body, now, kind="response")
         elif cmd == "recordinfo":
-            ch = known[target]
-            body = manscdp.record_info_empty(msg.sn, target, ch.name if ch else cfg.name)
-            self._send_message(body, now, kind="response")
+            self._answer_record_info(msg, target, known[target], now)
         else:
             body = manscdp.result(msg.cmd_type, msg.sn, target, False, f"{msg.cmd_type} not supported")
+            self._send_message(body, now, kind="response")
+
+    def _platform_epoch(self, text: str) -> float | None:
+        """A MANSCDP time (platform zone and clock) as epoch seconds of this box; None when malformed."""
+        try:
+            naive = datetime.strptime(text.strip()[:19], "%Y-%m-%dT%H:%M:%S")
+        except ValueError:
+            return None
+        tz = timezone(timedelta(seconds=self.config.platform_utc_offset_s))
+        return naive.replace(tzinfo=tz).timestamp() - (self.time_offset_s or 0.0)
+
+    def _platform_text(self, epoch: float) -> str:
+        tz = timezone(timedelta(seconds=self.config.platform_utc_offset_s))
+        return datetime.fromtimestamp(round(epoch + (self.time_offset_s or 0.0)), tz).strftime(
+            "%Y-%m-%dT%H:%M:%S"
+        )
+
+    def _answer_record_info(
+        self, msg: manscdp.ManscdpMessage, target: str, ch: Channel | None, now: float
+    ) -> None:
+        """RecordInfo: the channel's recordings in StartTime-EndTime from ``record_lookup`` (none without it),
+        split as the catalog is so that each MESSAGE fits the transport."""
+        name = ch.name if ch else self.config.name
+        items: list[manscdp.RecordItem] = []
+        if self.record_lookup is not None:
+            start = self._platform_epoch(msg.get("StartTime"))
+            end = self._platform_epoch(msg.get("EndTime"))
+            if start is None or end is None or end <= start:
+                reason = "StartTime and EndTime are required (YYYY-MM-DDTHH:MM:SS, EndTime after StartTime)"
+                body = manscdp.result("RecordInfo", msg.sn, target, False, reason)
+                self._send_message(body, now, kind="response")
+                return
+            wanted = (msg.get("Type") or "all").strip().lower()
+            for span in self.record_lookup(target, start, end):
+                if wanted in ("all", "") or wanted == span.type:
+                    items.append(
+                        manscdp.RecordItem(
+                            self._platform_text(span.start),
+                            self._platform_text(span.end),
+                            span.file_path,
+                            span.file_size,
+                            span.type,
+                        )
+                    )
+        limit = TCP_MAX_MESSAGE if self.reliable else self.config.max_udp_message
+        overhead = len(self._message_request(b"").encode()) + 6
+        for body in manscdp.record_info_bodies(
+            msg.sn, target, name, items, lambda b: overhead + len(b) <= limit
+        ):
             self._send_message(body, now, kind="response")
 
     def _queue_catalog(self, sn: int, channels: Sequence[Channel], now: float) -> None:
@@ -875,8 +938,15 @@ class DeviceUA:
         if isinstance(offer, SdpError):
             self._respond(inc, 488, offer.reason[:120])
             return
-        if offer.session_name.lower() != "play":
-            self._respond(inc, 488, f"s={offer.session_name} not supported (live Play only)")
+        name = offer.session_name.lower()
+        if name not in ("play", "playback", "download"):
+            self._respond(inc, 488, f"s={offer.session_name} not supported (Play, Playback, Download)")
+            return
+        if offer.playback and (self.playback_channels is None or channel_id not in self.playback_channels()):
+            self._respond(inc, 488, f"s={offer.session_name}: no recordings on channel {channel_id}"[:120])
+            return
+        if offer.playback and offer.time_range() is None:
+            self._respond(inc, 488, f"s={offer.session_name} needs t=<start> <end> (epoch seconds)")
             return
         if not offer.ssrc_text:
             offer.ssrc_text = f"0{self._rng.randrange(10**9):09d}"
@@ -934,7 +1004,22 @@ class DeviceUA:
             self._events.append(SessionEnded(session.call_id, session.channel_id, "cancelled"))
 
     def _on_info(self, inc: _Incoming, now: float) -> None:
-        self._respond(inc, 200 if inc.tx.request.call_id in self._sessions else 481)
+        """MANSRTSP playback control of a Playback/Download session (pause, resume, seek, scale)."""
+        req = inc.tx.request
+        session = self._sessions.get(req.call_id)
+        if session is None:
+            self._respond(inc, 481)
+            return
+        if not session.offer.playback:
+            self._respond(inc, 200)  # live sessions have nothing to control; WVP sends none
+            return
+        ctl = mansrtsp.parse(req.body)
+        if isinstance(ctl, mansrtsp.MansRtspError):
+            self.malformed_dropped += 1
+            self._respond(inc, 400, ctl.reason[:120])
+            return
+        self._respond(inc, 200)
+        self._events.append(PlaybackControl(req.call_id, ctl.method, ctl.npt, ctl.scale))
 
     def _on_ack_timeout(self, inc: _Incoming, now: float) -> None:
         session = self._sessions.get(inc.tx.request.call_id)

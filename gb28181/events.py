@@ -95,6 +95,17 @@ class SessionEnded:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class PlaybackControl:
+    """MANSRTSP in an INFO of a Playback/Download session: ``PLAY`` (resume, with ``npt`` a seek to that many
+    seconds from the range start, with ``scale`` a speed), ``PAUSE``, or ``TEARDOWN``."""
+
+    call_id: str
+    method: str
+    npt: float | None = None
+    scale: float | None = None
+
+
 Event = (
     Registered
     | RegistrationFailed
@@ -108,4 +119,5 @@ Event = (
     | MediaSessionStarted
     | ByeReceived
     | SessionEnded
+    | PlaybackControl
 )

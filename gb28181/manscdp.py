@@ -287,6 +287,71 @@ def record_info_empty(sn: int, channel_id: str, name: str) -> bytes:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class RecordItem:
+    """One recording of a channel for a RecordInfo answer; times already in MANSCDP form (platform zone)."""
+
+    start_time: str
+    end_time: str
+    file_path: str
+    file_size: int
+    type: str = "time"  # time (continuous) or alarm (event footage)
+
+
+def record_info_bodies(
+    sn: int,
+    channel_id: str,
+    name: str,
+    items: Sequence[RecordItem],
+    fits: Callable[[bytes], bool],
+) -> list[bytes]:
+    """RecordInfo Response bodies with as many items each as ``fits`` allows (at least one), same SN and
+    SumNum in all (the platform collects them until it has SumNum items)."""
+    total = len(items)
+
+    def body(batch: list[Node]) -> bytes:
+        return encode(
+            "Response",
+            [
+                ("CmdType", "RecordInfo"),
+                ("SN", sn),
+                ("DeviceID", channel_id),
+                ("Name", name),
+                ("SumNum", total),
+                ("RecordList", batch, {"Num": str(len(batch))}),
+            ],
+        )
+
+    if not items:
+        return [body([])]
+    bodies: list[bytes] = []
+    batch: list[Node] = []
+    last_ok = b""
+    for it in items:
+        fields: list[Node] = [
+            ("DeviceID", channel_id),
+            ("Name", name),
+            ("FilePath", it.file_path),
+            ("Address", ""),
+            ("StartTime", it.start_time),
+            ("EndTime", it.end_time),
+            ("Secrecy", 0),
+            ("Type", it.type),
+            ("FileSize", it.file_size),
+        ]
+        node: Node = ("Item", fields)
+        candidate = body([*batch, node])
+        if batch and not fits(candidate):
+            bodies.append(last_ok)
+            batch = [node]
+            last_ok = body(batch)
+        else:
+            batch.append(node)
+            last_ok = candidate
+    bodies.append(last_ok)
+    return bodies
+
+
 def result(cmd_type: str, sn: int, device_id: str, ok: bool, reason: str = "") -> bytes:
     """A ``<Response>`` with ``<Result>OK|ERROR</Result>`` (control and unsupported queries)."""
     children: list[Node] = [

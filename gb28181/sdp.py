@@ -132,6 +132,21 @@ class GbMediaOffer:
     ssrc_text: str
     payload_type: int
     direction: str
+    time: str = "0 0"  # t=: the recorded range of s=Playback / s=Download, epoch seconds
+    download_speed: float | None = None  # a=downloadspeed: of s=Download
+
+    @property
+    def playback(self) -> bool:
+        """s=Playback or s=Download: recorded footage rather than live."""
+        return self.session_name.lower() in ("playback", "download")
+
+    def time_range(self) -> tuple[int, int] | None:
+        """(start, end) of t= in epoch seconds, None when it is not a range."""
+        parts = self.time.split()
+        if len(parts) != 2 or not all(p.isdecimal() and len(p) <= 12 for p in parts):
+            return None
+        start, end = int(parts[0]), int(parts[1])
+        return (start, end) if 0 < start < end else None
 
     @property
     def ssrc(self) -> int:
@@ -179,6 +194,15 @@ def gb_offer(body: bytes | str) -> GbMediaOffer | SdpError:
     for name in ("recvonly", "sendrecv", "sendonly", "inactive"):
         if any(k == name for k, _ in video.attributes + sd.attributes):
             direction = name
+    speed: float | None = None
+    raw_speed = video.attribute("downloadspeed") or sd_attribute(sd, "downloadspeed")
+    if raw_speed:
+        try:
+            speed = float(raw_speed)
+        except ValueError:
+            return SdpError(f"bad a=downloadspeed {raw_speed[:20]!r}")
+        if not 0 < speed <= 256:
+            return SdpError(f"a=downloadspeed {raw_speed[:20]!r} out of range (0, 256]")
     return GbMediaOffer(
         session_name=sd.session_name,
         ip=ip,
@@ -188,6 +212,8 @@ def gb_offer(body: bytes | str) -> GbMediaOffer | SdpError:
         ssrc_text=ssrc_text,
         payload_type=payload_type,
         direction=direction,
+        time=sd.time,
+        download_speed=speed,
     )
 
 
@@ -206,7 +232,7 @@ def gb_answer(offer: GbMediaOffer, *, username: str, local_ip: str, local_port: 
         f"o={username} 0 0 IN IP4 {local_ip}",
         f"s={offer.session_name or 'Play'}",
         f"c=IN IP4 {local_ip}",
-        "t=0 0",
+        f"t={offer.time if offer.playback else '0 0'}",
         f"m=video {local_port} {proto} {offer.payload_type}",
     ]
     if offer.transport == "tcp":

@@ -174,7 +174,11 @@ class TargetRecord:
         return attrs
 
     def to_api(
-        self, url_for: Callable[[str], str] | None = None, *, similarity: float | None = None
+        self,
+        url_for: Callable[[str], str] | None = None,
+        *,
+        similarity: float | None = None,
+        clip_for: Callable[[TargetRecord], str] | None = None,
     ) -> dict[str, Any]:
         """The record as a SearchTarget ``Records`` entry (seed 002 names), plus TargetId and provenance.
 
@@ -206,6 +210,8 @@ class TargetRecord:
         }
         if similarity is not None:
             out["TargetImageSimilarity"] = round(float(similarity), 4)
+        if clip_for is not None:  # the recorded footage around the target (empty when none is stored)
+            out["ClipUrl"] = clip_for(self)
         return out
 
     def to_json(self) -> str:

@@ -38,6 +38,7 @@ from agent.box.jobs import JobRunner, JobStore
 from agent.box.overlay import Overlay
 from agent.box.ports import CameraPort
 from agent.ingest.live_hls import LiveServer
+from agent.recording.playback import RecordServer
 from agent.search.imagedb import ImageDbStore
 from agent.storage.links import LinkMaker, MediaServer, listener_url
 
@@ -55,7 +56,7 @@ log = logging.getLogger("vcs_edge.api")
 
 MAX_BODY = 2 * 1024 * 1024
 LIVE_DIR = "live"
-LINK_PREFIXES = ("/media/", "/live/")
+LINK_PREFIXES = ("/media/", "/live/", "/record/")
 
 #: charsets a form body may declare (the SDKs send UTF-8 and sign its bytes)
 CHARSETS = ("utf-8", "ascii")
@@ -130,6 +131,7 @@ class ApiServer:
         cameras: CameraPort | None = None,
         embedder: Callable[[bytes, str], Any] | None = None,
         clock: Callable[[], float] = time.time,
+        recordings: Any = None,
     ) -> None:
         self.config = config
         self.data_dir = Path(data_dir)
@@ -146,6 +148,8 @@ class ApiServer:
             target_store=target_store,
             embedder=embedder,
         )
+        if recordings is not None:
+            self.ctx.recordings = RecordServer(recordings, links)
         if cameras is not None:
             self.ctx.live = LiveServer(cameras, links, self.base_url, self.data_dir / LIVE_DIR)
         self.ctx.imagedb = ImageDbStore(self.data_dir)
@@ -169,6 +173,8 @@ class ApiServer:
             app.router.add_routes([MediaServer(store.media_root, self.links.signer).route()])
         if self.ctx.live is not None:
             self.ctx.live.add_routes(app)
+        if self.ctx.recordings is not None:
+            app.router.add_routes([self.ctx.recordings.route()])
         return app
 
     @web.middleware

@@ -68,6 +68,7 @@ class ApiContext:
     live: Any = None  # agent.ingest.live_hls.LiveServer when live view is served
     imagedb: Any = None  # agent.search.imagedb.ImageDbStore (image databases, seed 003)
     jobs: Any = None  # agent.box.jobs.JobRunner (picture search jobs, seed 004)
+    recordings: Any = None  # agent.recording.playback.RecordServer when the site records
     record_cache: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # DescribeIpcs records
 
     # -- the overlay (API-made objects belong to the box) -----------------------------------------------

@@ -32,6 +32,7 @@ class ApiService:
         target_store: Any = None,
         cameras: CameraPort | None = None,
         embedder: Callable[[bytes, str], Any] | None = None,
+        recordings: Any = None,
     ) -> None:
         self.config = config
         self.server = ApiServer(
@@ -43,6 +44,7 @@ class ApiService:
             target_store=target_store,
             cameras=cameras,
             embedder=embedder,
+            recordings=recordings,
         )
 
     def register_routes(self, routes: list[web.RouteDef]) -> None:

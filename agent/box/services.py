@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from agent.box.ports import BoxControl, PipelineControl, TargetBus
     from agent.box.registry import Registry
     from agent.ingest.cameras import Cameras
+    from agent.recording.index import Library
     from agent.storage.links import LinkMaker
     from agent.storage.store import TargetStore
 
@@ -44,6 +45,7 @@ SECTIONS = {
     "mqtt": "mqtt",
     "kafka": "kafka",
     "api": "api",
+    "recording": "recording",
 }
 #: services that deliver from the outbox, by the outbox sink name they read
 SINKS = ("mqtt", "kafka")
@@ -75,6 +77,7 @@ class Ports:
     box: BoxControl
     pipelines: PipelineControl
     embedder: Callable[[bytes, str], Any] | None = None
+    recordings: Library | None = None  # the recording indexes, when the site records
 
 
 def build(site: cfgmod.SiteFile, ports: Ports, only: set[str] | None = None) -> list[Service]:
@@ -105,7 +108,13 @@ def build(site: cfgmod.SiteFile, ports: Ports, only: set[str] | None = None) -> 
 
             cascade = site.gb28181_server is None or site.gb28181_server.cascade
             return GbBridge(
-                gb_cfg, ports.registry, ports.cameras, ports.pipelines, ports.targets, cascade=cascade
+                gb_cfg,
+                ports.registry,
+                ports.cameras,
+                ports.pipelines,
+                ports.targets,
+                ports.recordings,
+                cascade=cascade,
             )
 
         candidates.append(("gb28181", gb))
@@ -150,6 +159,18 @@ def build(site: cfgmod.SiteFile, ports: Ports, only: set[str] | None = None) -> 
             return WatchService(watch_book, ports.store, ports.targets, ports.links.media_url, tz, watch_site)
 
         candidates.append(("watch", watch))
+    rec_cfg = site.recording
+    library = ports.recordings
+    if rec_cfg is not None and rec_cfg.enabled and library is not None:
+
+        def recording() -> Service:
+            from agent.recording.service import RecordingService
+
+            return RecordingService(
+                rec_cfg, library, ports.cameras, ports.registry, ports.targets, ports.links, ports.store
+            )
+
+        candidates.append(("recording", recording))
     if site.api is not None and site.api.enabled:
         api_cfg = site.api
         data_dir = site.agent.data_dir
@@ -166,6 +187,7 @@ def build(site: cfgmod.SiteFile, ports: Ports, only: set[str] | None = None) -> 
                 target_store=ports.store,
                 cameras=ports.cameras,
                 embedder=ports.embedder,
+                recordings=ports.recordings,
             )
 
         candidates.append(("api", api))

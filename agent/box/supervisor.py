@@ -50,6 +50,8 @@ from agent.ops import sdnotify
 from agent.ops.logs import kv
 from agent.ops.metrics import Sample, new_registry
 from agent.ops.tasks import spawn
+from agent.recording.index import Library
+from agent.recording.recorder import recording_root
 from agent.storage.links import LinkMaker, LinkSigner, MediaService, listener_url, load_or_create_key
 from agent.storage.store import TargetStore
 from pipelines.frames import Frame
@@ -110,6 +112,7 @@ class Supervisor:
         self.services: list[Service] = []
         self._store: TargetStore | None = None
         self._overlay: Overlay | None = None
+        self._recordings: Library | None = None
         self._links: LinkMaker | None = None
         self.analytics: Analytics | None = None
         self.targets = TargetBus()
@@ -154,6 +157,7 @@ class Supervisor:
             box=self,
             pipelines=self,
             embedder=self.embedder,
+            recordings=self._recordings,
         )
 
     def _agent_url(self) -> str:
@@ -177,6 +181,9 @@ class Supervisor:
             ttl_s=self.site.link_ttl_s,
         )
         self._overlay = Overlay.open(data_dir)
+        rec = self.site.recording
+        if rec is not None and rec.enabled:
+            self._recordings = Library(recording_root(rec.dir, data_dir))
         if self.sink is None:
             self.sink = await self._start_analytics()
         for dev in self.registry.pulled():

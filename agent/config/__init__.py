@@ -34,6 +34,7 @@ from .gb28181_server import GbDownstreamDevice, GbServerConfig
 from .guard import dangerous_changes
 from .instances import InstanceConfig, PollingConfig, ScheduleConfig, WindowConfig
 from .loader import MAX_ALIASES, MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, ConfigError, Loc, load, load_text
+from .recording import CameraRecording, RecordingConfig, RecordMode
 from .reporting import KafkaConfig, MqttConfig, MqttTlsConfig
 from .schema import RemovalKind, SiteFile, json_schema
 from .site import AgentConfig, HttpConfig, LogConfig, SiteConfig
@@ -52,6 +53,7 @@ __all__ = [
     "ApiConfig",
     "BodyModelConfig",
     "CameraFields",
+    "CameraRecording",
     "ChannelConfig",
     "ComputeType",
     "ConfigError",
@@ -77,6 +79,8 @@ __all__ = [
     "MqttConfig",
     "MqttTlsConfig",
     "PollingConfig",
+    "RecordMode",
+    "RecordingConfig",
     "RemovalKind",
     "ScheduleConfig",
     "ScheduleType",

@@ -14,6 +14,7 @@ from .enums import Strict
 from .gb28181 import Gb28181Config
 from .gb28181_server import GbServerConfig
 from .instances import InstanceConfig
+from .recording import RecordingConfig
 from .reporting import KafkaConfig, MqttConfig
 from .site import AgentConfig, SiteConfig
 from .storage import StorageConfig
@@ -56,6 +57,9 @@ class SiteFile(Strict):
         default_factory=list,
         description="A reload may remove these from the running box: a sink (mqtt), every camera, every "
         "instance, gb28181, api. Without it such a reload is refused; write it for one reload, then take it out.",
+    )
+    recording: RecordingConfig | None = Field(
+        None, description="Record the pulled cameras (continuous or around targets); absent = off."
     )
 
     def algorithm_catalogue(self) -> dict[str, AlgorithmConfig]:

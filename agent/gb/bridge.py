@@ -32,9 +32,11 @@ from agent.config import Gb28181Config
 from agent.ingest.streams import PACKETS, StreamManager, UnknownDevice
 from agent.ops.logs import kv
 from agent.ops.metrics import Sample
-from gb28181.aio import DeviceService, KeyframeQueue
+from agent.recording.index import CONTIGUOUS_MS
+from agent.recording.replay import replay
+from gb28181.aio import DeviceService, KeyframeQueue, PlaybackState
 from gb28181.config import Channel, DeviceConfig
-from gb28181.device import REFUSAL_REASONS
+from gb28181.device import REFUSAL_REASONS, RecordSpan
 from gb28181.events import (
     ByeReceived,
     Event,
@@ -48,10 +50,12 @@ from gb28181.events import (
     TeleBoot,
     Unregistered,
 )
+from gb28181.sdp import GbMediaOffer
 from pipelines.annexb import AccessUnit, codec_family
 
 if TYPE_CHECKING:
     from agent.analytics.targets import TargetRecord
+    from agent.recording.index import Library
 
 log = logging.getLogger("vcs_edge.gb28181")
 
@@ -165,10 +169,12 @@ class GbBridge:
         cameras: CameraPort,
         pipelines: PipelineControl,
         targets: TargetBus,
+        recordings: Library | None = None,
         *,
         cascade: bool = True,
     ) -> None:
         self.cfg = cfg
+        self.recordings = recordings
         #: whether cameras pulled from downstream GB/T 28181 devices (gb28181:// streams) are channels too
         self.cascade = cascade
         self.registry = registry
@@ -201,7 +207,16 @@ class GbBridge:
 
     async def start(self) -> None:
         self._unsubscribe = self.targets.subscribe(self._on_targets)
-        self.service = DeviceService(self.device_config, self.channels, self.media, on_event=self._on_event)
+        self.service = DeviceService(
+            self.device_config,
+            self.channels,
+            self.media,
+            on_event=self._on_event,
+            playback_provider=self.playback if self.recordings is not None else None,
+        )
+        if self.recordings is not None:
+            self.service.ua.record_lookup = self.record_spans
+            self.service.ua.playback_channels = self.recorded_channels
         self.state = "registering"
         try:
             await self.service.start()
@@ -211,6 +226,44 @@ class GbBridge:
             self._starter = asyncio.get_running_loop().create_task(self._retry_start())
             return
         log.info("gb28181 started", extra=kv(**self._where()))
+
+    def recorded_channels(self) -> set[str]:
+        lib = self.recordings
+        if lib is None:
+            return set()
+        return {self.channel_id(d.device_id) for d in self.registry.pulled() if lib.has(d.device_id)}
+
+    def playback(
+        self, channel_id: str, offer: GbMediaOffer, state: PlaybackState
+    ) -> AsyncIterator[AccessUnit]:
+        """Playback/Download: the recorded range of the INVITE's t= line, paced by the session's state."""
+        dev = self.camera_for(channel_id)
+        rng = offer.time_range()
+        assert self.recordings is not None and dev is not None and rng is not None  # the UA checked
+        log.info("gb28181 %s of %s from %d to %d", offer.session_name, channel_id, rng[0], rng[1])
+        return replay(self.recordings, dev.device_id, rng[0] * 1000, rng[1] * 1000, state)
+
+    def record_spans(self, channel_id: str, start: float, end: float) -> list[RecordSpan]:
+        """RecordInfo: the channel's recordings in [start, end), contiguous segments of one kind merged."""
+        lib = self.recordings
+        dev = self.camera_for(channel_id)
+        if lib is None or dev is None or not lib.has(dev.device_id):
+            return []
+        spans: list[RecordSpan] = []
+        for seg in lib.index(dev.device_id).segments(int(start * 1000), int(end * 1000)):
+            kind = "alarm" if seg.kind == "event" else "time"
+            last = spans[-1] if spans else None
+            if (
+                last is not None
+                and last.type == kind
+                and seg.start_ms / 1000 - last.end <= CONTIGUOUS_MS / 1000
+            ):
+                spans[-1] = RecordSpan(
+                    last.start, seg.end_ms / 1000, last.file_path, last.file_size + seg.bytes, kind
+                )
+            else:
+                spans.append(RecordSpan(seg.start_ms / 1000, seg.end_ms / 1000, seg.path, seg.bytes, kind))
+        return spans
 
     async def _retry_start(self) -> None:
         while True:

@@ -266,6 +266,24 @@ class Platform:
         self._send(req.encode(), self.online[device][1])
         return self._sn
 
+    def record_info(self, device: str, channel: str, start: str, end: str, record_type: str = "all") -> int:
+        """Send WVP's RecordInfo query for a channel and a range (MANSCDP times, the platform's zone)."""
+        extra = (
+            f"<StartTime>{start}</StartTime>\r\n<EndTime>{end}</EndTime>\r\n<Secrecy>0</Secrecy>\r\n"
+            f"<Type>{record_type}</Type>\r\n"
+        )
+        return self.query(device, "RecordInfo", extra, target=channel)
+
+    def record_list(self, sn: int) -> tuple[int | None, list[dict[str, str]]]:
+        """(SumNum, the items so far) of the RecordInfo answers with this SN, as WVP collects them."""
+        total: int | None = None
+        items: list[dict[str, str]] = []
+        for m in self.responses("RecordInfo", sn):
+            total = int(m.get("SumNum") or 0)
+            for it in m.element.iter("Item"):
+                items.append({child.tag: child.text or "" for child in it})
+        return total, items
+
     def responses(self, cmd: str, sn: int | None = None) -> list[manscdp.ManscdpMessage]:
         return [
             m
@@ -273,8 +291,21 @@ class Platform:
             if m.root == "Response" and m.cmd_type == cmd and (sn is None or m.sn == sn)
         ]
 
-    async def invite(self, device: str, channel: str, mode: str, ssrc: str = "0200003792") -> MediaCapture:
-        """INVITE ``channel`` asking for media over ``mode`` (udp, tcp-passive, tcp-active); ACK the 200."""
+    async def invite(
+        self,
+        device: str,
+        channel: str,
+        mode: str,
+        ssrc: str = "0200003792",
+        *,
+        session: str = "Play",
+        time_range: tuple[int, int] | None = None,
+        download_speed: int | None = None,
+    ) -> MediaCapture:
+        """INVITE ``channel`` asking for media over ``mode`` (udp, tcp-passive, tcp-active); ACK the 200.
+
+        ``session`` Playback or Download with ``time_range`` (epoch seconds, WVP's t= line) asks for footage;
+        Download also sends ``a=downloadspeed``."""
         loop = asyncio.get_running_loop()
         call_id = f"inv{random.getrandbits(40)}"
         cap = MediaCapture(call_id)
@@ -307,11 +338,15 @@ class Platform:
             else:
                 rtp_port = 9
                 setup = "a=setup:active\r\na=connection:new\r\n"
+        t_line = f"{time_range[0]} {time_range[1]}" if time_range else "0 0"
+        u_line = f"u={channel}:0\r\n" if session != "Play" else ""
+        speed = f"a=downloadspeed:{download_speed}\r\n" if download_speed else ""
         sdp = (
-            f"v=0\r\no={SERVER_ID} 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"v=0\r\no={SERVER_ID} 0 0 IN IP4 127.0.0.1\r\ns={session}\r\n{u_line}c=IN IP4 127.0.0.1\r\n"
+            f"t={t_line}\r\n"
             f"m=video {rtp_port} {proto} 96 97 98 99\r\na=recvonly\r\na=rtpmap:96 PS/90000\r\n"
             "a=rtpmap:98 H264/90000\r\na=rtpmap:97 MPEG4/90000\r\na=rtpmap:99 H265/90000\r\n"
-            f"{setup}y={ssrc}\r\n"
+            f"{speed}{setup}y={ssrc}\r\n"
         ).encode()
         req = self._request("INVITE", device, channel, sdp, "APPLICATION/SDP", call_id)
         req.headers.add("Subject", f"{channel}:{ssrc},{SERVER_ID}:0")
@@ -335,6 +370,19 @@ class Platform:
             task = asyncio.ensure_future(self._read_rtp(reader, cap))
             cap.closers.append(_TaskCloser(task))
         return cap
+
+    async def info(self, device: str, cap: MediaCapture, mansrtsp: str) -> SipResponse:
+        """Playback control in the dialog: a MANSRTSP body (PLAY with Range/Scale, PAUSE, TEARDOWN)."""
+        assert cap.answer is not None
+        self._info_cseq = getattr(self, "_info_cseq", 0) + 1
+        body = mansrtsp.replace("{cseq}", str(self._info_cseq)).replace("\n", "\r\n").encode()
+        req = self._request("INFO", device, "x", body, "Application/MANSRTSP", cap.call_id)
+        req.headers.set("From", cap.answer.headers.get("From") or "")
+        req.headers.set("To", cap.answer.headers.get("To") or "")
+        fut = asyncio.get_running_loop().create_future()
+        self.answers[f"{cap.call_id}/INFO"] = fut
+        self._send(req.encode(), self.online[device][1])
+        return await asyncio.wait_for(fut, 10)
 
     async def bye(self, device: str, cap: MediaCapture) -> SipResponse:
         assert cap.answer is not None

@@ -14,6 +14,7 @@ def load_all() -> dict[tuple[str, str], Handler]:
         instances,
         media,
         picture_jobs,
+        record,
         targets,
         watch,
     )

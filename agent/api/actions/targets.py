@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from typing import Any
 
-from agent.analytics.targets import TARGET_TYPES, parse_timestamp
+from agent.analytics.targets import TARGET_TYPES, TargetRecord, parse_timestamp
 from agent.storage.store import AttributeFilter
 from pipelines.images import image_size
 
@@ -123,13 +124,34 @@ async def search_target(ctx: ApiContext, p: Params) -> dict[str, Any]:
     def url_for(path: str) -> str:
         return ctx.link("media", path)
 
-    records = [h.record.to_api(url_for, similarity=h.similarity) for h in page.hits]
+    clip_for = _clip_for(ctx)
+    records = [h.record.to_api(url_for, similarity=h.similarity, clip_for=clip_for) for h in page.hits]
     return {
         "Code": "200",
         "Message": "OK",
         "Success": True,
         "Data": {"Records": records, "TotalCount": page.total_count, "PageSize": size, "PageNumber": num},
     }
+
+
+def _clip_for(ctx: ApiContext) -> Callable[[TargetRecord], str] | None:
+    """A target's clip: a signed ``record`` playlist from ``pre_s`` before to ``post_s`` after it, when the box
+    records (empty when no footage of that time is stored)."""
+    server, rec_cfg = ctx.recordings, ctx.site.recording
+    if server is None or rec_cfg is None:
+        return None
+    base = ctx.base_url()
+
+    def clip(record: TargetRecord) -> str:
+        _, pre_s, post_s, _ = rec_cfg.camera(record.device_id)
+        ts = int(record.timestamp.timestamp() * 1000)
+        start, end = ts - int(pre_s * 1000), ts + int(post_s * 1000)
+        lib = server.library
+        if not lib.has(record.device_id) or not lib.index(record.device_id).segments(start, end):
+            return ""
+        return str(server.url(record.device_id, start, end, caller_base=base))
+
+    return clip
 
 
 async def _query_embedding(ctx: ApiContext, url: str | None, data: str | None, ttype: str) -> Any:
