@@ -225,7 +225,7 @@ class VectorIndex:
         n = self._n
         nlist = int(min(4096, max(64, np.sqrt(n))))
         rng = np.random.default_rng(n)
-        sample = self._code[rng.choice(n, size=min(n, 32 * nlist), replace=False)]
+        sample = self._code[rng.choice(n, size=min(n, 40 * nlist), replace=False)]
         quantizer = faiss.IndexFlatIP(self.dim)
         ivf = faiss.IndexIVFScalarQuantizer(
             quantizer, self.dim, nlist, faiss.ScalarQuantizer.QT_8bit_uniform, faiss.METRIC_INNER_PRODUCT
