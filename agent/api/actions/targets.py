@@ -168,7 +168,7 @@ async def _query_embedding(ctx: ApiContext, url: str | None, data: str | None, t
     if found is None:
         if ttype != "Face":
             raise invalid(name, f"search by picture is for TargetType Face on this box; got {ttype}")
-        raise invalid(name, f"no {ttype.lower()} found in the picture")
+        raise invalid(name, f"no {ttype} found in the picture")
     assert isinstance(found, QueryVector)
     return found
 
@@ -192,7 +192,9 @@ async def fetch_picture(ctx: ApiContext, name: str, url: str) -> bytes:
                 raise invalid(name, f"the picture's server answered HTTP {resp.status}; expected 200")
             if resp.content_length is not None and resp.content_length > MAX_IMAGE:
                 raise invalid(name, f"the picture is {resp.content_length} bytes; at most {MAX_IMAGE}")
-            raw = await resp.content.read(MAX_IMAGE + 1)
+            raw = b""
+            while len(raw) <= MAX_IMAGE and (chunk := await resp.content.read(MAX_IMAGE + 1 - len(raw))):
+                raw += chunk
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         raise invalid(name, f"the picture could not be fetched: {type(exc).__name__}") from None
     if len(raw) > MAX_IMAGE:
