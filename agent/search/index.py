@@ -62,11 +62,12 @@ HEADER = "index.json"
 EXACT_BELOW = 20_000
 TRAIN_AT = 50_000  # below this many vectors every search is exact; at it the IVF lists are trained
 RETRAIN_GROWTH = 8  # the lists are retrained (about sqrt(n) of them) when the index grew this much since
-SCAN_PASSING = (
-    32_000  # an IVF search probes enough lists to meet about this many vectors that pass the filter
+#: an IVF search probes enough lists to meet about this many vectors that pass the filter
+SCAN_PASSING = 40_000
+MIN_NPROBE = 8
+RERANK = (
+    10  # an IVF search takes RERANK x k candidates from its 4-bit lists and re-scores them from the codes
 )
-MIN_NPROBE = 16
-_STEP = 2.0 / 255.0  # the 8-bit code step over [-1, 1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +91,15 @@ class Filter:
     projects: Sequence[str] | None = None
 
 
+DEAD = "\x00removed"
+
+
+def _group(device: str, target_type: str, project: str) -> str:
+    return f"{device}\x1f{target_type}\x1f{project}"
+
+
 class _Codes:
-    """A string column as small integer codes (devices, types and projects are few)."""
+    """A string column as small integer codes (the (device, type, project) groups of a box are few)."""
 
     def __init__(self, names: Sequence[str] = ()) -> None:
         self.names: list[str] = list(names)
@@ -145,20 +153,18 @@ class VectorIndex:
     def _reset(self) -> None:
         self._ivf: Any = None  # faiss.IndexIVFScalarQuantizer once trained; ids are slots
         self._trained_n = 0
-        self._code = np.empty((0, self.dim), dtype=np.uint8)
+        self._code = np.empty((0, self.dim), dtype=np.int8)
+        self._scale = np.empty(0, dtype=np.float32)
         self._keys = np.empty(0, dtype=np.int64)
         self._ts = np.empty(0, dtype=np.int64)
-        self._dev = np.empty(0, dtype=np.int32)
-        self._typ = np.empty(0, dtype=np.int16)
-        self._prj = np.empty(0, dtype=np.int32)
+        self._tsmax = np.empty(0, dtype=np.int64)  # running maximum of _ts: a time range's first slot
+        self._grp = np.empty(0, dtype=np.int32)  # (device, type, project) group; 0 once removed
         self._alive = np.empty(0, dtype=np.bool_)
         self._n = 0  # slots used (alive or tombstones)
         self._slot: dict[int, int] = {}
-        self.devices = _Codes()
-        self.types = _Codes()
-        self.projects = _Codes()
+        self.groups = _Codes([DEAD])
 
-    _COLUMNS = ("_code", "_keys", "_ts", "_dev", "_typ", "_prj", "_alive")
+    _COLUMNS = ("_code", "_scale", "_keys", "_ts", "_tsmax", "_grp", "_alive")
 
     def _grow(self, need: int) -> None:
         cap = len(self._keys)
@@ -200,18 +206,18 @@ class VectorIndex:
             start = self._n
             end = start + len(keys)
             self._grow(end)
-            self._code[start:end] = _encode(mat)
+            self._code[start:end], self._scale[start:end] = _encode(mat)
             self._keys[start:end] = keys
             self._ts[start:end] = [m.ts_ms for m in meta]
-            self._dev[start:end] = [self.devices.get(m.device) for m in meta]
-            self._typ[start:end] = [self.types.get(m.target_type) for m in meta]
-            self._prj[start:end] = [self.projects.get(m.project) for m in meta]
+            prev = self._tsmax[start - 1] if start else np.iinfo(np.int64).min
+            self._tsmax[start:end] = np.maximum.accumulate(np.maximum(self._ts[start:end], prev))
+            self._grp[start:end] = [self.groups.get(_group(m.device, m.target_type, m.project)) for m in meta]
             self._alive[start:end] = True
             for i, k in enumerate(keys.tolist()):
                 self._slot[k] = start + i
             self._n = end
             if self._ivf is not None:
-                self._ivf.add_with_ids(_decode(self._code[start:end]), np.arange(start, end, dtype=np.int64))
+                self._ivf.add_with_ids(mat, np.arange(start, end, dtype=np.int64))
             if self._n >= self.train_at and (
                 self._ivf is None or self._n >= self._trained_n * RETRAIN_GROWTH
             ):
@@ -225,16 +231,16 @@ class VectorIndex:
         n = self._n
         nlist = int(min(4096, max(64, np.sqrt(n))))
         rng = np.random.default_rng(n)
-        sample = self._code[rng.choice(n, size=min(n, 40 * nlist), replace=False)]
+        pick = rng.choice(n, size=min(n, 40 * nlist), replace=False)
         quantizer = faiss.IndexFlatIP(self.dim)
         ivf = faiss.IndexIVFScalarQuantizer(
-            quantizer, self.dim, nlist, faiss.ScalarQuantizer.QT_8bit_uniform, faiss.METRIC_INNER_PRODUCT
+            quantizer, self.dim, nlist, faiss.ScalarQuantizer.QT_4bit, faiss.METRIC_INNER_PRODUCT
         )
         ivf.cp.niter = 10
-        ivf.train(_decode(sample))
+        ivf.train(self._decode(pick))
         for s0 in range(0, n, 100_000):
             s1 = min(n, s0 + 100_000)
-            ivf.add_with_ids(_decode(self._code[s0:s1]), np.arange(s0, s1, dtype=np.int64))
+            ivf.add_with_ids(self._decode(np.arange(s0, s1)), np.arange(s0, s1, dtype=np.int64))
         self._ivf = ivf
         self._trained_n = n
         log.info("vector index: %d lists trained over %d vectors", nlist, n)
@@ -248,6 +254,7 @@ class VectorIndex:
                 slot = self._slot.pop(int(k), None)
                 if slot is not None:
                     self._alive[slot] = False
+                    self._grp[slot] = 0
                     n += 1
         return n
 
@@ -276,12 +283,13 @@ class VectorIndex:
             self._check_open()
             live = np.nonzero(self._alive[: self._n])[0]
             kept = {name: getattr(self, name)[live].copy() for name in self._COLUMNS}
-            devices, types, projects = self.devices, self.types, self.projects
+            groups = self.groups
             self._reset()
-            self.devices, self.types, self.projects = devices, types, projects
+            self.groups = groups
             for name, arr in kept.items():
                 setattr(self, name, arr)
             self._n = len(live)
+            self._tsmax = np.maximum.accumulate(self._ts) if len(live) else self._tsmax
             self._slot = {int(k): i for i, k in enumerate(self._keys.tolist())}
             if self._n >= self.train_at:
                 self._train()
@@ -305,20 +313,33 @@ class VectorIndex:
             return set(self._slot)
 
     def _mask(self, f: Filter | None) -> npt.NDArray[np.bool_]:
+        """Which slots pass: one lookup of the (device, type, project) group, then the time range, computed
+        only from the first slot whose running maximum time reaches ``begin_ms`` (targets come in time
+        order, so a recent range skips most of the history)."""
         n = self._n
-        mask = self._alive[:n].copy()
         if f is None:
-            return mask
-        if f.devices:
-            mask &= np.isin(self._dev[:n], self.devices.wanted(f.devices))
-        if f.target_types:
-            mask &= np.isin(self._typ[:n], self.types.wanted(f.target_types))
-        if f.projects:
-            mask &= np.isin(self._prj[:n], self.projects.wanted(f.projects))
+            return self._alive[:n].copy()
+        lo = 0
         if f.begin_ms is not None:
-            mask &= self._ts[:n] >= f.begin_ms
+            lo = int(np.searchsorted(self._tsmax[:n], f.begin_ms, side="left"))
+        lut = np.zeros(len(self.groups.names), dtype=np.bool_)
+        devices = set(f.devices or ())
+        types = set(f.target_types or ())
+        projects = set(f.projects or ())
+        for code, name in enumerate(self.groups.names[1:], start=1):
+            dev, typ, prj = name.split("\x1f")
+            lut[code] = (
+                (not devices or dev in devices)
+                and (not types or typ in types)
+                and (not projects or prj in projects)
+            )
+        mask = np.zeros(n, dtype=np.bool_)
+        part = lut[self._grp[lo:n]]
+        if f.begin_ms is not None:
+            part &= self._ts[lo:n] >= f.begin_ms
         if f.end_ms is not None:
-            mask &= self._ts[:n] <= f.end_ms
+            part &= self._ts[lo:n] <= f.end_ms
+        mask[lo:] = part
         return mask
 
     def search(self, vector: Any, k: int = 10, filter: Filter | None = None) -> list[tuple[int, float]]:
@@ -341,9 +362,8 @@ class VectorIndex:
     def _exact(
         self, q: npt.NDArray[np.float32], slots: npt.NDArray[np.intp], k: int
     ) -> list[tuple[int, float]]:
-        codes = self._code[slots]
-        # decoded value = -1 + (code + 0.5) * step, so q·x = step * (q·code) + (0.5 * step - 1) * sum(q)
-        sims = (codes.astype(np.float32) @ q) * _STEP + (0.5 * _STEP - 1.0) * float(q.sum())
+        # a vector is code * scale / 127 (int8 with its own scale), so q·x = (q·code) * scale / 127
+        sims = (self._code[slots].astype(np.float32) @ q) * (self._scale[slots] / np.float32(127.0))
         k = min(k, len(slots))
         top = np.argpartition(-sims, k - 1)[:k] if k < len(slots) else np.arange(len(slots))
         top = top[np.argsort(-sims[top], kind="stable")]
@@ -363,9 +383,9 @@ class VectorIndex:
         params = faiss.SearchParametersIVF()
         params.sel = sel
         params.nprobe = nprobe
-        _, slots = ivf.search(q.reshape(1, -1), k, params=params)
+        _, slots = ivf.search(q.reshape(1, -1), RERANK * k, params=params)
         found = slots[0][slots[0] >= 0]
-        # re-score from the index's own codes, so both paths report the same similarity for a vector
+        # re-score from the 8-bit codes: better than the lists' 4 bits, and the same similarity on both paths
         return self._exact(q, found.astype(np.intp), k) if len(found) else []
 
     def _sim(self, ip: float) -> float:
@@ -400,9 +420,7 @@ class VectorIndex:
                 "metric": self.metric,
                 "n": n,
                 "trained_n": self._trained_n if self._ivf is not None else 0,
-                "devices": self.devices.names,
-                "types": self.types.names,
-                "projects": self.projects.names,
+                "groups": self.groups.names,
                 "state": self.state,
             }
             tmp = self.path / (HEADER + ".tmp")
@@ -459,9 +477,7 @@ class VectorIndex:
             self._ivf = ivf
             self._trained_n = int(h.get("trained_n") or 0)
             self._slot = {int(self._keys[i]): i for i in np.nonzero(self._alive[:n])[0].tolist()}
-            self.devices = _Codes(h.get("devices", []))
-            self.types = _Codes(h.get("types", []))
-            self.projects = _Codes(h.get("projects", []))
+            self.groups = _Codes(h.get("groups") or [DEAD])
             self.state = dict(h.get("state") or {})
             if self.tombstones > max(1000, n // 4):
                 self.compact()
@@ -471,7 +487,7 @@ class VectorIndex:
         """Bytes held: codes, IVF lists, centroids and columns (what ``index_mb`` reports)."""
         with self._lock:
             cap = len(self._keys)
-            cols = cap * (self.dim + 8 + 8 + 4 + 2 + 4 + 1)
+            cols = cap * (self.dim + 4 + 8 + 8 + 8 + 4 + 1)
             lists = 0
             if self._ivf is not None:
                 lists = self._n * (self._ivf.code_size + 8) + int(self._ivf.nlist) * self.dim * 4
@@ -483,18 +499,23 @@ class VectorIndex:
             self._closed = True
             self._reset()
 
+    def _decode(self, slots: npt.NDArray[np.intp]) -> npt.NDArray[np.float32]:
+        out: npt.NDArray[np.float32] = self._code[slots].astype(np.float32) * (
+            self._scale[slots, None] / np.float32(127.0)
+        )
+        return out
+
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("the vector index is closed")
 
 
-def _encode(mat: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
-    codes: npt.NDArray[np.uint8] = np.clip(np.floor((mat + 1.0) / _STEP), 0, 255).astype(np.uint8)
-    return codes
-
-
-def _decode(codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-    return (codes.astype(np.float32) + 0.5) * np.float32(_STEP) - np.float32(1.0)
+def _encode(mat: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]:
+    """int8 codes with one scale per vector (its largest component maps to 127)."""
+    scale = np.max(np.abs(mat), axis=1).astype(np.float32)
+    scale[scale == 0] = 1.0
+    codes: npt.NDArray[np.int8] = np.clip(np.rint(mat / scale[:, None] * 127.0), -127, 127).astype(np.int8)
+    return codes, scale
 
 
 def _fsync(path: Path) -> None:
