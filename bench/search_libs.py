@@ -8,7 +8,8 @@ the time range: 1/8 of the vectors pass), the p99 latency and the recall@10 agai
 vectors that pass the filter. Each library filters the way it allows: faiss with an ``IDSelectorBitmap``
 inside the HNSW walk, usearch and hnswlib with their predicate or, where that is a Python callback, with it.
 
-The figures decide the library of :mod:`agent.search.index`; they are in the README.
+The figures decide the library of :mod:`agent.search.index`; they are in the README. usearch and hnswlib are
+not dependencies of the project: `pip install usearch hnswlib` first.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""One vector index for the box: faiss IVF lists over 8-bit codes, with filters, tombstones and atomic saves.
+"""One vector index for the box: faiss IVF lists re-ranked from int8 codes, with filters, tombstones and
+atomic saves.
 
 API (what the store, image databases and picture-search jobs use)::
 
@@ -11,26 +12,28 @@ API (what the store, image databases and picture-search jobs use)::
 
 Why faiss IVF: measured against faiss HNSW, usearch and hnswlib on the same clustered 128-d vectors
 (``python -m bench.search_libs``, figures in the README). On this 2-core box the graph libraries spend minutes
-building (faiss HNSW: 98 s for 100 000 vectors while the box was shared), which is also what a rebuild after a
-lost index file costs, and only faiss filters *inside* the search from Python (``IDSelectorBitmap``); usearch's
-Python search takes no predicate, hnswlib's is a Python callback per visited node and it keeps float32 only.
-IVF trains in seconds, needs no graph, and with the bitmap gives the same filtered recall.
+building (faiss HNSW 98 s, usearch 212 s, hnswlib 157 s for 100 000 vectors while the box was shared; IVF 28 s),
+which is also what a rebuild after a lost index file costs, and only faiss filters *inside* the search from
+Python (``IDSelectorBitmap``): usearch's Python search takes no predicate, hnswlib's is a Python callback per
+visited node and it keeps float32 only. IVF trains in seconds, needs no graph, and takes the same bitmap.
 
-How a search runs: the filter (:class:`Filter`: devices, time range in ms, TargetTypes, projects) is a numpy
-mask over the metadata columns (about a millisecond at 1M). When few vectors pass (``exact_below``, default
-20 000) or the index is still small (under ``train_at``, default 50 000, no lists yet) they are all scored
-exactly from their codes (a gather and one matrix product). Otherwise the IVF search takes the mask as a
-bitmap and probes enough lists to meet about ``SCAN_PASSING`` passing vectors, and its candidates are re-scored
-from the same codes, so a vector gets the same similarity on either path. The lists (about sqrt(n)) are
-trained on a sample at ``train_at`` vectors and retrained when the index has grown ``RETRAIN_GROWTH`` times.
+How a search runs: the filter (:class:`Filter`: devices, time range in ms, TargetTypes, projects) becomes a
+numpy mask: one table lookup of each slot's (device, type, project) group plus the time comparisons, computed
+only from the first slot whose running maximum time reaches the range's start. When few vectors pass
+(``exact_below``, default 20 000) or the index is still small (under ``train_at``, default 50 000, no lists
+yet) they are all scored exactly from their int8 codes (a gather and one matrix product). Otherwise the IVF
+search takes the mask as a bitmap, probes enough lists to meet about ``SCAN_PASSING`` passing vectors, and
+its ``RERANK`` x k candidates (from 4-bit codes) are re-scored from the int8 codes, so a vector gets the same
+similarity on either path. The lists (about sqrt(n)) are trained on a sample at ``train_at`` vectors and
+retrained when the index has grown ``RETRAIN_GROWTH`` times (synchronously, under the lock: seconds at 1M).
 
-Storage, per vector: the codes (``dim`` bytes: 8 bits per component, uniform over [-1, 1], the range of a unit
-vector's components, no training), the same codes again in the IVF lists with their 8-byte id, and 27 bytes of
-columns (key, time, device, type, project, alive), plus the id map: about 390 bytes at 128-d, so 390 MB at 1M
-(``bench.search`` measures it; the bound is ``index_mb`` there).
+Storage, per vector: the int8 codes (``dim`` bytes, with a float32 scale: the largest component maps to 127),
+the 4-bit codes in the IVF lists with their 8-byte id (``dim`` / 2 + 8), 29 bytes of columns (key, time, its
+running maximum, group, alive) and the id map (a dict, about 100 bytes): about 355 bytes at 128-d, 356 MB at
+1M (``bench.search`` measures it).
 
-Removal: a removed id becomes a tombstone (cleared in every mask, so it is never returned); :meth:`compact`
-(and :meth:`load` when more than a quarter are tombstones) drops them and retrains.
+Removal: a removed id becomes a tombstone (its group is cleared, so it passes no mask and is never returned);
+:meth:`compact` (and :meth:`load` when more than a quarter are tombstones) drops them and retrains.
 
 Similarity: with ``metric="cos"`` vectors are normalised on the way in, and the similarity reported is
 ``max(0, cosine)`` (SearchTarget's ``SimilarityThreshold`` is 0..0.99; an opposite vector is not "negatively
@@ -39,7 +42,10 @@ similar"). With ``metric="ip"`` it is the raw inner product of the vectors as gi
 Persistence (:meth:`save`): the columns, the lists and a small JSON header (``dim``, ``metric``, the caller's
 ``state``, e.g. the store's last applied sequence) are written under a new generation number, then the header
 is switched with one rename; a ``kill -9`` at any point leaves the previous generation whole. Thread-safe (one
-lock; a search holds it for its few milliseconds).
+lock; a search holds it for its milliseconds).
+
+Long because: the codes, the IVF lists, the metadata columns and their saved generations must change together
+(a slot's codes, its list entry and its columns are one vector).
 """
 
 from __future__ import annotations
