@@ -13,6 +13,9 @@ algorithm) that sampled its best frame, and the TargetId is a function of camera
 track number, so a re-sent record keeps its id. With ``report_first_sighting`` the first sighting is stored at
 once; the later best shot of the same track keeps that TargetId, and the store keeps the first one (a duplicate
 id is never stored twice).
+
+Long because: the loaded models (with the query-picture embedding of search by picture) and the frame sink that
+uses them share one set of sessions and must change together.
 """
 
 from __future__ import annotations
