@@ -34,11 +34,22 @@ def _config_check(args: argparse.Namespace) -> int:
         return 1
     from agent.box.registry import devices_from_site
 
-    devices = devices_from_site(site)
+    try:
+        devices = devices_from_site(site)
+    except ValueError as exc:  # the loader's checks should leave nothing here; never a traceback if they do
+        from pipelines.urls import strip_userinfo
+
+        print(f"{args.config}: the devices cannot be set up: {strip_userinfo(str(exc))}", file=sys.stderr)
+        return 1
     cams = sum(1 for d in devices if d.stream is not None)
     print(
         f"{args.config}: OK ({len(devices)} devices, {cams} pulled cameras, {len(site.instances)} instances)"
     )
+    if site.allow_removal:
+        print(
+            f"{args.config}: note: allow_removal: [{', '.join(site.allow_removal)}] lets a reload remove "
+            "these; take it out once the reload is done"
+        )
     return 0
 
 
@@ -146,7 +157,7 @@ def _outbox(args: argparse.Namespace) -> int:
         print(f"vcs-edge outbox: {exc}", file=sys.stderr)
         return 2
     try:
-        box = Outbox(db, ())
+        box = Outbox(db, (), announce=False)
         try:
             pending = box.pending_by_sink()
             if args.outbox_command == "list":

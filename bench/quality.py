@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from agent import samples
+from agent.config import BodyModelConfig
 from pipelines.detect import BodyDetector, Detection, RuntimeOptions
 from pipelines.detect.detection import Detector
 from pipelines.detect.nanodet import NanoDetDetector
@@ -165,14 +166,18 @@ def main(argv: list[str] | None = None) -> int:
     labels, ignore = load_labels()
     frames = read_frames(set(labels))
     runtime = RuntimeOptions(provider="cpu", intra_op_threads=args.threads)
-    shipped = evaluate(NanoDetDetector(runtime=runtime), frames, labels, ignore)
+    min_height = BodyModelConfig().min_height_px  # what the agent drops, as it runs by default
+    shipped = evaluate(NanoDetDetector(min_height=min_height, runtime=runtime), frames, labels, ignore)
     others = {}
     for variant in [v for v in args.variants.split(",") if v]:
         size, _, score = variant.partition("@")
         w, h = (int(v) for v in size.split("x"))
-        detector = NanoDetDetector(input_size=(w, h), score_threshold=float(score or 0.45), runtime=runtime)
+        detector = NanoDetDetector(
+            input_size=(w, h), score_threshold=float(score or 0.45), min_height=min_height, runtime=runtime
+        )
         others[f"nanodet@{variant}"] = evaluate(detector, frames, labels, ignore)
-    nanodet, ssd = NanoDetDetector(runtime=runtime), BodyDetector(runtime=runtime)
+    nanodet = NanoDetDetector(min_height=min_height, runtime=runtime)
+    ssd = BodyDetector(min_height=min_height, runtime=runtime)
     ssdlite = evaluate(ssd, frames, labels, ignore)
     timing = latency({"nanodet": nanodet, "ssdlite-person": ssd}, frames[min(frames)], args.rounds)
     people = sum(len(v) for v in labels.values())

@@ -65,7 +65,7 @@ def body_detector(model: str) -> Detector:
 
     body = DetectionConfig().body
     if model == "ssdlite-person":
-        return BodyDetector(score_threshold=body.score_threshold, min_height=body.min_height_px)
+        return BodyDetector(score_threshold=0.4, min_height=body.min_height_px)  # SSDLite's own default
     raise SystemExit(f"unknown body model {model!r}: pass a Detector to targets_per_person() for it")
 
 

@@ -82,10 +82,18 @@ def local_ip_towards(host: str, port: int) -> str:
             return "127.0.0.1"
 
 
-class _Subscriber:
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[AccessUnit | None] = asyncio.Queue(SUBSCRIBER_QUEUE)
+class KeyframeQueue:
+    """The one keyframe wait of the live path: a bounded hand-off of access units that starts at a keyframe and,
+    when its reader falls behind, drops what is queued and starts again at the next keyframe (a PS stream must
+    start at one, and a frame that refers to a dropped one would only decode as garbage). ``None`` is put as is:
+    an end (or, for the bridge, a wake-up) marker. ``skipped`` counts units before a keyframe, ``dropped`` units
+    thrown away because the reader was behind."""
+
+    def __init__(self, maxsize: int = 0) -> None:
+        self.queue: asyncio.Queue[AccessUnit | None] = asyncio.Queue(maxsize or SUBSCRIBER_QUEUE)
         self.need_keyframe = True
+        self.skipped = 0
+        self.dropped = 0
 
     def offer(self, au: AccessUnit | None) -> None:
         if au is None:
@@ -94,13 +102,15 @@ class _Subscriber:
             self.queue.put_nowait(None)
             return
         if self.need_keyframe and not au.keyframe:
+            self.skipped += 1
             return
         if self.queue.full():
-            # The receiver is too slow: drop what is queued and restart at the next keyframe.
             while not self.queue.empty():
-                self.queue.get_nowait()
+                if self.queue.get_nowait() is not None:
+                    self.dropped += 1
             self.need_keyframe = True
             if not au.keyframe:
+                self.dropped += 1
                 return
         self.need_keyframe = False
         self.queue.put_nowait(au)
@@ -113,18 +123,18 @@ class _ChannelFeed:
         self.channel_id = channel_id
         self._provider = provider
         self._metrics = metrics
-        self.subscribers: set[_Subscriber] = set()
+        self.subscribers: set[KeyframeQueue] = set()
         self._task: asyncio.Task[None] | None = None
 
-    def subscribe(self) -> _Subscriber:
-        sub = _Subscriber()
+    def subscribe(self) -> KeyframeQueue:
+        sub = KeyframeQueue()
         self.subscribers.add(sub)
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._run())
             self._metrics.pulls_active += 1
         return sub
 
-    def unsubscribe(self, sub: _Subscriber) -> None:
+    def unsubscribe(self, sub: KeyframeQueue) -> None:
         self.subscribers.discard(sub)
         if not self.subscribers and self._task is not None and not self._task.done():
             self._task.cancel()
@@ -162,7 +172,7 @@ class _Session:
     writer: asyncio.StreamWriter | None = None
     reader: asyncio.StreamReader | None = None
     watcher: asyncio.Task[None] | None = None
-    subscriber: _Subscriber | None = None
+    subscriber: KeyframeQueue | None = None
     task: asyncio.Task[None] | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
@@ -334,11 +344,6 @@ class DeviceService:
         if not infos:
             raise OSError(f"{host} does not resolve to an IPv4 address")
         return str(infos[0][4][0])
-
-    def reregister(self) -> None:
-        """Start a new registration cycle now (e.g. after a configuration change)."""
-        self.ua.register(self._now())
-        self._pump()
 
     # --- SIP plumbing --------------------------------------------------------------------------------
 

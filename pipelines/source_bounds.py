@@ -41,6 +41,8 @@ import time
 from collections.abc import Callable, Mapping
 from urllib.parse import unquote, urljoin, urlsplit
 
+from pipelines.urls import redact_url
+
 log = logging.getLogger(__name__)
 
 MAX_PLAYLIST_BYTES = 512 * 1024  # one HLS playlist (master or media); ~15k segments
@@ -114,13 +116,6 @@ def is_playlist(head: bytes, content_type: str | None) -> bool:
         "audio/mpegurl",
         "audio/x-mpegurl",
     )
-
-
-def redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
 
 
 class _Response:
@@ -216,7 +211,7 @@ class BoundedHttp:
             parts = urlsplit(url)
             scheme = parts.scheme.lower()
             if scheme not in HTTP_SCHEMES or not parts.hostname:
-                raise SourceRefused(f"stream sub-resource {redact(url)!r} is not an http(s) URL; refused")
+                raise SourceRefused(f"stream sub-resource {redact_url(url)!r} is not an http(s) URL; refused")
             timeout = self.socket_timeout(until)
             conn: http.client.HTTPConnection
             if scheme == "https":
@@ -239,10 +234,10 @@ class BoundedHttp:
                 self.check()
                 if guard.fired or isinstance(exc, TimeoutError):
                     raise SourceRefused(
-                        f"no complete HTTP reply from {redact(url)} within {timeout:.1f} s"
+                        f"no complete HTTP reply from {redact_url(url)} within {timeout:.1f} s"
                     ) from None
                 raise SourceRefused(
-                    f"HTTP request to {redact(url)} failed: {type(exc).__name__}: {exc}"
+                    f"HTTP request to {redact_url(url)} failed: {type(exc).__name__}: {exc}"
                 ) from None
             finally:
                 guard.cancel()
@@ -250,7 +245,7 @@ class BoundedHttp:
                 resp.close()
                 conn.close()
                 self.check()
-                raise SourceRefused(f"no complete HTTP reply from {redact(url)} within {timeout:.1f} s")
+                raise SourceRefused(f"no complete HTTP reply from {redact_url(url)} within {timeout:.1f} s")
             self.fetches += 1
             location = resp.getheader("Location")
             if resp.status in (301, 302, 303, 307, 308) and location:
@@ -261,9 +256,9 @@ class BoundedHttp:
             if resp.status != 200:
                 resp.close()
                 conn.close()
-                raise SourceRefused(f"HTTP {resp.status} {resp.reason} from {redact(url)}")
+                raise SourceRefused(f"HTTP {resp.status} {resp.reason} from {redact_url(url)}")
             return _Response(self, conn, resp)
-        raise SourceRefused(f"more than {MAX_HTTP_REDIRECTS} HTTP redirects from {redact(url)}")
+        raise SourceRefused(f"more than {MAX_HTTP_REDIRECTS} HTTP redirects from {redact_url(url)}")
 
     def peek(self, url: str, until: float) -> tuple[_Response, bytes, bool]:
         """Open ``url`` and read its first bytes: (response, those bytes, whether it is a playlist)."""
@@ -273,7 +268,7 @@ class BoundedHttp:
             if time.monotonic() > until:
                 resp.close()
                 self.check()
-                raise SourceRefused(f"no data from {redact(url)} within {self.io_timeout_s:g} s")
+                raise SourceRefused(f"no data from {redact_url(url)} within {self.io_timeout_s:g} s")
             chunk = resp.read(PEEK_BYTES)
             if not chunk:
                 break
@@ -291,11 +286,13 @@ class BoundedHttp:
             counts.check(url, len(body))
             if len(body) > MAX_PLAYLIST_BYTES:
                 raise SourceRefused(
-                    f"HLS playlist {redact(url)} is longer than {MAX_PLAYLIST_BYTES} bytes; refused"
+                    f"HLS playlist {redact_url(url)} is longer than {MAX_PLAYLIST_BYTES} bytes; refused"
                 )
             if time.monotonic() > until:
                 self.check()
-                raise SourceRefused(f"HLS playlist {redact(url)} took longer than {self.io_timeout_s:g} s")
+                raise SourceRefused(
+                    f"HLS playlist {redact_url(url)} took longer than {self.io_timeout_s:g} s"
+                )
             chunk = resp.read(_READ_CHUNK)
             if not chunk:
                 return bytes(body)
@@ -335,7 +332,7 @@ class Counts:
         for what, n in (("variants", self.variants), ("renditions", self.renditions)):
             if n > MAX_HLS_VARIANTS:
                 raise SourceRefused(
-                    f"HLS playlist {redact(url)} lists more than {MAX_HLS_VARIANTS} {what} "
+                    f"HLS playlist {redact_url(url)} lists more than {MAX_HLS_VARIANTS} {what} "
                     f"({n} in its first {size} bytes); refused"
                 )
 

@@ -632,6 +632,7 @@ class StreamSource:
         target = spec.open_target()
         options = spec.av_options()
         http: BoundedHttp | None = None
+        fmt: str | None = None
         if urlsplit(target).scheme.lower() in HTTP_SCHEMES:
             http = BoundedHttp(
                 deadline=deadline, io_timeout_s=spec.stall_timeout_s, stop=run.stop, ffmpeg_options=options
@@ -645,9 +646,12 @@ class StreamSource:
                 options.setdefault("format_whitelist", _non_hls_demuxers())
             else:  # ffmpeg's keep-alive reuses its own HTTP context, which a Python reader is not
                 options.update(http_persistent="0", http_multiple="0")
+                fmt = "hls"  # ffmpeg detects HLS only by name or MIME type, which the reader does not pass
         budget = max(0.05, (deadline - time.monotonic()) / 2)
         try:
-            container = av.open(target, options=options, timeout=(budget, spec.stall_timeout_s), io_open=http)
+            container = av.open(
+                target, format=fmt, options=options, timeout=(budget, spec.stall_timeout_s), io_open=http
+            )
         except SourceRefused:
             raise
         except (av.error.FFmpegError, OSError) as exc:

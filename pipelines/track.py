@@ -240,6 +240,7 @@ class _Track:
     announced: bool = False
     hist: Histogram | None = None
     best_link: TrackRef | None = None
+    parent_track: str | None = None  # the track this one was last found on (a face's body)
 
     def predicted(self, at: datetime) -> Detection:
         dt = max(0.0, (at - self.last_time).total_seconds())
@@ -314,10 +315,14 @@ class Tracker:
         owner: dict[int, _Track] = {}
         use_colour = self.config.appearance_weight > 0
         hists = [colour_histogram(frame.image, d) if use_colour else None for d in detections]
-        for kind in {d.kind for d in detections} | {t.kind for t in self._tracks}:
+        # faces last: a face found on a body follows that body's track (below)
+        kinds = sorted(
+            {d.kind for d in detections} | {t.kind for t in self._tracks}, key=lambda k: (k == "Face", k)
+        )
+        for kind in kinds:
             t_idx = [i for i, t in enumerate(self._tracks) if t.kind == kind]
             d_idx = [j for j, d in enumerate(detections) if d.kind == kind]
-            for i, j in self._match(t_idx, d_idx, detections, hists, at):
+            for i, j in self._match(t_idx, d_idx, detections, hists, at, owner):
                 matched_tracks.add(i)
                 owner[j] = self._tracks[i]
                 updates += self._extend(self._tracks[i], frame, detections[j], hists[j])
@@ -345,6 +350,7 @@ class Tracker:
             if det.parent < 0 or det.parent >= len(detections) or det.parent == j:
                 continue
             track, parent = owner[j], owner[det.parent]
+            track.parent_track = parent.track_id
             if track.best.detection is det:
                 track.best_link = TrackRef(parent.track_id, parent.kind, parent.first_seen)
 
@@ -357,14 +363,25 @@ class Tracker:
         return updates
 
     def _cost(
-        self, track: _Track, predicted: Detection, det: Detection, hist: Histogram | None
+        self,
+        track: _Track,
+        predicted: Detection,
+        det: Detection,
+        hist: Histogram | None,
+        same_parent: bool = False,
     ) -> float | None:
-        """The cost of giving ``det`` to ``track`` (0 best), or None outside the gates."""
+        """The cost of giving ``det`` to ``track`` (0 best), or None outside the gates.
+
+        ``same_parent``: ``det`` was found on the target this track was last found on (a face on the same body's
+        track). A far face is a few pixels wide and moves several of its widths between two looks, so the motion
+        gate in its own size would cut it; the body was matched already and vouches for it, so such a pair passes
+        the motion gate at the highest motion cost, and a face nearer the prediction still wins.
+        """
         cfg = self.config
         dist = _center_distance(predicted, det)
         gate = cfg.max_center_distance * (1.0 + cfg.gate_growth * track.missed)
         overlap = iou(predicted, det)
-        if dist > gate and overlap < cfg.iou_match:
+        if dist > gate and overlap < cfg.iou_match and not same_parent:
             return None
         motion = min(1.0, dist / gate) if gate > 0 else 1.0
         w = cfg.appearance_weight
@@ -382,6 +399,7 @@ class Tracker:
         detections: Sequence[Detection],
         hists: Sequence[Histogram | None],
         at: datetime,
+        owner: dict[int, _Track],
     ) -> list[tuple[int, int]]:
         if not t_idx or not d_idx:
             return []
@@ -390,7 +408,9 @@ class Tracker:
             track = self._tracks[i]
             predicted = track.predicted(at)
             for j in d_idx:
-                cost = self._cost(track, predicted, detections[j], hists[j])
+                parent = owner.get(detections[j].parent)
+                same = parent is not None and parent.track_id == track.parent_track
+                cost = self._cost(track, predicted, detections[j], hists[j], same)
                 if cost is not None:
                     pairs.append((cost, i, j))
         return _assign(pairs)

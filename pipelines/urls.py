@@ -89,7 +89,9 @@ def source_kind(url: str) -> SourceKind:
         hostname = parts.hostname
         _ = parts.port  # raises ValueError when out of range
     except ValueError as exc:
-        raise UnsupportedSource(f"stream URL {shown(url)} is malformed: {exc}") from None
+        raise UnsupportedSource(
+            f"stream URL {shown(url)} is malformed: {str(exc)[:1].lower()}{str(exc)[1:]}"
+        ) from None
     if scheme == "" and "://" not in url:
         _plain_path(url, url)
         return "file"

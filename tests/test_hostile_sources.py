@@ -162,6 +162,11 @@ CASES: dict[str, Case] = {
         lambda s: s.url,
         "announces 2147483647 bytes",
     ),
+    "rtsp-endless-reply-headers": (
+        lambda: hostile_rtsp(header_flood=True),
+        lambda s: s.url,
+        f"reply headers exceed {MAX_RTSP_REPLY_BYTES} bytes",
+    ),
     "rtsp-accepts-and-never-answers": (
         lambda: hostile_rtsp(silent=True),
         lambda s: s.url,

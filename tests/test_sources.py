@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import shutil
 import threading
 from collections.abc import Iterator
 from datetime import UTC
@@ -311,3 +312,21 @@ def test_hls_over_http(clip: Path, tmp_path: Path) -> None:
     pts = [f.pts for f in sink.frames[:10]]
     assert [round(b - a, 2) for a, b in itertools.pairwise(pts)] == [2.0] * 9
     assert sink.frames[0].image.shape == (576, 768, 3)
+
+
+@pytest.mark.peer
+def test_http_urls_without_an_hls_name_play_both_ways(clip: Path, tmp_path: Path) -> None:
+    """A playlist behind an extension-less URL goes through the bounded reader; a plain file goes to ffmpeg."""
+    with hls_server(clip, tmp_path / "hls") as http:
+        shutil.copy(tmp_path / "hls" / "index.m3u8", tmp_path / "hls" / "live")
+        shutil.copy(clip, tmp_path / "hls" / "clip-file")
+        for name in ("live", "clip-file"):
+            sink = Sink()
+            src = StreamSource("cam-http", SourceSpec(http.url(name), stall_timeout_s=5, backoff_base_s=0.2))
+            src.add_frame_consumer("inst", Sampler(spf=2), sink.frame)
+            src.start()
+            try:
+                assert wait_until(lambda s=sink: s.count() >= 3, 60), (name, src.stats)  # type: ignore[misc]
+                assert src.stats.last_error is None and src.stats.codec == "h264"
+            finally:
+                src.stop()

@@ -14,8 +14,7 @@ track number, so a re-sent record keeps its id. With ``report_first_sighting`` t
 once; the later best shot of the same track keeps that TargetId, and the store keeps the first one (a duplicate
 id is never stored twice).
 
-Long because: the loaded models (with the query-picture embedding of search by picture) and the frame sink that
-uses them share one set of sessions and must change together.
+Long because: the models, the per-algorithm batchers and the record writer share one life cycle and one set of counters; the detection stages themselves live in pipelines/.
 """
 
 from __future__ import annotations

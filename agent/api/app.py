@@ -1,5 +1,6 @@
 """The API listener: aiohttp on its own address (optionally TLS), query and form merged, signature checked,
-``Action`` dispatched, the response rendered as JSON or XML with a RequestId.
+``Action`` dispatched by product (the signed ``Version``, see :mod:`agent.api.dispatch`), the response
+rendered as JSON or XML with a RequestId.
 
 Every answer has the VCS shape (``RequestId``, ``HostId``, ``Code``, ``Message``), bad input included: a body
 that cannot be read (unknown charset, broken multipart, over ``MAX_BODY``) is a 4xx from the handler, and what
@@ -7,9 +8,10 @@ aiohttp's HTTP parser refuses before any handler runs (garbage bytes, an over-lo
 Content-Length) goes through :class:`_RequestHandler`, whose ``handle_error`` renders the same shape. Each
 refusal is counted by Code and logged as one line, never a traceback; only a bug (InternalError) logs one.
 
-``Action`` comes only from the signed parameters. The ``x-acs-action`` header that the SDKs also send is not
-covered by the RPC signature (SignatureVersion 1.0 signs the parameters, no header), so it is ignored: a
-request whose header names another action runs the signed one.
+``Action`` comes only from what is signed. The ``x-acs-action`` header that the SDKs also send is not
+covered by the RPC signature (SignatureVersion 1.0 signs the parameters, no header), so an RPC-signed request
+runs the ``Action`` parameter whatever the header says; an ACS3-HMAC-SHA256 request (the imgsearch and
+LinkVisual SDKs) signs ``x-acs-action`` and ``x-acs-version`` and runs those.
 
 Also serves the signed links it hands out (``/media/...``: targets and GetDevicePicture snapshots; ``/live/...``
 of GetDeviceLiveUrl), with the box's one signer.
@@ -32,15 +34,18 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from agent.box.jobs import JobRunner, JobStore
 from agent.box.overlay import Overlay
 from agent.box.ports import CameraPort
 from agent.ingest.live_hls import LiveServer
+from agent.search.imagedb import ImageDbStore
 from agent.storage.links import LinkMaker, MediaServer, listener_url
 
-from . import render
-from .actions import load_all
+from . import render, signature
+from .actions import load_all, picture_jobs
 from .auth import Authenticator
 from .context import ApiContext, Box
+from .dispatch import PRODUCTS, VERSIONS
 from .errors import ApiError, invalid
 from .nonces import NonceStore
 from .params import Params
@@ -109,7 +114,9 @@ class _Runner(web.AppRunner):
 class ApiServer:
     """``await ApiServer(box, config, overlay, links, data_dir).start()`` after the box started; ``stop()``
     before it stops. It owns nothing but its listener: the objects it makes are the overlay's, the links the
-    link maker's. Counters: ``requests``, ``errors`` (by Code)."""
+    link maker's; the image databases (``imagedb.db``) and the job table (``jobs.db``) are files of
+    ``data_dir`` that it opens and closes, so a rebuild of the API service finds them as they were (a job
+    running at the rebuild runs again). Counters: ``requests``, ``errors`` (by Code)."""
 
     def __init__(
         self,
@@ -141,6 +148,10 @@ class ApiServer:
         )
         if cameras is not None:
             self.ctx.live = LiveServer(cameras, links, self.base_url, self.data_dir / LIVE_DIR)
+        self.ctx.imagedb = ImageDbStore(self.data_dir)
+        self.ctx.jobs = JobRunner(JobStore(self.data_dir))
+        if target_store is not None:
+            picture_jobs.register(self.ctx.jobs, target_store)
         self.actions = load_all()
         self.requests = 0
         self.errors: Counter[str] = Counter()
@@ -204,6 +215,7 @@ class ApiServer:
         await site.start()
         sockets = getattr(site._server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self.config.port
+        self.ctx.jobs.start()
         log.info("VCS API listening on %s", self.listen_url)
 
     async def stop(self) -> None:
@@ -212,6 +224,9 @@ class ApiServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self.ctx.jobs.stop()
+        self.ctx.jobs.store.close()
+        self.ctx.imagedb.close()
         self.nonces.close()
 
     @property
@@ -307,14 +322,25 @@ class ApiServer:
             action = params.get("Action") or ""
             if fmt_raw.upper() not in ("JSON", "XML"):
                 raise invalid("Format", f"{fmt_raw!r} is not allowed; allowed values: JSON, XML")
-            self.auth.check(request.method, params)
+            authorization = request.headers.get("Authorization", "")
+            if authorization.startswith(signature.V3_ALGORITHM):
+                # V3: Action and Version are signed headers; the query is signed, the body by its hash
+                headers = {k.lower(): request.headers.getall(k) for k in request.headers}
+                raw = await request.read()
+                self.auth.check_v3(request.method, request.path, dict(request.query), headers, raw)
+                params["Action"] = action = request.headers.get("x-acs-action", "")
+                params["Version"] = request.headers["x-acs-version"]
+            else:
+                self.auth.check(request.method, params)
             if not action:
                 raise invalid("Action", "required: the name of the call, such as DescribeIpcs")
-            handler = self.actions.get(action)
+            product = VERSIONS[params["Version"]]  # checked by auth
+            handler = self.actions.get((product, action))
             if handler is None:
                 raise ApiError(
                     "InvalidAction.NotFound",
-                    f"Action: {action!r} is not an action of this box's VCS API (Version 2020-05-15)",
+                    f"Action: {action!r} is not an action of this box's {PRODUCTS[product]} API "
+                    f"(Version {product})",
                     404,
                 )
             body = await handler(self.ctx, Params(params))

@@ -60,25 +60,24 @@ class NonceStore:
         self._pruned_at = now
 
     def add(self, key: str, timestamp: float, now: float) -> bool | None:
+        expires = max(timestamp, now) + 2 * self.skew_s
         with self._lock:
             if now - self._pruned_at >= self.prune_every_s or self._count >= self.max_entries:
                 self._prune(now)
-            row = self._conn.execute("SELECT expires FROM nonces WHERE key = ?", (key,)).fetchone()
-            if row is not None:
-                if row[0] > now:
-                    return False
-                self._conn.execute("DELETE FROM nonces WHERE key = ?", (key,))
-                self._count -= 1
             if self._count >= self.max_entries:
-                return None
-            expires = max(timestamp, now) + 2 * self.skew_s
+                row = self._conn.execute("SELECT expires FROM nonces WHERE key = ?", (key,)).fetchone()
+                return False if row is not None and row[0] > now else None
             cur = self._conn.execute(
                 "INSERT OR IGNORE INTO nonces (key, expires) VALUES (?, ?)", (key, expires)
             )
-            if cur.rowcount != 1:  # another process stored it between our read and write
-                return False
-            self._count += 1
-            return True
+            if cur.rowcount == 1:
+                self._count += 1
+                return True
+            # seen: refused while its window lasts; an expired row not yet pruned is taken over
+            cur = self._conn.execute(
+                "UPDATE nonces SET expires = ? WHERE key = ? AND expires <= ?", (expires, key, now)
+            )
+            return cur.rowcount == 1
 
     def __len__(self) -> int:
         with self._lock:

@@ -64,6 +64,8 @@ class CameraPort(Protocol):
     """What live view and the GB/T 28181 bridge need of the cameras."""
 
     registry: Registry
+    #: pushed status changes: (device id, status, last error)
+    listeners: list[Callable[[str, str, str | None], None]]
 
     @property
     def manager(self) -> StreamManager: ...

@@ -17,6 +17,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from agent.config import CameraFields, DeviceConfig, DeviceType, EncodeFormat, SiteFile, StreamDefaults
 from agent.config.enums import StreamMode
 from gb28181 import ids as gbids
+from pipelines.urls import redact_url
 
 
 class DeviceStatus(IntEnum):
@@ -103,25 +104,15 @@ class Device:
         return replace(self, **{k: getattr(other, k) for k in keep}) == other
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for logs and status output."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    user = parts.username or ""
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+#: the URL without its password, for logs and status output (one redaction for the whole codebase)
+redact = redact_url
 
 
 def with_credentials(url: str, username: str | None, password: str | None) -> str:
     if not username or "://" not in url:
         return url
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
+    host = parts.netloc.rpartition("@")[2]  # as written: an IPv6 address keeps its brackets
     cred = quote(username, safe="")
     if password:
         cred += ":" + quote(password, safe="")

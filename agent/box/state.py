@@ -17,7 +17,16 @@ from typing import Any
 DB_FILE = "api.db"
 
 #: "storage" is no longer written (storage days live in the target store alone) but may be in old files
-KINDS = ("corp", "device", "datasource", "instance", "stream_mode", "storage", "used_id")
+KINDS = (
+    "corp",
+    "device",
+    "datasource",
+    "instance",
+    "stream_mode",
+    "storage",
+    "used_id",
+    "picture_search_app",
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (

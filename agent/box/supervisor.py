@@ -316,29 +316,8 @@ class Supervisor:
             return True
 
     def _removals(self, new: cfgmod.SiteFile) -> list[str]:
-        """What the new file would remove that the running box has, unless the file allows it."""
-        guard = getattr(cfgmod, "dangerous_changes", None)
-        if guard is not None:
-            found: list[str] = list(guard(self.site, new))
-        else:
-            found = []
-            for name in svcmod.sink_names(self.site):
-                if name not in svcmod.sink_names(new):
-                    found.append(f"the {name} sink would be removed")
-            if (
-                self.registry.cameras()
-                and not [d for d in devices_from_site(new) if d.is_camera]
-                and any(d.declared for d in self.registry.cameras())
-            ):
-                found.append("every camera of the site file would be removed")
-            if self.site.instances and not new.instances:
-                found.append("every instance of the site file would be removed")
-        if found and getattr(new, "allow_removal", False):
-            return []
-        return [
-            f"{p}; use `vcs-edge reload --force` (or allow_removal: true in the file) if that is meant"
-            for p in found
-        ]
+        """What the new file would remove that the running box has and the file does not allow."""
+        return cfgmod.dangerous_changes(self.site, new)
 
     def _reload_failed(self, problems: list[str]) -> bool:
         self.reload_failures += 1

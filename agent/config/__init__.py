@@ -30,15 +30,20 @@ from .enums import (
     check_gb_id,
 )
 from .gb28181 import Gb28181Config, GbAlarmConfig
+from .guard import dangerous_changes
 from .instances import InstanceConfig, PollingConfig, ScheduleConfig, WindowConfig
-from .loader import ConfigError, Loc, load, load_text
+from .loader import MAX_ALIASES, MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, ConfigError, Loc, load, load_text
 from .reporting import MqttConfig, MqttTlsConfig
-from .schema import SiteFile, json_schema
+from .schema import RemovalKind, SiteFile, json_schema
 from .site import AgentConfig, HttpConfig, LogConfig, SiteConfig
 from .storage import StorageConfig
 
 __all__ = [
     "DEFAULT_ALGORITHMS",
+    "MAX_ALIASES",
+    "MAX_DEPTH",
+    "MAX_FILE_BYTES",
+    "MAX_NODES",
     "AccessKey",
     "AgentConfig",
     "Algorithm",
@@ -68,6 +73,7 @@ __all__ = [
     "MqttConfig",
     "MqttTlsConfig",
     "PollingConfig",
+    "RemovalKind",
     "ScheduleConfig",
     "ScheduleType",
     "SiteConfig",
@@ -81,6 +87,7 @@ __all__ = [
     "WindowConfig",
     "catalogue",
     "check_gb_id",
+    "dangerous_changes",
     "json_schema",
     "load",
     "load_text",

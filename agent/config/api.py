@@ -8,6 +8,7 @@ import re
 from pydantic import Field, field_validator, model_validator
 
 from .enums import Strict
+from .files import check_cert_pair, readable_file
 
 
 class AccessKey(Strict):
@@ -133,10 +134,14 @@ class ApiConfig(Strict):
         port_ranges(v)
         return v
 
+    _tls_files = field_validator("tls_cert", "tls_key")(classmethod(lambda cls, v: readable_file(v)))
+
     @model_validator(mode="after")
     def _check(self) -> ApiConfig:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("give both tls_cert and tls_key for HTTPS, or neither")
+        if self.tls_cert is not None:
+            check_cert_pair(self.tls_cert, self.tls_key, "tls_cert/tls_key")
         ids = [k.id for k in self.access_keys]
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:

@@ -3,9 +3,10 @@ the line, the field path, what was found and what is allowed, all at once.
 
 Limits, because a site file may come from anywhere (a copy, a generator, a hostile hand): at most
 :data:`MAX_FILE_BYTES`, nesting at most :data:`MAX_DEPTH` deep, at most :data:`MAX_ALIASES` alias uses and
-:data:`MAX_NODES` nodes once every alias is expanded. Aliases are counted while the document is composed
-(once; the nodes are then constructed from that same composition), so a "billion laughs" file is refused
-after a few hundred nodes, with the line of the collection that grew too large, instead of being expanded.
+:data:`MAX_NODES` nodes once every alias is expanded. Nodes and aliases are counted while the document is
+composed (once; the data is then constructed from that same composition; an alias counts as the size of its
+anchor), so a "billion laughs" file is refused at the line where the count passes the limit, after reading a
+few hundred bytes, instead of being expanded.
 
 What errors show: a found value is shown quoted and cut at :data:`MAX_SHOWN_CHARS`, with the user and
 password of any URL in it replaced by ``***``. A value that came from ``${VAR}`` substitution is never shown
@@ -36,8 +37,9 @@ from .schema import SiteFile
 
 #: the largest site file read (bytes of UTF-8)
 MAX_FILE_BYTES = 1024 * 1024
-#: nodes in the document once aliases are expanded (a site of 1000 cameras is about 30 000)
-MAX_NODES = 100_000
+#: nodes in the document once aliases are expanded (a site of 1000 cameras with streams is about 10 000;
+#: parsing costs some 50 µs of CPU a node in pure-Python YAML, so this bounds a parse to a few seconds)
+MAX_NODES = 50_000
 #: uses of ``*alias`` (including ``<<: *defaults``) in one document
 MAX_ALIASES = 1000
 #: nesting of mappings and sequences
@@ -63,13 +65,26 @@ class _TooLarge(yaml.MarkedYAMLError):
 
 
 class _Loader(yaml.SafeLoader):
-    """A SafeLoader that counts, while composing, the nodes each collection stands for with aliases expanded."""
+    """A SafeLoader that counts, while composing, the nodes the document stands for with aliases expanded
+    (each node once, each alias as the size of its anchor), and refuses as soon as that passes a limit."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._sizes: dict[int, int] = {}  # id(node) -> nodes it stands for, aliases expanded
+        self._total = 0  # nodes so far, aliases expanded: the whole document's size once composed
         self._aliases = 0
         self._depth = 0
+
+    def _count(self, nodes: int, mark: Any) -> None:
+        """Refuse as soon as the document stands for more than MAX_NODES nodes, before reading further."""
+        self._total += nodes
+        if self._total > MAX_NODES:
+            if self._aliases:
+                raise _TooLarge(
+                    problem=f"YAML aliases expand too far (over {MAX_NODES} nodes once expanded; MAX_NODES)",
+                    problem_mark=mark,
+                )
+            raise _TooLarge(problem=f"the document has over {MAX_NODES} nodes (MAX_NODES)", problem_mark=mark)
 
     def _refuse(self, mark: Any, problem: str) -> NoReturn:
         raise _TooLarge(problem=problem, problem_mark=mark)
@@ -86,7 +101,9 @@ class _Loader(yaml.SafeLoader):
                     self._refuse(
                         event.start_mark, f"YAML aliases are used more than {MAX_ALIASES} times (MAX_ALIASES)"
                     )
+                self._count(self._sizes[id(target)], event.start_mark)
             return super().compose_node(parent, index)
+        self._count(1, event.start_mark)
         self._depth += 1
         if self._depth > MAX_DEPTH:
             self._refuse(event.start_mark, f"nested deeper than {MAX_DEPTH} levels (MAX_DEPTH)")
@@ -99,16 +116,19 @@ class _Loader(yaml.SafeLoader):
             size += sum(self._sizes[id(item)] for item in node.value)
         elif isinstance(node, yaml.MappingNode):
             size += sum(self._sizes[id(k)] + self._sizes[id(v)] for k, v in node.value)
-        if size > MAX_NODES:
-            if self._aliases:
-                self._refuse(
-                    node.start_mark,
-                    f"YAML aliases expand too far (this node stands for over {MAX_NODES} nodes once its "
-                    "aliases are expanded; MAX_NODES)",
-                )
-            self._refuse(node.start_mark, f"the document has over {MAX_NODES} nodes (MAX_NODES)")
         self._sizes[id(node)] = size
         return node
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # a scalar the resolver typed but its constructor cannot read (2020-13-45, an int of 5000 digits,
+        # !!float x) raises ValueError and the like: a located YAML error, not a crash
+        try:
+            return super().construct_object(node, deep)  # type: ignore[no-untyped-call]
+        except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
+            raise yaml.constructor.ConstructorError(
+                problem=f"cannot read this {node.tag.rsplit(':', 1)[-1]}: {exc}",
+                problem_mark=node.start_mark,
+            ) from None
 
 
 def _compose_and_construct(text: str) -> tuple[yaml.Node | None, Any]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .enums import Strict
+from .files import check_ca_bundle, check_cert_pair, readable_file
 
 
 class MqttTlsConfig(Strict):
@@ -14,6 +15,18 @@ class MqttTlsConfig(Strict):
     certfile: str | None = None
     keyfile: str | None = None
     insecure: bool = Field(False, description="Skip hostname checks (test setups only).")
+
+    _files = field_validator("ca_certs", "certfile", "keyfile")(classmethod(lambda cls, v: readable_file(v)))
+
+    @model_validator(mode="after")
+    def _load(self) -> MqttTlsConfig:
+        if self.keyfile is not None and self.certfile is None:
+            raise ValueError("keyfile is the key of certfile; give certfile too (or neither)")
+        if self.certfile is not None:
+            check_cert_pair(self.certfile, self.keyfile, "certfile/keyfile")
+        if self.ca_certs is not None:
+            check_ca_bundle(self.ca_certs, "ca_certs")
+        return self
 
 
 class MqttConfig(Strict):

@@ -17,6 +17,10 @@ from .reporting import MqttConfig
 from .site import AgentConfig, SiteConfig
 from .storage import StorageConfig
 
+#: what ``allow_removal`` may name (see agent/config/guard.py): sink sections, every camera, every instance,
+#: and the gb28181 and api sections
+RemovalKind = Literal["mqtt", "cameras", "instances", "gb28181", "api"]
+
 
 class SiteFile(Strict):
     """Root of a site file."""
@@ -41,6 +45,11 @@ class SiteFile(Strict):
         None, description="Register upstream over GB/T 28181; absent = off."
     )
     api: ApiConfig | None = Field(None, description="The VCS-compatible management API; absent = not served.")
+    allow_removal: list[RemovalKind] = Field(
+        default_factory=list,
+        description="A reload may remove these from the running box: a sink (mqtt), every camera, every "
+        "instance, gb28181, api. Without it such a reload is refused; write it for one reload, then take it out.",
+    )
 
     def algorithm_catalogue(self) -> dict[str, AlgorithmConfig]:
         return catalogue(self.algorithms)

@@ -32,7 +32,7 @@ from agent.config import Gb28181Config
 from agent.ingest.streams import PACKETS, StreamManager, UnknownDevice
 from agent.ops.logs import kv
 from agent.ops.metrics import Sample
-from gb28181.aio import DeviceService
+from gb28181.aio import DeviceService, KeyframeQueue
 from gb28181.config import Channel, DeviceConfig
 from gb28181.device import REFUSAL_REASONS
 from gb28181.events import (
@@ -57,8 +57,6 @@ log = logging.getLogger("vcs_edge.gb28181")
 
 #: access units buffered per pull between the stream thread's hand-off and the GB service (~4 s at 25 fps)
 MEDIA_QUEUE = 100
-#: how often an idle pull checks that its camera source is still alive
-POLL_S = 0.25
 #: AlarmType 2 (motion target detection) of the video alarm method (5): a detected face/body/vehicle
 ALARM_TYPE_TARGET = 2
 ALARM_PRIORITY = 4
@@ -388,38 +386,31 @@ class GbBridge:
         for s in self.sessions.values():
             if s.pull is None and s.ended is None and s.channel_id == channel_id:
                 s.pull = stats
-        queue: asyncio.Queue[AccessUnit] = asyncio.Queue(MEDIA_QUEUE)
-        need_key = True
+        feed = KeyframeQueue(MEDIA_QUEUE)
         unsupported: list[str] = []
 
         def on_unit(au: AccessUnit) -> None:
-            nonlocal need_key
             stats.received += 1
             if codec_family(au.codec) is None:
                 if not unsupported:
                     unsupported.append(au.codec)
+                    feed.offer(None)  # wake the reader: it ends the pull
                 return
-            if need_key and not au.keyframe:
-                stats.skipped_before_keyframe += 1
-                return
-            if queue.full():
-                n = queue.qsize()
-                while not queue.empty():
-                    queue.get_nowait()
-                stats.dropped += n
-                self.media_units_dropped += n
-                need_key = True
-                if not au.keyframe:
-                    stats.dropped += 1
-                    self.media_units_dropped += 1
-                    return
-            need_key = False
-            queue.put_nowait(au)  # the sources' unit is the one the PS muxer takes
+            dropped = feed.dropped
+            feed.offer(au)  # the sources' unit is the one the PS muxer takes
+            stats.skipped_before_keyframe = feed.skipped
+            stats.dropped = feed.dropped
+            self.media_units_dropped += feed.dropped - dropped
+
+        def on_status(device_id: str, status: str, error: str | None) -> None:
+            if device_id == camera:
+                feed.offer(None)  # pushed, never polled: the reader looks at the stream's state now
 
         attached_at = time.monotonic()
         open_timeout = dev.stream.open_timeout_s
         seen_streaming = False
         reason = "closed by the service"
+        self.cameras.listeners.append(on_status)
         try:
             try:
                 manager.attach(camera, stats.consumer_id, PACKETS, on_unit)
@@ -429,32 +420,34 @@ class GbBridge:
             log.info("gb28181 live: camera opened", extra=kv(channel=channel_id, camera=camera, pull=pid))
             while True:
                 try:
-                    au = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    try:
-                        async with asyncio.timeout(POLL_S):
-                            au = await queue.get()
-                    except TimeoutError:
-                        if unsupported:
-                            reason = f"codec {unsupported[0]} cannot be sent as PS (H.264/H.265 only)"
-                            return
-                        if camera not in manager.devices():
-                            reason = "camera stream removed or pipelines restarted"
-                            return
-                        status = manager.stats(camera).status
-                        seen_streaming = seen_streaming or status == "streaming"
-                        if not manager.is_open(camera):
-                            reason = "camera stream ended"
-                            return
-                        if status == "backoff" and (
-                            seen_streaming or stats.received or time.monotonic() - attached_at > open_timeout
-                        ):
-                            reason = f"camera source failed: {manager.stats(camera).last_error or 'unknown'}"
-                            return
-                        continue
+                    # a camera that never delivers nor fails is given up after its open timeout
+                    async with asyncio.timeout(open_timeout if not stats.received else None):
+                        au = await feed.queue.get()
+                except TimeoutError:
+                    au = None
+                if au is None:
+                    if unsupported:
+                        reason = f"codec {unsupported[0]} cannot be sent as PS (H.264/H.265 only)"
+                        return
+                    if camera not in manager.devices() or self.cameras.manager is not manager:
+                        reason = "camera stream removed or pipelines restarted"
+                        return
+                    status = manager.stats(camera).status
+                    seen_streaming = seen_streaming or status == "streaming"
+                    if not manager.is_open(camera):
+                        reason = "camera stream ended"
+                        return
+                    if status == "backoff" and (
+                        seen_streaming or stats.received or time.monotonic() - attached_at > open_timeout
+                    ):
+                        reason = f"camera source failed: {manager.stats(camera).last_error or 'unknown'}"
+                        return
+                    continue
                 stats.delivered += 1
                 yield au
         finally:
+            if on_status in self.cameras.listeners:
+                self.cameras.listeners.remove(on_status)
             stats.ended = reason
             self.active_pulls.pop(pid, None)
             if camera in manager.devices():

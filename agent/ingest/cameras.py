@@ -20,7 +20,8 @@ from pipelines.sources import SourceSpec
 
 log = logging.getLogger("vcs_edge.cameras")
 
-#: called on the loop after a camera's registry state changed: (device id, stream status, last error)
+#: called on the loop after a camera's stream status changed: (device id, stream status, last error); the
+#: status is ``removed`` when the camera's stream is gone (device removed, pipelines restarted)
 StatusListener = Callable[[str, str, str | None], None]
 
 
@@ -70,6 +71,9 @@ class Cameras:
         if dev is None or dev.stream is None or device_id not in self.manager.devices():
             return
         apply_stream_status(dev, status, self.manager.is_open(device_id))
+        self._tell(device_id, status, error)
+
+    def _tell(self, device_id: str, status: str, error: str | None) -> None:
         for listener in list(self.listeners):
             try:
                 listener(device_id, status, error)
@@ -94,10 +98,14 @@ class Cameras:
     def remove(self, device_id: str) -> None:
         if device_id in self.manager.devices():
             self.manager.remove_device(device_id)
+            self._tell(device_id, "removed", None)
 
     async def restart(self) -> None:
         """Close every stream and register them again from the registry (TeleBoot)."""
+        old = self.manager.devices()
         await self.manager.close(timeout=2.0)
+        for device_id in old:
+            self._tell(device_id, "removed", "pipelines restarted")
         self.manager = self._new_manager()
         for dev in self.registry.pulled():
             self.add(dev)

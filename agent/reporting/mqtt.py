@@ -16,10 +16,13 @@ cheap TCP probe of the broker's port runs every 0.25 s: when a broker that refus
 the wait is cut short and the sink reconnects at once. An outage is logged once at WARNING when it starts and
 once when it ends, with its duration; paho's own "Client is not connected" ERROR per attempt is not shown.
 
-Messages handed to paho
-stay in its in-flight list across reconnects and are re-sent by it (DUP), so after an outage they go out again
-in their original order; the outbox row is deleted when the PUBACK arrives. A process crash loses only paho's
-memory: the rows are still in the outbox and are sent again by the next process (same TargetId).
+Messages handed to paho stay in its in-flight list across reconnects and are re-sent by it (DUP), so after an
+outage they go out again in their original order; the outbox row is deleted when the PUBACK arrives. A process
+crash loses only paho's memory: the rows are still in the outbox and are sent again by the next process (same
+TargetId).
+
+Long because: one paho client's connection state, back-off, in-flight acknowledgements and status topics belong
+together; splitting them would split one state machine.
 """
 
 from __future__ import annotations
@@ -164,7 +167,8 @@ class MqttSink:
 
     Counters: ``published``, ``acked``, ``rejected`` (broker refused, MQTT 5 reason >= 0x80), ``malformed``
     (outbox body that is not a target record; dropped), ``connects``, ``disconnects``, ``connect_failures``,
-    ``outages``, ``probes_refused`` (TCP probes the closed port refused); ``connected`` is the current state, ``last_outage_s`` the length of the last outage.
+    ``outages``, ``probes_refused`` (TCP probes the closed port refused); ``connected`` is the current state,
+    ``last_outage_s`` the length of the last outage.
     """
 
     name = "mqtt"

@@ -153,11 +153,27 @@ class MqttService:
         if self.sink is None:
             return
         s = self.sink
-        for key in ("published", "acked", "rejected", "connects", "disconnects", "connect_failures"):
+        for key in (
+            "published",
+            "acked",
+            "rejected",
+            "connects",
+            "disconnects",
+            "connect_failures",
+            "outages",
+        ):
             yield Sample(f"vcs_edge_mqtt_{key}_total", "counter", f"MQTT {key}", {}, float(getattr(s, key)))
         yield Sample(
             "vcs_edge_mqtt_connected", "gauge", "1 while connected to the broker", {}, float(s.connected)
         )
+        if self.runner is not None:
+            yield Sample(
+                "vcs_edge_outbox_ack_failures_total",
+                "counter",
+                "Deletes of acknowledged outbox entries that failed (each is retried until it works)",
+                {"sink": s.name},
+                float(self.runner.ack_failures),
+            )
         # vcs_edge_outbox_pending{sink="mqtt"} comes from the housekeeping service, with every other sink.
 
     def health(self) -> dict[str, Any]:

@@ -74,7 +74,8 @@ class Outbox:
     ``sinks`` are the configured sinks: new entries get one row for each. :meth:`add_sink` and
     :meth:`remove_sink` change them at run time; rows of a removed sink stay and wait for it.
 
-    Counters: ``enqueued``, ``acked``, ``dropped`` (size bound), ``purged`` (operator purges), ``expired``
+    ``announce`` logs, at start, the rows that wait for sinks not configured (the ``outbox`` command turns it
+    off). Counters: ``enqueued``, ``acked``, ``dropped`` (size bound), ``purged`` (operator purges), ``expired``
     (removed by the store with targets past their retention days).
     """
 
@@ -86,6 +87,7 @@ class Outbox:
         *,
         synchronous_full: bool = True,
         busy_timeout_s: float = 30.0,
+        announce: bool = True,
     ) -> None:
         if max_entries < 1:
             raise ValueError("outbox bound must be at least 1 entry")
@@ -105,7 +107,7 @@ class Outbox:
         with self._lock:
             self._conn.executescript(SCHEMA)
             self._count = int(self._conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
-        for sink, n in sorted(self.unconfigured().items()):
+        for sink, n in sorted(self.unconfigured().items() if announce else ()):
             log.warning(
                 "outbox: sink %r is not configured; its %d undelivered entries wait for it "
                 "(`vcs-edge outbox purge %s` drops them)",

@@ -1,7 +1,8 @@
 """Housekeeping of the target store: retention days, the disk watermark and disk pressure.
 
 One :class:`Housekeeper` per store. It runs on the timer (``storage.housekeeping_interval_s``) and also at once
-when the store reports pressure (a media write that failed, free space under twice ``storage.min_free_mb``):
+when the store reports pressure (a write that failed, free space under the low mark, twice
+``storage.min_free_mb`` plus ``storage.reserve_mb``):
 the store calls :meth:`Housekeeper.wake` from its writer thread, and the pruning runs within a second instead
 of waiting up to the next timer tick. What goes first is the store's rule (see ``agent.storage.store``).
 """

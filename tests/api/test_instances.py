@@ -233,7 +233,7 @@ def test_older_compute_instance_api(client: Any, agent: Agent) -> None:
     assert r.body.success is True
     iid = r.body.data.instance_id
     cfg = agent.call(lambda: agent.sup.runners[iid].rt.config)
-    assert cfg.algorithm_id.value == "face_body" and cfg.spf == 2 and cfg.cameras == [ds]
+    assert cfg.algorithm_id == "face_body" and cfg.spf == 2 and cfg.cameras == [ds]
     assert cfg.schedule.polling is not None and cfg.schedule.polling.slice_s == 60
     items = client.list_instances(
         m.ListInstancesRequest(project_id="site-project", instance_name="leg", current_page=1, page_size=10)

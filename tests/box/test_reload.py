@@ -35,6 +35,7 @@ api:
   host: 127.0.0.1
   port: {api_port}
   access_keys: [{{id: {KEY_ID}, secret: "{SECRET}"}}]
+  allowed_source_ports: [1, "1024-65535"]
 {api_extra}
 {tail}"""
 

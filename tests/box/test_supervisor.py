@@ -221,27 +221,49 @@ def test_sighup_applies_changes_and_leaves_the_rest(workdir: Path, servers: list
 def test_on_demand_stream_exists_only_inside_the_schedule_window(
     workdir: Path, servers: list[RtspServer]
 ) -> None:
+    """The window is set by a reload once the agent runs, so a slow start-up cannot eat into it (the window
+    itself is wall-clock time: that is what is tested)."""
     srv = start_server(servers)
     port = free_port()
-    now = datetime.now(UTC).replace(microsecond=0)  # windows have second resolution
-    start, end = now + timedelta(seconds=6), now + timedelta(seconds=11)
-    window = f'{{type: EVERYDAY, times: [{{start: "{start:%H:%M:%S}", end: "{end:%H:%M:%S}"}}]}}'
-    if start.date() != end.date():
-        pytest.skip("window would cross midnight; rerun")
     cfg = workdir / "site.yaml"
-    cfg.write_text(site_yaml(port, {CAM_A: srv.url}, mode=0, schedule=window, idle=0.5))
+
+    def window(start: datetime, end: datetime) -> str:
+        return f'{{type: EVERYDAY, times: [{{start: "{start:%H:%M:%S}", end: "{end:%H:%M:%S}"}}]}}'
+
+    past = datetime.now(UTC) - timedelta(hours=2)
+    cfg.write_text(
+        site_yaml(
+            port, {CAM_A: srv.url}, mode=0, schedule=window(past, past + timedelta(seconds=5)), idle=0.5
+        )
+    )
     agent = Agent(workdir, cfg, port)
     try:
-        assert wait_until(lambda: "READY=1" in "".join(agent.drain()), 20), agent.output()
-        assert wait_until(lambda: agent.health()["instances"] == {"watch": "BLOCKED"}, 5)
+        assert wait_until(lambda: "READY=1" in "".join(agent.drain()), 60), agent.output()
+        assert wait_until(lambda: agent.health()["instances"] == {"watch": "BLOCKED"}, 20)
+        for attempt, lead in enumerate((4, 8, 16)):
+            now = datetime.now(UTC).replace(microsecond=0)  # windows have second resolution
+            start, end = now + timedelta(seconds=lead), now + timedelta(seconds=lead + 5)
+            if start.date() != end.date():
+                pytest.skip("window would cross midnight; rerun")
+            cfg.write_text(site_yaml(port, {CAM_A: srv.url}, mode=0, schedule=window(start, end), idle=0.5))
+            agent.proc.send_signal(signal.SIGHUP)
+            assert wait_until(lambda n=attempt: int(agent.health()["reloads"]) >= n + 1, 30), agent.output()
+            assert wait_until(lambda: agent.health()["instances"] == {"watch": "BLOCKED"}, 20)
+            if datetime.now(UTC) < start - timedelta(seconds=1):
+                break
+        else:
+            pytest.fail("the reloads took longer than the window's lead each time")
+        # a window missed by a slow reload may have opened a session: count from here
+        assert wait_until(lambda: srv.open_connections == 0, 10)
+        base = srv.connects
         while datetime.now(UTC) < start - timedelta(seconds=0.5):
-            assert srv.connects == 0, "a session was opened before the window"
+            assert srv.connects == base, "a session was opened before the window"
             wait_until(lambda: False, 0.2)
-        assert wait_until(lambda: srv.connects == 1, 10)
+        assert wait_until(lambda: srv.connects == base + 1, 10)
         assert wait_until(lambda: agent.metric("vcs_edge_stream_frames_sampled_total", CAM_A) >= 1, 10)
         assert wait_until(lambda: datetime.now(UTC) > end, 10)
         assert wait_until(lambda: srv.open_connections == 0, 10), "the session outlived the window"
         assert agent.health()["instances"] == {"watch": "BLOCKED"}
-        assert srv.connects == 1
+        assert srv.connects == base + 1
     finally:
         assert agent.stop() == 0

@@ -39,7 +39,9 @@ print(json.dumps({**doc, "rss": ru.ru_maxrss * 1024}))
 """
 
 
-def config_check(path: Path, env: dict[str, str] | None = None, timeout: float = 60) -> Result:
+def config_check(
+    path: Path, env: dict[str, str] | None = None, timeout: float = 60, cwd: Path | None = None
+) -> Result:
     """``vcs-edge config check -c PATH`` in a subprocess, with its time and peak memory.
 
     The check runs under a small runner process so that RUSAGE_CHILDREN holds this one child only.
@@ -53,6 +55,7 @@ def config_check(path: Path, env: dict[str, str] | None = None, timeout: float =
         env=full_env,
         timeout=timeout,
         check=True,
+        cwd=cwd,
     )
     doc = json.loads(res.stdout)
     return Result(doc["rc"], doc["out"], doc["err"], doc["s"], doc["cpu"], doc["rss"])

@@ -188,12 +188,12 @@ def test_the_real_check_never_prints_a_secret(tmp_path: Path) -> None:
     merged["agent"]["token"] = SECRET
     files.append(tmp_path / "merged.yaml")
     files[-1].write_text(yaml.safe_dump(merged))
-    for path in files:
-        res = config_check(path, env={**ENV, **ODD_ENV})
-        assert res.returncode == 1, (path.name, res.output)
+    for file in files:
+        res = config_check(file, env={**ENV, **ODD_ENV})
+        assert res.returncode == 1, (file.name, res.output)
         assert "problem(s)" in res.stderr and "Traceback" not in res.output
-        assert SECRET not in res.output, (path.name, res.output)
-        assert SECRET[:12] not in res.output, (path.name, res.output)
+        assert SECRET not in res.output, (file.name, res.output)
+        assert SECRET[:12] not in res.output, (file.name, res.output)
         assert f"'{SHORT}'" not in res.output
 
 

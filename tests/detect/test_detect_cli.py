@@ -43,7 +43,9 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, vtest_frames: list[np.ndarr
     video = _clip(d / "walk.mkv", [vtest_frames[20 + i // 10] for i in range(25)])
     bad = d / "notes.jpg"
     bad.write_bytes(b"this is not a picture")
-    return {"png": png, "jpg": jpg, "video": video, "bad": bad}
+    bad_video = d / "broken.mkv"
+    bad_video.write_bytes(b"\x1aE\xdf\xa3 not really matroska" * 50)
+    return {"png": png, "jpg": jpg, "video": video, "bad": bad, "bad_video": bad_video}
 
 
 def _lines(text: str) -> list[dict[str, object]]:
@@ -95,7 +97,7 @@ def test_json_for_png_jpeg_and_video_with_drawings(
 def test_algorithm_picks_the_types_and_bad_files_are_counted(
     inputs: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    files = [str(inputs["bad"]), str(inputs["png"]), "/nonexistent/x.png"]
+    files = [str(inputs["bad"]), str(inputs["png"]), "/nonexistent/x.png", str(inputs["bad_video"])]
     assert main(["detect", *files, "--json", "--algorithm", "vehicle"]) == 1
     captured = capsys.readouterr()
     (only,) = _lines(captured.out)  # the good file still ran
@@ -103,7 +105,8 @@ def test_algorithm_picks_the_types_and_bad_files_are_counted(
     assert {d["type"] for d in only["detections"]} == {"Motor"}  # type: ignore[union-attr]
     assert "notes.jpg: not a picture" in captured.err
     assert "/nonexistent/x.png: no such file" in captured.err
-    assert "2 of 3 file(s) failed" in captured.err
+    assert "broken.mkv: neither a picture nor a video" in captured.err
+    assert "3 of 4 file(s) failed" in captured.err
 
 
 def test_human_table_and_site_file(

@@ -222,3 +222,27 @@ def test_targets_per_person_on_the_hand_counted_clip() -> None:
     assert result["detections"] > 100
     # one record per person, give or take: 2.7 with the tracker before motion gates and colours
     assert 0.8 <= result["targets_per_person"] <= 1.2
+
+
+def test_a_far_face_follows_the_track_of_its_body() -> None:
+    # A 6 px face on a walker moving 60 px per sample: ten face widths between two looks, far outside a motion
+    # gate in the face's own size; found on the body (parent), it stays one target, linked to the body's track.
+    t = _tracker()
+    for s in range(6):
+        body = _body(60 + 60 * s)
+        face = Detection(body.x1 + 17, body.y1 + 3, body.x1 + 23, body.y1 + 10, 0.9, "Face", parent=0)
+        t.update(make_frame(BLANK, t=float(s)), [body, face])
+    ended = {u.kind: u for u in t.flush()}
+    assert set(ended) == {"Body", "Face"}
+    assert ended["Face"].hits == 6 and ended["Body"].hits == 6
+    link = ended["Face"].linked
+    assert link is not None and link.track_id == ended["Body"].track_id and link.kind == "Body"
+    # without the body the same face breaks into several targets (until its velocity is known)
+    t = _tracker()
+    for s in range(6):
+        body = _body(60 + 60 * s)
+        t.update(
+            make_frame(BLANK, t=float(s)),
+            [Detection(body.x1 + 17, body.y1 + 3, body.x1 + 23, body.y1 + 10, 0.9, "Face")],
+        )
+    assert len(t.flush()) >= 3

@@ -12,7 +12,8 @@ the agent really talked to it.
 - :class:`HostileRtsp` answers every request line with ``RTSP/1.0 200 OK`` and a ``Content-Length`` of its
   choice, then streams (or trickles) filler bytes; with ``silent=True`` it accepts and never answers; with
   ``play=True`` it plays a correct but slow camera (each reply after ``reply_delay`` s, a valid SDP, SETUP
-  and PLAY) that then sends RTP packets which never let the probe find the stream's parameters.
+  and PLAY) that then sends RTP packets which never let the probe find the stream's parameters; with
+  ``header_flood=True`` it sends header lines that never end.
 """
 
 from __future__ import annotations
@@ -134,12 +135,14 @@ class HostileRtsp:
         silent: bool = False,
         play: bool = False,
         reply_delay: float = 0.0,
+        header_flood: bool = False,
     ):
         self.content_length = content_length
         self.trickle = trickle
         self.silent = silent
         self.play = play
         self.reply_delay = reply_delay
+        self.header_flood = header_flood
         self.closed = threading.Event()
         self._lock = threading.Lock()
         self.connections = 0
@@ -182,6 +185,12 @@ class HostileRtsp:
                 for line in head.split(b"\r\n"):
                     if line.lower().startswith(b"cseq:"):
                         cseq = line.split(b":", 1)[1].strip()
+                if self.header_flood:  # a status line, then header lines without end
+                    conn.sendall(b"RTSP/1.0 200 OK\r\nCSeq: " + cseq + b"\r\n")
+                    line = b"X-Flood: " + b"a" * 100 + b"\r\n"
+                    while not self.closed.is_set():
+                        conn.sendall(line * 600)
+                    return
                 if self.play:
                     if self.closed.wait(self.reply_delay):
                         return

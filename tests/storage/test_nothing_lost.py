@@ -137,6 +137,7 @@ def test_outbox_command_lists_and_purges_only_when_the_agent_is_stopped(tmp_path
     assert listed.returncode == 0, listed.stderr
     assert "mqtt: 3 undelivered" in listed.stdout and "configured" in listed.stdout
     assert "kafka: 3 undelivered" in listed.stdout and "NOT CONFIGURED" in listed.stdout
+    assert listed.stderr == ""
     purged = cli("purge", "kafka", "--data-dir", str(data))
     assert purged.returncode == 0 and "purged 3" in purged.stdout
     assert cli("purge", "kafka", "--data-dir", str(data)).returncode == 1  # nothing left: says so
@@ -242,3 +243,14 @@ def test_reconnects_at_once_when_the_broker_is_back_and_logs_one_warning_per_out
     back = [m for lv, m in msgs if lv == logging.WARNING and "back after" in m]
     assert len(back) == 1 and sink.last_outage_s > 0
     assert not [m for lv, m in msgs if lv >= logging.ERROR]
+
+
+def test_reconnect_delays_are_checked_where_they_are_set() -> None:
+    from agent import config
+
+    with pytest.raises(config.ConfigError, match="reconnect_min_s"):
+        config.load_text("mqtt: {reconnect_min_s: 20, reconnect_max_s: 5}\n", "site.yaml", {})
+    site = config.load_text("mqtt: {host: 127.0.0.1}\n", "site.yaml", {})
+    assert site.mqtt is not None and (site.mqtt.reconnect_min_s, site.mqtt.reconnect_max_s) == (1.0, 10.0)
+    with pytest.raises(ValueError, match="min <= max"):
+        settings(1883, reconnect_min_s=5, reconnect_max_s=1)

@@ -10,8 +10,8 @@ stored history (retroactive), with the other filters applied inside it, and resu
 A picture is bounded by bytes (``MAX_IMAGE``) and by pixels: its dimensions are read from the header
 (:func:`pipelines.images.image_size`) before the embedder decodes it, and a picture over ``api.max_image_pixels``
 or of no known format is refused, so a small file cannot make the decoder allocate gigabytes.
-``TargetImageUrl`` is fetched only from hosts and ports of the API's source allow-list (the check of camera
-URLs), with no redirects, a byte bound and a time bound (:func:`fetch_picture`).
+``TargetImageUrl`` is fetched by :func:`agent.api.pictures.fetch_picture` (the camera-URL allow-list, http(s),
+no redirects, a byte and a time bound, JPEG or PNG sized from its header).
 """
 
 from __future__ import annotations
@@ -22,23 +22,19 @@ import binascii
 from datetime import datetime
 from functools import partial
 from typing import Any
-from urllib.parse import urlsplit
-
-import aiohttp
 
 from agent.analytics.targets import TARGET_TYPES, parse_timestamp
 from agent.search.query import QueryVector
 from agent.storage.store import AttributeFilter
 from pipelines.images import image_size
 
-from ..allowlist import SourceAllowList
 from ..context import ApiContext
 from ..dispatch import action
 from ..errors import ApiError, invalid
 from ..params import Params
+from ..pictures import fetch_picture
 
 MAX_IMAGE = 500 * 1024
-FETCH_TIMEOUT_S = 10.0
 
 
 def _attributes(p: Params) -> list[AttributeFilter]:
@@ -154,7 +150,7 @@ async def search_target(ctx: ApiContext, p: Params) -> dict[str, Any]:
 async def _query_embedding(ctx: ApiContext, url: str | None, data: str | None, ttype: str) -> QueryVector:
     name = "TargetImageUrl" if url else "TargetImageData"
     if url:
-        raw = await fetch_picture(ctx, name, url)
+        raw = await fetch_picture(ctx, name, url, max_bytes=MAX_IMAGE)
     else:
         assert data is not None
         raw = checked_picture(ctx, name, data)
@@ -173,35 +169,6 @@ async def _query_embedding(ctx: ApiContext, url: str | None, data: str | None, t
     return found
 
 
-async def fetch_picture(ctx: ApiContext, name: str, url: str) -> bytes:
-    """GET a picture parameter's URL: http(s) only, its host and port in the API's source allow-list
-    (``api.allowed_source_networks``/``allowed_source_ports``, checked before connecting), no redirects,
-    at most ``MAX_IMAGE`` bytes read and ``FETCH_TIMEOUT_S`` in all; then the checks of
-    :func:`checked_picture`. Every refusal is InvalidParameter naming ``name``."""
-    scheme = urlsplit(url).scheme.lower()
-    if scheme not in ("http", "https"):
-        raise invalid(name, f"scheme {scheme or 'none'!r} is not allowed; allowed: http, https")
-    await SourceAllowList(ctx.config).check(name, url)
-    timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S)
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            session.get(url, allow_redirects=False) as resp,
-        ):
-            if resp.status != 200:
-                raise invalid(name, f"the picture's server answered HTTP {resp.status}; expected 200")
-            if resp.content_length is not None and resp.content_length > MAX_IMAGE:
-                raise invalid(name, f"the picture is {resp.content_length} bytes; at most {MAX_IMAGE}")
-            raw = b""
-            while len(raw) <= MAX_IMAGE and (chunk := await resp.content.read(MAX_IMAGE + 1 - len(raw))):
-                raw += chunk
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        raise invalid(name, f"the picture could not be fetched: {type(exc).__name__}") from None
-    if len(raw) > MAX_IMAGE:
-        raise invalid(name, f"the picture is over {MAX_IMAGE} bytes")
-    return checked_bytes(ctx, name, raw)
-
-
 def checked_picture(ctx: ApiContext, name: str, data: str) -> bytes:
     """The bytes of a base64 picture parameter, refused (InvalidParameter naming ``name``) when it is not
     base64, over ``MAX_IMAGE`` bytes, of no known format, or over ``api.max_image_pixels`` by its header."""
@@ -211,11 +178,6 @@ def checked_picture(ctx: ApiContext, name: str, data: str) -> bytes:
         raise invalid(name, "not valid base64") from None
     if len(raw) > MAX_IMAGE:
         raise invalid(name, f"{len(raw)} bytes; at most {MAX_IMAGE}")
-    return checked_bytes(ctx, name, raw)
-
-
-def checked_bytes(ctx: ApiContext, name: str, raw: bytes) -> bytes:
-    """``raw`` when it is a picture of a known format within ``api.max_image_pixels`` by its header."""
     size = image_size(raw)
     if size is None:
         raise invalid(name, "not a picture this box reads (allowed: JPEG, PNG, BMP, GIF, WebP, TIFF)")
