@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from agent.search.index import VectorIndex
 from agent.storage.store import TargetStore
@@ -57,6 +58,7 @@ def embedded(work: Path) -> dict[int, bytes]:
     return {int(s): bytes(e) for s, e in rows}
 
 
+@pytest.mark.timeout(600)  # real detection on a shared 2-core box: the first faces can take a minute or more
 def test_kill9_while_storing_leaves_index_and_store_consistent(tmp_path: Path, camera: str) -> None:
     work = tmp_path / "agent"
     work.mkdir()
@@ -66,7 +68,7 @@ def test_kill9_while_storing_leaves_index_and_store_consistent(tmp_path: Path, c
 
     agent = AgentProcess(work, http_port)
     try:
-        assert wait_until(lambda: len(embedded(work)) >= 3, 150), log.read_text()[-3000:]
+        assert wait_until(lambda: len(embedded(work)) >= 2, 240), log.read_text()[-3000:]
         agent.kill9()
     finally:
         agent.stop()
@@ -79,7 +81,7 @@ def test_kill9_while_storing_leaves_index_and_store_consistent(tmp_path: Path, c
         assert wait_until(
             lambda: re.search(r"vector index Face: \d+ vectors", log.read_text()) is not None, 90
         )
-        assert wait_until(lambda: len(embedded(work)) > len(before), 150), log.read_text()[-3000:]
+        assert wait_until(lambda: len(embedded(work)) > len(before), 240), log.read_text()[-3000:]
     finally:
         agent.stop()  # SIGTERM: the index is saved at close
     rows = embedded(work)
