@@ -40,6 +40,7 @@ from agent.analytics.targets import TargetAttribute, TargetRecord, make_target_i
 from agent.box.instances import InstanceRuntime
 from agent.config import Algorithm, CustomModelConfig, DetectionConfig
 from agent.ops.metrics import Sample
+from agent.search.query import QueryVector
 from agent.storage.store import StoreUnavailable, TargetStore
 from pipelines.crops import encode_jpeg
 from pipelines.detect import BodyDetector, CustomDetector, FaceDetector, FaceEmbedder, RuntimeOptions
@@ -142,8 +143,9 @@ class Models:
             return None
         return CustomDetector(custom_spec(m, self.cfg.batch_max), self.runtime)
 
-    def embed_picture(self, image_bytes: bytes, target_type: str) -> Any:
-        """Search by picture: the embedding of the largest face in a JPEG/PNG, or None (no face, not a face search)."""
+    def embed_picture(self, image_bytes: bytes, target_type: str) -> QueryVector | None:
+        """Search by picture: the embedding of the largest face in a picture (the same detection, alignment
+        and embedding as stored faces) with the number of faces found, or None (no face, not a face search)."""
         if target_type != "Face" or self.embedder is None or not isinstance(self.face, FaceDetector):
             return None
         decoded = cv2.imdecode(np.frombuffer(image_bytes, np.uint8), cv2.IMREAD_COLOR)
@@ -155,7 +157,8 @@ class Models:
             return None
         best = max(faces, key=lambda f: f.area)
         assert best.landmarks is not None
-        return self.embedder.embed(image, best.landmarks)
+        box = (int(best.x1), int(best.y1), int(best.x2), int(best.y2))
+        return QueryVector(self.embedder.embed(image, best.landmarks), len(faces), box)
 
     def detectors_for(self, algorithm: Algorithm) -> list[Detector]:
         # face_body without the whole-frame pass: faces come from the head regions of the bodies only

@@ -53,6 +53,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.analytics.targets import TARGET_TYPES, TargetRecord
+from agent.search.index import Filter
 from agent.storage.disk import (
     RESERVE_FILE,
     DataDirLock,
@@ -64,6 +65,7 @@ from agent.storage.disk import (
 )
 from agent.storage.disk import is_disk_full as _is_disk_full
 from agent.storage.outbox import Outbox, _rollback, connect
+from agent.storage.vectors import StoreVectors
 
 __all__ = [
     "RESERVE_FILE",
@@ -85,6 +87,8 @@ RESERVE_BYTES = 4 * 1024 * 1024
 STORAGE_TYPES: tuple[str, ...] = ("PICTURE", "VIDEO")
 TARGET_KIND = "target"
 _BATCH = 500
+#: how many nearest neighbours a similarity search considers (SearchTarget pages through at most 100 x 100)
+INDEX_CANDIDATES = 1000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS targets (
@@ -178,6 +182,7 @@ class TargetStore:
         busy_timeout_s: float = 30.0,
         min_free_bytes: int = MIN_FREE_BYTES,
         reserve_bytes: int = RESERVE_BYTES,
+        vector_index: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.media_root = self.data_dir / MEDIA_DIR
@@ -218,6 +223,10 @@ class TargetStore:
                 busy_timeout_s=busy_timeout_s,
                 directed=directed,
             )
+            #: the ANN indexes of the stored vectors (None: similarity search scans the table)
+            self.vectors: StoreVectors | None = (
+                StoreVectors(self.data_dir, self._conn) if vector_index else None
+            )
         except BaseException:
             self._dir_lock.release()
             raise
@@ -227,6 +236,8 @@ class TargetStore:
 
     def close(self) -> None:
         with self._lock:
+            if self.vectors is not None:
+                self.vectors.close()
             self._conn.close()
         with self._rlock:
             self._rconn.close()
@@ -458,6 +469,7 @@ class TargetStore:
         conn = self._conn
         sizes = dict(written)
         inserted: list[TargetRecord] = []
+        seqs: list[tuple[int, TargetRecord]] = []
         rows = 0
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -486,6 +498,7 @@ class TargetStore:
                 if cur.rowcount != 1:
                     continue
                 inserted.append(record)
+                seqs.append((int(cur.lastrowid or 0), record))
                 if record.target_image_path:
                     conn.execute(
                         "INSERT INTO media (path, bytes, refs) VALUES (?, ?, 1)",
@@ -503,6 +516,8 @@ class TargetStore:
         except BaseException:
             _rollback(conn)
             raise
+        if self.vectors is not None and seqs:
+            self.vectors.added(seqs)
         # Files of targets another writer stored first (a race on the same TargetId) are not referenced.
         kept = {r.target_image_path for r in inserted} | ({frame_path} if inserted and frame_path else set())
         for path, _ in written:
@@ -643,6 +658,27 @@ class TargetStore:
         where_sql = " AND ".join(where)
         offset = (page_number - 1) * page_size
         if query_embedding is not None:
+            flt = Filter(
+                devices=list(device_ids) if device_ids else None,
+                begin_ms=_ms(begin) if begin is not None and end is not None else None,
+                end_ms=_ms(end) if begin is not None and end is not None else None,
+                target_types=[target_type],
+                projects=[corp_id] if corp_id is not None else None,
+            )
+            narrower = bool(attributes) or bool(model_id)
+            page = self._search_indexed(
+                target_type,
+                flt,
+                narrower,
+                where_sql,
+                params,
+                query_embedding,
+                similarity_threshold,
+                page_number,
+                page_size,
+            )
+            if page is not None:
+                return page
             return self._search_similar(
                 where_sql,
                 params,
@@ -664,6 +700,49 @@ class TargetStore:
             ).fetchall()
         hits = [SearchHit(_record_from_row(*row)) for row in rows]
         return SearchPage(hits, total, page_number, page_size)
+
+    def _search_indexed(
+        self,
+        target_type: str,
+        flt: Filter,
+        narrower: bool,
+        where_sql: str,
+        params: list[Any],
+        query: npt.NDArray[np.float32],
+        threshold: float,
+        page_number: int,
+        page_size: int,
+    ) -> SearchPage | None:
+        """Similarity search through the vector index: the nearest ``INDEX_CANDIDATES`` (more when attribute
+        or ModelId conditions, which the index does not hold, narrow them further) above the threshold, each
+        re-read from the table with every condition of the query. ``total_count`` counts those; None when no
+        index holds vectors of this type and size (the caller scans the table)."""
+        if self.vectors is None:
+            return None
+        q = np.asarray(query, dtype=np.float32).reshape(-1)
+        norm = float(np.linalg.norm(q))
+        if q.size == 0 or not np.isfinite(norm) or norm == 0.0:
+            raise ValueError("query embedding must be a non-zero vector of finite numbers")
+        want = max(INDEX_CANDIDATES, page_number * page_size)
+        found = self.vectors.search(target_type, q, want * (4 if narrower else 1), flt)
+        if found is None:
+            return None
+        sims = {seq: sim for seq, sim in found if sim >= threshold}
+        rows: dict[int, tuple[str, bytes | None, int]] = {}
+        seqs = list(sims)
+        with self._rlock:
+            for start in range(0, len(seqs), _BATCH):
+                part = seqs[start : start + _BATCH]
+                for seq, record, emb, dim in self._rconn.execute(
+                    f"SELECT seq, record, emb, emb_dim FROM targets WHERE seq IN ({','.join('?' * len(part))}) "
+                    f"AND {where_sql}",
+                    [*part, *params],
+                ).fetchall():
+                    rows[int(seq)] = (record, emb, dim)
+        ranked = [seq for seq in seqs if seq in rows][:want]  # ``found`` is best first
+        page = ranked[(page_number - 1) * page_size : page_number * page_size]
+        hits = [SearchHit(_record_from_row(*rows[seq]), sims[seq]) for seq in page]
+        return SearchPage(hits, len(ranked), page_number, page_size)
 
     def _search_similar(
         self,
@@ -870,9 +949,14 @@ class TargetStore:
         gone: list[str] = []
         freed = 0
         expired = 0
+        rid = 0
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.executemany("DELETE FROM targets WHERE seq = ?", [(r[0],) for r in drop])
+            if self.vectors is not None and self.vectors.logging_removals and drop:
+                # in the same transaction: a restart replays this log into the index (kill -9 safe)
+                conn.executemany("INSERT INTO removed_log (seq) VALUES (?)", [(r[0],) for r in drop])
+                rid = int(conn.execute("SELECT MAX(rid) FROM removed_log").fetchone()[0])
             if reason == "retention" and drop:
                 for start in range(0, len(drop), _BATCH):
                     keys = [r[3] for r in drop[start : start + _BATCH]]
@@ -898,6 +982,8 @@ class TargetStore:
         except BaseException:
             _rollback(conn)
             raise
+        if self.vectors is not None and drop:
+            self.vectors.removed([r[0] for r in drop], rid)
         for p, size in dead:
             gone.append(p)
             freed += int(size)

@@ -244,9 +244,9 @@ async def _queries(
     queries: dict[str, list[float]] = {}
     for ttype, wanted in (("Face", kind in (None, 1)), ("Body", kind in (None, 2))):
         if wanted:
-            vec = await loop.run_in_executor(None, ctx.embedder, data, ttype)
-            if vec is not None:
-                queries[ttype] = [float(x) for x in np.asarray(vec, dtype=np.float32).reshape(-1)]
+            found = await loop.run_in_executor(None, ctx.embedder, data, ttype)
+            if found is not None:  # a QueryVector: the largest target's vector
+                queries[ttype] = [float(x) for x in np.asarray(found.vector, dtype=np.float32).reshape(-1)]
     if not queries:
         what = {None: "face or body", 1: "face", 2: "body"}[kind]
         raise invalid("SearchPicUrl", f"no {what} found in the picture")

@@ -1,12 +1,17 @@
 """SearchTarget: targets stored by this box, by project, type, devices, time range, attributes and order.
 
 Search by picture (TargetImageUrl / TargetImageData) needs an embedding model; the agent passes one to the
-API when it has it (``ApiContext.embedder``), otherwise such a call is refused with a message saying so.
+API when it has it (``ApiContext.embedder``), otherwise such a call is refused with a message saying so. The
+query picture gets the detection, alignment and embedding of stored faces; with several faces the largest is
+used and the answer's ``Message`` says so. The search runs through the store's vector index over the whole
+stored history (retroactive), with the other filters applied inside it, and results are ordered by
+``TargetImageSimilarity`` (the cosine of the embeddings, below 0 reported as 0).
 
 A picture is bounded by bytes (``MAX_IMAGE``) and by pixels: its dimensions are read from the header
 (:func:`pipelines.images.image_size`) before the embedder decodes it, and a picture over ``api.max_image_pixels``
-or of no known format is refused, so a small file cannot make the decoder allocate gigabytes. The box does
-not fetch ``TargetImageUrl``: it makes no outbound request on a caller's behalf.
+or of no known format is refused, so a small file cannot make the decoder allocate gigabytes.
+``TargetImageUrl`` is fetched by :func:`agent.api.pictures.fetch_picture` (the camera-URL allow-list, http(s),
+no redirects, a byte and a time bound, JPEG or PNG sized from its header).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from functools import partial
 from typing import Any
 
 from agent.analytics.targets import TARGET_TYPES, TargetRecord, parse_timestamp
+from agent.search.query import QueryVector
 from agent.storage.store import AttributeFilter
 from pipelines.images import image_size
 
@@ -27,6 +33,7 @@ from ..context import ApiContext
 from ..dispatch import action
 from ..errors import ApiError, invalid
 from ..params import Params
+from ..pictures import fetch_picture
 
 MAX_IMAGE = 500 * 1024
 
@@ -96,9 +103,17 @@ async def search_target(ctx: ApiContext, p: Params) -> dict[str, Any]:
     threshold = p.number("SimilarityThreshold", lo=0.0, hi=0.99, default=0.0)
     image_url = p.text("TargetImageUrl", max_len=1024)
     image_data = p.text("TargetImageData", max_len=MAX_IMAGE * 4 // 3 + 8)
+    if image_url and image_data:
+        raise invalid("TargetImageData", "give TargetImageUrl or TargetImageData, not both")
     query = None
+    message = "OK"
     if image_url or image_data:
         query = await _query_embedding(ctx, image_url, image_data, ttype)
+        if query.found > 1:
+            message = (
+                f"OK; the picture has {query.found} {ttype.lower()}s, searched with the largest "
+                f"(box {','.join(str(v) for v in query.box)})"
+            )
     store = ctx.target_store
     if store is None:
         raise ApiError(
@@ -116,7 +131,7 @@ async def search_target(ctx: ApiContext, p: Params) -> dict[str, Any]:
         order_by=order,
         page_number=num,
         page_size=size,
-        query_embedding=query,
+        query_embedding=None if query is None else query.vector,
         similarity_threshold=threshold or 0.0,
     )
     page = await asyncio.get_running_loop().run_in_executor(None, search)
@@ -128,7 +143,7 @@ async def search_target(ctx: ApiContext, p: Params) -> dict[str, Any]:
     records = [h.record.to_api(url_for, similarity=h.similarity, clip_for=clip_for) for h in page.hits]
     return {
         "Code": "200",
-        "Message": "OK",
+        "Message": message,
         "Success": True,
         "Data": {"Records": records, "TotalCount": page.total_count, "PageSize": size, "PageNumber": num},
     }
@@ -154,31 +169,26 @@ def _clip_for(ctx: ApiContext) -> Callable[[TargetRecord], str] | None:
     return clip
 
 
-async def _query_embedding(ctx: ApiContext, url: str | None, data: str | None, ttype: str) -> Any:
+async def _query_embedding(ctx: ApiContext, url: str | None, data: str | None, ttype: str) -> QueryVector:
+    name = "TargetImageUrl" if url else "TargetImageData"
     if url:
-        if ctx.embedder is None:
-            raise invalid(
-                "TargetImageUrl",
-                "search by picture needs an embedding model and this box has none configured; "
-                "search by attributes instead",
-            )
-        raise invalid(
-            "TargetImageUrl",
-            "this box does not fetch pictures from URLs; send the picture in "
-            "TargetImageData (base64, at most 500 KB)",
-        )
-    assert data is not None
-    raw = checked_picture(ctx, "TargetImageData", data)
+        raw = await fetch_picture(ctx, name, url, max_bytes=MAX_IMAGE)
+    else:
+        assert data is not None
+        raw = checked_picture(ctx, name, data)
     if ctx.embedder is None:
         raise invalid(
-            "TargetImageData",
+            name,
             "search by picture needs an embedding model and this box has none configured; "
             "search by attributes instead",
         )
-    emb = await asyncio.get_running_loop().run_in_executor(None, ctx.embedder, raw, ttype)
-    if emb is None:
-        raise invalid("TargetImageData", f"no {ttype} found in the picture")
-    return emb
+    found = await asyncio.get_running_loop().run_in_executor(None, ctx.embedder, raw, ttype)
+    if found is None:
+        if ttype != "Face":
+            raise invalid(name, f"search by picture is for TargetType Face on this box; got {ttype}")
+        raise invalid(name, f"no {ttype} found in the picture")
+    assert isinstance(found, QueryVector)
+    return found
 
 
 def checked_picture(ctx: ApiContext, name: str, data: str) -> bytes:

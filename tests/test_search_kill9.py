@@ -1,0 +1,124 @@
+"""kill -9 of a real agent while it stores embedded faces, then a restart: the vector index matches the store.
+
+The agent runs as its own process (``python -m agent.cli run``) on people walking in OpenCV's vtest.avi served
+over RTSP on loopback, with the ``face_body`` algorithm: real body detection, faces found in the head regions,
+SFace embeddings, stored in SQLite. It is killed with SIGKILL while targets are being stored (its index was
+never saved), restarted (the index is replayed from the table), left to store more, then stopped normally
+(the index is saved). Afterwards: the saved index holds exactly the stored rows that have a vector, every one
+of them is found by its own vector, and targets then removed by retention are never returned, also after a
+crash before the next save.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.search.index import VectorIndex
+from agent.storage.store import TargetStore
+from tests.peers import wait_until
+from tests.storage.conftest import free_port
+from tests.test_delivery import CAM, AgentProcess, camera
+
+__all__ = ["camera"]
+
+
+def site(http_port: int, url: str) -> str:
+    return f"""
+site: {{name: kill9, timezone: UTC}}
+agent:
+  data_dir: data
+  http: {{host: 127.0.0.1, port: {http_port}}}
+streams: {{mode: 1, stall_timeout_s: 4, backoff_base_s: 0.2, backoff_cap_s: 1}}
+devices:
+  - {{id: "{CAM}", name: square, frame_rate: 10, gop: 20, stream: {{main: "{url}"}}}}
+detection:
+  track_max_missed_s: 1.0
+  track_max_age_s: 3
+instances:
+  - {{id: people, name: people, algorithm_id: face_body, spf: 1, cameras: ["{CAM}"]}}
+"""
+
+
+def embedded(work: Path) -> dict[int, bytes]:
+    path = work / "data" / "targets.db"
+    if not path.exists():
+        return {}
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            rows = db.execute("SELECT seq, emb FROM targets WHERE emb_dim > 0").fetchall()
+    except sqlite3.OperationalError:  # the agent has not made its tables yet
+        return {}
+    return {int(s): bytes(e) for s, e in rows}
+
+
+@pytest.mark.timeout(600)  # real detection on a shared 2-core box: the first faces can take a minute or more
+def test_kill9_while_storing_leaves_index_and_store_consistent(tmp_path: Path, camera: str) -> None:
+    work = tmp_path / "agent"
+    work.mkdir()
+    http_port = free_port()
+    (work / "site.yaml").write_text(site(http_port, camera))
+    log = work / "agent.log"
+
+    agent = AgentProcess(work, http_port)
+    try:
+        assert wait_until(lambda: len(embedded(work)) >= 2, 240), log.read_text()[-3000:]
+        agent.kill9()
+    finally:
+        agent.stop()
+    before = embedded(work)
+    assert not (work / "data" / "vectors" / "Face" / "index.json").exists()  # never saved before the kill
+
+    agent = AgentProcess(work, http_port)
+    try:
+        # the restarted agent replays every stored vector into its index, then goes on storing
+        assert wait_until(
+            lambda: re.search(r"vector index Face: \d+ vectors", log.read_text()) is not None, 90
+        )
+        assert wait_until(lambda: len(embedded(work)) > len(before), 240), log.read_text()[-3000:]
+    finally:
+        agent.stop()  # SIGTERM: the index is saved at close
+    rows = embedded(work)
+    assert set(before) <= set(rows)
+    saved = VectorIndex(work / "data" / "vectors" / "Face", 128)
+    assert saved.ids() == set(rows), "the saved index must hold exactly the stored rows with a vector"
+    saved.close()
+
+    store = TargetStore(work / "data", sinks=())
+    try:
+        for seq, blob in rows.items():
+            q = np.frombuffer(blob, dtype="<f4")
+            hit = store.search(target_type="Face", query_embedding=q, page_size=1).hits
+            assert hit and hit[0].similarity is not None and hit[0].similarity > 0.99, seq
+        # retention removes the older half; then a crash before the index is saved again
+        with closing(sqlite3.connect(work / "data" / "targets.db")) as db:
+            times = sorted(int(t) for (t,) in db.execute("SELECT ts_ms FROM targets WHERE emb_dim > 0"))
+        cut = datetime.fromtimestamp(times[len(times) // 2] / 1000, tz=UTC)
+        assert store.apply_retention(now=cut + timedelta(days=1), default_days=1) > 0
+        assert store.vectors is not None
+        store.vectors.save = lambda: None  # type: ignore[method-assign]
+    finally:
+        store.close()
+    left = embedded(work)
+    gone = set(rows) - set(left)
+    assert gone
+    with closing(sqlite3.connect(work / "data" / "targets.db")) as db:
+        left_ids = {str(t) for (t,) in db.execute("SELECT target_id FROM targets")}
+    store = TargetStore(work / "data", sinks=())
+    try:
+        assert store.vectors is not None and store.vectors.indexes["Face"].ids() == set(left)
+        for seq in gone:
+            q = np.frombuffer(rows[seq], dtype="<f4")
+            hits = store.search(target_type="Face", query_embedding=q, page_size=100).hits
+            assert {h.record.target_id for h in hits} <= left_ids  # a removed target is never returned
+        for seq in left:
+            q = np.frombuffer(rows[seq], dtype="<f4")
+            assert store.search(target_type="Face", query_embedding=q, page_size=1).hits[0].similarity > 0.99  # type: ignore[operator]
+    finally:
+        store.close()
