@@ -69,7 +69,9 @@ _alloc_capped: bool | None = None
 
 
 def cap_ffmpeg_allocations(limit: int = MAX_FFMPEG_ALLOC_BYTES) -> bool:
-    """Set ``av_max_alloc`` in the libavutil PyAV uses (once per process); False where it cannot be found."""
+    """Set ``av_max_alloc`` in every libavutil loaded in the process (once per process); False where none can
+    be found. Every copy, not the first: OpenCV's wheel brings its own libavutil, and when it was loaded first
+    the first copy is not the one PyAV uses."""
     global _alloc_capped
     with _alloc_lock:
         if _alloc_capped is not None:
@@ -77,32 +79,38 @@ def cap_ffmpeg_allocations(limit: int = MAX_FFMPEG_ALLOC_BYTES) -> bool:
         _alloc_capped = False
         import av  # noqa: F401  (loads the libavutil whose copy we must set)
 
-        path = _loaded_library("libavutil")
-        try:
-            lib = ctypes.CDLL(path or ctypes.util.find_library("avutil") or "libavutil.so")
-            fn = lib.av_max_alloc
-        except (OSError, AttributeError) as exc:
-            log.warning("cannot cap ffmpeg allocations (libavutil not found: %s)", exc)
-            return False
-        fn.argtypes = [ctypes.c_size_t]
-        fn.restype = None
-        fn(limit)
-        _alloc_capped = True
-        return True
+        paths = _loaded_libraries("libavutil") or [ctypes.util.find_library("avutil") or "libavutil.so"]
+        for path in paths:
+            try:
+                lib = ctypes.CDLL(path)
+                fn = lib.av_max_alloc
+            except (OSError, AttributeError) as exc:
+                log.warning("cannot cap ffmpeg allocations in %s (%s)", path, exc)
+                continue
+            fn.argtypes = [ctypes.c_size_t]
+            fn.restype = None
+            fn(limit)
+            _alloc_capped = True
+        return _alloc_capped
 
 
-def _loaded_library(stem: str) -> str | None:
-    """Path of an already loaded shared library named ``stem-<hash>.so...`` or ``stem.so...`` (Linux)."""
+def _loaded_libraries(stem: str) -> list[str]:
+    """Paths of the loaded shared libraries named ``stem-<hash>.so...`` or ``stem.so...`` (Linux)."""
+    found: list[str] = []
     try:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
             for line in maps:
                 path = line.split()[-1]
                 name = path.rsplit("/", 1)[-1]
-                if path.startswith("/") and (name.startswith(stem + "-") or name.startswith(stem + ".so")):
-                    return path
+                if (
+                    path.startswith("/")
+                    and (name.startswith(stem + "-") or name.startswith(stem + ".so"))
+                    and path not in found
+                ):
+                    found.append(path)
     except OSError:
-        return None
-    return None
+        return found
+    return found
 
 
 # -- bounded HTTP for PyAV's io_open ----------------------------------------------------------------------

@@ -16,6 +16,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -195,14 +196,22 @@ def test_full_disk_the_agent_prunes_stores_again_and_delivers_everything(tmp_pat
         # is absent (and the message says MediaGone).
         late = [msg for msg in sub.targets() if msg["TargetId"] not in early]
         assert late
+        in_flight_then_pruned = 0
         for msg in late:
             for key in ("TargetImageUrl", "SourceImageUrl"):
                 url = str(msg[key])
                 if url:
-                    with urllib.request.urlopen(url, timeout=5) as resp:
-                        assert resp.read(3) == b"\xff\xd8\xff"
+                    try:
+                        with urllib.request.urlopen(url, timeout=5) as resp:
+                            assert resp.read(3) == b"\xff\xd8\xff"
+                    except urllib.error.HTTPError as exc:
+                        # The one documented exception: a message already handed to the MQTT client (at most
+                        # mqtt.max_inflight of them) before its media were pruned keeps its links.
+                        assert exc.code == 404 and media_pruned(work, str(msg["TargetId"])), msg
+                        in_flight_then_pruned += 1
             if not msg["TargetImageUrl"]:
                 assert msg["MediaGone"] is True
+        assert in_flight_then_pruned <= 2 * 100
     finally:
         if agent.proc.poll() is None:
             agent.proc.send_signal(signal.SIGTERM)
@@ -215,6 +224,13 @@ def test_full_disk_the_agent_prunes_stores_again_and_delivers_everything(tmp_pat
     errors = [line for line in log.splitlines() if re.search(r"\bERROR\b", line)]
     assert len(errors) <= 4, "\n".join(errors)  # one per change of condition, not one per target
     assert "cannot rollback" not in log and "BatcherClosed" not in log
+
+
+def media_pruned(work: Path, target_id: str) -> bool:
+    """Whether the store kept ``target_id`` without its media (pruned under disk pressure)."""
+    with sqlite3.connect(work / "data" / "targets.db") as db:
+        row = db.execute("SELECT target_path FROM targets WHERE target_id = ?", (target_id,)).fetchone()
+    return row is None or row[0] == ""
 
 
 def test_a_reload_adds_and_removes_the_mqtt_sink_at_run_time(tmp_path: Path, camera: str) -> None:
