@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from .algorithms import DEFAULT_ALGORITHMS, AlgorithmConfig, catalogue
 from .api import AccessKey, ApiConfig, GbAccessConfig
+from .console import ConsoleConfig, ConsoleUser, IceServer
 from .detection import BodyModelConfig, CustomModelConfig, DetectionConfig, FaceModelConfig
 from .devices import CameraFields, ChannelConfig, DeviceConfig, StreamConfig, StreamDefaults
 from .enums import (
@@ -49,6 +50,8 @@ __all__ = [
     "ChannelConfig",
     "ComputeType",
     "ConfigError",
+    "ConsoleConfig",
+    "ConsoleUser",
     "CustomModelConfig",
     "DataSource",
     "DataType",
@@ -61,6 +64,7 @@ __all__ = [
     "GbAccessConfig",
     "GbAlarmConfig",
     "HttpConfig",
+    "IceServer",
     "InstanceConfig",
     "InstanceType",
     "Loc",

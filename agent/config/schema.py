@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from .algorithms import AlgorithmConfig, catalogue
 from .api import ApiConfig
+from .console import ConsoleConfig
 from .detection import DetectionConfig
 from .devices import DeviceConfig, StreamDefaults
 from .enums import Strict
@@ -41,6 +42,9 @@ class SiteFile(Strict):
         None, description="Register upstream over GB/T 28181; absent = off."
     )
     api: ApiConfig | None = Field(None, description="The VCS-compatible management API; absent = not served.")
+    console: ConsoleConfig | None = Field(
+        None, description="The web console and WebRTC live view on agent.http; absent = not served."
+    )
 
     def algorithm_catalogue(self) -> dict[str, AlgorithmConfig]:
         return catalogue(self.algorithms)
