@@ -50,7 +50,7 @@ log = logging.getLogger("vcs_edge.api")
 
 MAX_BODY = 2 * 1024 * 1024
 LIVE_DIR = "live"
-LINK_PREFIXES = ("/media/", "/live/")
+LINK_PREFIXES = ("/media/", "/live/", "/webrtc/", "/flv/")
 
 #: charsets a form body may declare (the SDKs send UTF-8 and sign its bytes)
 CHARSETS = ("utf-8", "ascii")
@@ -122,6 +122,8 @@ class ApiServer:
         target_store: Any = None,
         cameras: CameraPort | None = None,
         embedder: Callable[[bytes, str], Any] | None = None,
+        webrtc: Any = None,
+        flv: Any = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
@@ -138,6 +140,8 @@ class ApiServer:
             links=links,
             target_store=target_store,
             embedder=embedder,
+            webrtc=webrtc,
+            flv=flv,
         )
         if cameras is not None:
             self.ctx.live = LiveServer(cameras, links, self.base_url, self.data_dir / LIVE_DIR)
@@ -158,6 +162,12 @@ class ApiServer:
             app.router.add_routes([MediaServer(store.media_root, self.links.signer).route()])
         if self.ctx.live is not None:
             self.ctx.live.add_routes(app)
+        for extra in (
+            self.ctx.webrtc,
+            self.ctx.flv,
+        ):  # WebRTC offers and HTTP-FLV on the links this API makes
+            if extra is not None:
+                app.router.add_routes(extra.routes())
         return app
 
     @web.middleware

@@ -66,6 +66,8 @@ class ApiContext:
     target_store: Any = None  # agent.storage.store.TargetStore | None
     embedder: Callable[[bytes, str], Any] | None = None  # (image bytes, target type) -> embedding | None
     live: Any = None  # agent.ingest.live_hls.LiveServer when live view is served
+    webrtc: Any = None  # agent.ingest.live_webrtc.WebRtcServer
+    flv: Any = None  # agent.ingest.live_flv.FlvServer
     record_cache: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # DescribeIpcs records
 
     # -- the overlay (API-made objects belong to the box) -----------------------------------------------

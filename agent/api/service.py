@@ -32,6 +32,8 @@ class ApiService:
         target_store: Any = None,
         cameras: CameraPort | None = None,
         embedder: Callable[[bytes, str], Any] | None = None,
+        webrtc: Any = None,
+        flv: Any = None,
     ) -> None:
         self.config = config
         self.server = ApiServer(
@@ -43,6 +45,8 @@ class ApiService:
             target_store=target_store,
             cameras=cameras,
             embedder=embedder,
+            webrtc=webrtc,
+            flv=flv,
         )
 
     def register_routes(self, routes: list[web.RouteDef]) -> None:

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from agent.box.ports import BoxControl, PipelineControl, TargetBus
     from agent.box.registry import Registry
     from agent.ingest.cameras import Cameras
+    from agent.ingest.live_flv import FlvServer
+    from agent.ingest.live_webrtc import WebRtcServer
     from agent.storage.links import LinkMaker
     from agent.storage.store import TargetStore
 
@@ -60,6 +62,8 @@ class Ports:
     box: BoxControl
     pipelines: PipelineControl
     embedder: Callable[[bytes, str], Any] | None = None
+    webrtc: WebRtcServer | None = None
+    flv: FlvServer | None = None
 
 
 def build(site: cfgmod.SiteFile, ports: Ports, only: set[str] | None = None) -> list[Service]:
@@ -110,6 +114,8 @@ def build(site: cfgmod.SiteFile, ports: Ports, only: set[str] | None = None) -> 
                 target_store=ports.store,
                 cameras=ports.cameras,
                 embedder=ports.embedder,
+                webrtc=ports.webrtc,
+                flv=ports.flv,
             )
 
         candidates.append(("api", api))

@@ -38,6 +38,7 @@ import av
 from aiohttp import web
 
 from agent.ingest.streams import PACKETS, StreamManager, UnknownDevice
+from agent.ops.metrics import Sample
 from agent.storage.links import LinkMaker
 from pipelines.sources import AccessUnit
 
@@ -246,6 +247,10 @@ class WebRtcServer:
 
     # --- links -------------------------------------------------------------------------------------------
 
+    def stream_manager(self) -> StreamManager:
+        """The box's current stream manager (a TeleBoot replaces it)."""
+        return self._manager()
+
     def url(self, camera_id: str, caller_base: str | None = None) -> str:
         """The signed WHEP endpoint of a camera."""
         return self.links.url("webrtc", camera_id, caller_base)
@@ -411,8 +416,16 @@ class WebRtcServer:
             "active": [v.as_dict() for v in self.viewers.values()],
         }
 
-    def samples(self) -> Iterable[tuple[str, str, float]]:
-        yield "vcs_edge_webrtc_viewers", "gauge", float(len(self.viewers))
-        yield "vcs_edge_webrtc_offers_total", "counter", float(self.offers)
-        yield "vcs_edge_webrtc_refused_total", "counter", float(self.refused)
-        yield "vcs_edge_webrtc_encoders_opened", "gauge", float(self.encoders_opened())
+    def samples(self) -> Iterable[Sample]:
+        yield Sample("vcs_edge_webrtc_viewers", "gauge", "webrtc viewers", {}, float(len(self.viewers)))
+        yield Sample("vcs_edge_webrtc_offers_total", "counter", "webrtc offers total", {}, float(self.offers))
+        yield Sample(
+            "vcs_edge_webrtc_refused_total", "counter", "webrtc refused total", {}, float(self.refused)
+        )
+        yield Sample(
+            "vcs_edge_webrtc_encoders_opened",
+            "gauge",
+            "webrtc encoders opened",
+            {},
+            float(self.encoders_opened()),
+        )

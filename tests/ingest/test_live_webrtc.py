@@ -166,3 +166,51 @@ def test_unknown_camera_and_full_box_are_refused_with_reasons(live: RtspServer) 
             await mgr.close()
 
     asyncio.run(main())
+
+
+def test_http_flv_is_remuxed_h264_a_player_decodes(live: RtspServer) -> None:
+    import av
+
+    from agent.ingest.live_flv import FlvServer
+
+    async def main() -> None:
+        mgr = StreamManager(idle_timeout_s=0.5)
+        mgr.add_device("cam", SourceSpec(live.url, transport="tcp", stall_timeout_s=3))
+        base = ""
+        links = LinkMaker(LinkSigner(b"k" * 32), lambda: base)
+        flv = FlvServer(lambda: mgr, links)
+        app = web.Application()
+        app.add_routes(flv.routes())
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+        def play(url: str) -> tuple[str, int, int, int]:
+            with av.open(url, format="flv", timeout=10) as c:
+                vs = c.streams.video[0]
+                n = 0
+                for frame in c.decode(vs):
+                    n += 1
+                    if n >= 5:
+                        return vs.codec_context.name, frame.width, frame.height, n
+            return "", 0, 0, n
+
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(flv.url("cam").replace("s=", "s=x")) as resp,
+            ):
+                assert resp.status == 403
+            codec, w, h, n = await asyncio.to_thread(play, flv.url("cam"))
+            assert codec == "h264" and n >= 5
+            assert (w, h) == (mgr.stats("cam").width, mgr.stats("cam").height)
+            assert mgr.stats("cam").frames_decoded == 0  # the box only remuxed
+            assert await until(lambda: flv.players == 0, 10)
+            assert await until(lambda: mgr.consumers("cam") == [], 10)
+        finally:
+            await runner.cleanup()
+            await mgr.close()
+
+    asyncio.run(main())
