@@ -39,7 +39,13 @@ class Service(Protocol):
 
 
 #: service name -> the site-file section that makes it
-SECTIONS = {"housekeeping": "storage", "gb28181": "gb28181", "mqtt": "mqtt", "api": "api"}
+SECTIONS = {
+    "housekeeping": "storage",
+    "gb28181": "gb28181",
+    "mqtt": "mqtt",
+    "api": "api",
+    "console": "console",
+}
 #: services that deliver from the outbox, by the outbox sink name they read
 SINKS = ("mqtt",)
 
@@ -64,6 +70,8 @@ class Ports:
     embedder: Callable[[bytes, str], Any] | None = None
     webrtc: WebRtcServer | None = None
     flv: FlvServer | None = None
+    #: the box's /healthz document (link state of GB/T 28181 and MQTT for the console)
+    health: Callable[[], dict[str, Any]] | None = None
 
 
 def build(site: cfgmod.SiteFile, ports: Ports, only: set[str] | None = None) -> list[Service]:
@@ -119,6 +127,30 @@ def build(site: cfgmod.SiteFile, ports: Ports, only: set[str] | None = None) -> 
             )
 
         candidates.append(("api", api))
+    if site.console is not None and site.console.enabled:
+        console_cfg = site.console
+        data_dir_c = site.agent.data_dir
+        secure = (site.public_url or "").startswith("https")
+
+        def console() -> Service:
+            from agent.console.service import ConsoleService
+
+            return ConsoleService(
+                console_cfg,
+                site,
+                registry=ports.registry,
+                cameras=ports.cameras,
+                store=ports.store,
+                links=ports.links,
+                targets=ports.targets,
+                box=ports.box,
+                webrtc=ports.webrtc,
+                health=ports.health or dict,
+                data_dir=data_dir_c,
+                secure=secure,
+            )
+
+        candidates.append(("console", console))
     return [make() for name, make in candidates if only is None or name in only]
 
 

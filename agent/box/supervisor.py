@@ -160,6 +160,7 @@ class Supervisor:
             embedder=self.embedder,
             webrtc=self.webrtc,
             flv=self.flv,
+            health=self.health,
         )
 
     def _start_live(self) -> None:
