@@ -43,6 +43,8 @@ from agent.storage.links import LinkMaker
 from pipelines.sources import AccessUnit
 
 log = logging.getLogger("vcs_edge.webrtc")
+# aioice logs every candidate pair check at INFO: one line per pair and state, per viewer
+logging.getLogger("aioice").setLevel(logging.WARNING)
 
 TIME_BASE = fractions.Fraction(1, 90_000)
 VIEWER_QUEUE = 120  # access units per viewer (~5 s at 25 fps) before it is reset to the next keyframe
