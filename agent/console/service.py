@@ -148,6 +148,7 @@ class ConsoleService:
         self._clients: set[asyncio.Queue[str]] = set()
         self._unsubscribe: Callable[[], None] | None = None
         self._thumbs: dict[str, tuple[float, bytes]] = {}
+        self._media_size: tuple[float, int] | None = None
         self._cpu = _Cpu()
         self.logins = 0
         self.login_failures = 0
@@ -403,11 +404,27 @@ class ConsoleService:
     async def overview(self, request: web.Request) -> web.Response:
         lang = self._lang(request)
         usage = shutil.disk_usage(self.store.media_root)
-        used = sum(f.stat().st_size for f in Path(self.store.media_root).rglob("*") if f.is_file())
+        used = await self._media_bytes()
         storage = {"targets": self.store.count(), "used_bytes": used, "free_bytes": usage.free}
         proc = {"cpu_pct": self._cpu.read(), "rss_bytes": _rss_bytes()}
         body = pages.overview(lang, self._camera_rows(), self._link_state(), storage, proc)
         return self._html(request, "overview", body)
+
+    async def _media_bytes(self) -> int:
+        """Bytes under the media root, walked off the loop at most once a minute (a big store has many files)."""
+        now = time.monotonic()
+        if self._media_size is None or now - self._media_size[0] > 60.0:
+
+            def walk() -> int:
+                total = 0
+                for root, _dirs, files in os.walk(self.store.media_root):
+                    for name in files:
+                        with contextlib.suppress(OSError):
+                            total += os.stat(os.path.join(root, name)).st_size
+                return total
+
+            self._media_size = (now, await asyncio.get_running_loop().run_in_executor(None, walk))
+        return self._media_size[1]
 
     async def camera(self, request: web.Request) -> web.Response:
         cid = request.match_info["camera"]
@@ -471,14 +488,8 @@ class ConsoleService:
         r = self._record(rec)
         r["frame_size"] = None
         if rec.source_image_path:
-            img = cv2.imread(
-                str(Path(self.store.media_root) / rec.source_image_path), cv2.IMREAD_REDUCED_GRAYSCALE_8
-            )
-            full = (
-                cv2.imread(str(Path(self.store.media_root) / rec.source_image_path))
-                if img is not None
-                else None
-            )
+            path = str(Path(self.store.media_root) / rec.source_image_path)
+            full = await asyncio.get_running_loop().run_in_executor(None, cv2.imread, path)
             if full is not None:
                 r["frame_size"] = (full.shape[1], full.shape[0])
         return self._html(request, "targets", pages.target_detail(self._lang(request), r))

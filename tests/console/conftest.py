@@ -140,14 +140,14 @@ site: {{name: console-site, project_id: site-project, timezone: Asia/Shanghai}}
 agent:
   data_dir: {tmp / "data"}
   http: {{host: 127.0.0.1, port: 0}}
-streams: {{mode: 1, open_timeout_s: 5}}
+streams: {{mode: 1, open_timeout_s: 5, backoff_base_s: 0.2, backoff_cap_s: 1}}
 devices:
   - id: "{CAM}"
     name: gate camera
     stream: {{main: "{camera.url}", transport: tcp}}
   - id: "{OTHER}"
     name: yard camera
-    stream: {{main: "rtsp://127.0.0.1:9/none", mode: 0}}
+    stream: {{main: "rtsp://127.0.0.1:9/none"}}
 instances:
   - id: gate-bodies
     name: gate bodies

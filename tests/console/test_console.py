@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import CAM, PASSWORD, USER, Box, shot
+from .conftest import CAM, OTHER, PASSWORD, USER, Box, shot
 
 pytestmark = pytest.mark.peer
 
@@ -97,6 +97,13 @@ def test_pages_and_screenshots(page: Any, box: Box) -> None:
     page.wait_for_function("document.querySelector('img[data-thumb]').naturalWidth > 0", timeout=20000)
     assert page.locator(f'[data-camera="{CAM}"] [data-status]').inner_text() == "streaming"
     shot(page, "overview")
+    # stream status is pushed: the yard camera (nothing listens on its port) goes connecting -> backoff again and
+    # again; each change rewrites its badge without a reload
+    badge = f'[data-camera="{OTHER}"] [data-status]'
+    page.evaluate(f"document.querySelector('{badge}').textContent = '?'")
+    page.wait_for_function(
+        f"['connecting', 'backoff'].includes(document.querySelector('{badge}').textContent)", timeout=15000
+    )
     page.goto(box.url + "/console/instances")
     assert page.locator(".instance .on").count() == 2  # two windows on one weekday
     shot(page, "instances")
