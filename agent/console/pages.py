@@ -28,6 +28,7 @@ margin:auto}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(260
 .badge{display:inline-block;padding:.05rem .5rem;border-radius:9px;font-size:.85em;background:#ccc}
 .badge.streaming,.badge.ok,.badge.registered,.badge.connected{background:#2a9d8f;color:#fff}
 .badge.backoff,.badge.failed,.badge.offline{background:#e63946;color:#fff}
+.badge.RUNNING{background:#2a9d8f;color:#fff}.badge.EXCEPTION{background:#e63946;color:#fff}
 .badge.connecting,.badge.stopped{background:#adb5bd}table{border-collapse:collapse;width:100%}
 td,th{padding:.3rem .5rem;border-bottom:1px solid #e3e6ea;text-align:left;vertical-align:top}
 .targets{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:.7rem}
