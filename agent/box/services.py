@@ -148,6 +148,7 @@ def build(site: cfgmod.SiteFile, ports: Ports, only: set[str] | None = None) -> 
                 health=ports.health or dict,
                 data_dir=data_dir_c,
                 secure=secure,
+                embedder=ports.embedder,
             )
 
         candidates.append(("console", console))

@@ -56,6 +56,11 @@ TEXT: dict[str, dict[str, str]] = {
         "days": "Mon,Tue,Wed,Thu,Fri,Sat,Sun",
         "new_target": "new target",
         "lang_switch": "中文",
+        "no_embedder": "Search by picture needs an embedding model (a face_body or face instance loads one); "
+        "this box has none loaded.",
+        "drop_here": "Choose or drop a picture of a face.",
+        "bad_picture": "Not a picture this box reads (JPEG, PNG, BMP, WebP; at most 1 MB and 4096×4096).",
+        "nothing_found": "No face found in the picture.",
     },
     "zh": {
         "title": "vcs-edge 控制台",
@@ -107,6 +112,10 @@ TEXT: dict[str, dict[str, str]] = {
         "days": "周一,周二,周三,周四,周五,周六,周日",
         "new_target": "新目标",
         "lang_switch": "English",
+        "no_embedder": "以图搜图需要特征模型（人脸或人脸人体实例会加载），本设备尚未加载。",
+        "drop_here": "选择或拖入一张人脸图片。",
+        "bad_picture": "无法读取该图片（JPEG、PNG、BMP、WebP；不超过 1 MB 和 4096×4096）。",
+        "nothing_found": "图片中没有找到人脸。",
     },
 }
 

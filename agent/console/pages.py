@@ -225,6 +225,32 @@ def target_detail(lang: str, r: dict[str, Any]) -> str:
     )
 
 
+def search(lang: str, csrf: str, *, available: bool, results: Sequence[dict[str, Any]] | None = None,
+           error: str = "", chosen_type: str = "Face") -> str:  # fmt: skip
+    if not available:
+        return (
+            f'<h2>{e(t(lang, "search"))}</h2><p class="card" id="unavailable">{e(t(lang, "no_embedder"))}</p>'
+        )
+    opts = "".join(
+        f'<option value="{v}"{" selected" if v == chosen_type else ""}>{v}</option>' for v in ("Face",)  # the box embeds faces only
+    )
+    err = f'<p class="error" id="error">{e(error)}</p>' if error else ""
+    cards = ""
+    if results is not None:
+        cards = (
+            f'<p id="found">{len(results)}</p><div class="targets" id="results">'
+            + "".join(target_card(r) for r in results)
+            + "</div>"
+        )
+    return (
+        f'<h2>{e(t(lang, "search"))}</h2>{err}<form method="post" action="/console/search" '
+        f'enctype="multipart/form-data" id="drop" class="card"><input type="hidden" name="csrf" value="{e(csrf)}">'
+        f'<p>{e(t(lang, "drop_here"))}</p><input type="file" name="picture" accept="image/*" required id="picture"> '
+        f'<select name="type">{opts}</select> <button type="submit" id="search-go">{e(t(lang, "search"))}</button>'
+        f"</form>{cards}"
+    )
+
+
 def unavailable(lang: str, key: str, issue: int) -> str:
     return f'<h2>{e(t(lang, key))}</h2><p class="card" id="unavailable">{e(t(lang, "not_available", n=issue, what=t(lang, key)))}</p>'
 

@@ -68,6 +68,10 @@ _STATIC_FILES = {
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SESSION = web.RequestKey("console_session", Session)
+#: the parsed form of a POST whose CSRF token was checked (multipart or urlencoded)
+FORM = web.RequestKey("console_form", dict)
+MAX_PICTURE = 1024 * 1024  # the listener's request limit (aiohttp's default client_max_size)
+MAX_PICTURE_PIXELS = 4096 * 4096
 
 
 def redact(value: Any, key: str = "") -> Any:
@@ -127,6 +131,7 @@ class ConsoleService:
         health: Callable[[], dict[str, Any]],
         data_dir: str | Path,
         secure: bool = False,
+        embedder: Callable[[bytes, str], Any] | None = None,
     ) -> None:
         self.config = config
         self.site = site
@@ -140,6 +145,7 @@ class ConsoleService:
         self.health_fn = health
         self.data_dir = Path(data_dir)
         self.secure = secure
+        self.embedder = embedder
         self.db = UserDb(self.data_dir)
         self.users = Users(((u.name, u.password_hash) for u in config.users), self.db)
         self.sessions = Sessions(config.session_ttl_s)
@@ -171,6 +177,7 @@ class ConsoleService:
                 web.get("/console/targets", g(self.gallery)),
                 web.get("/console/targets/{target}", g(self.target)),
                 web.get("/console/search", g(self.search)),
+                web.post("/console/search", p(self.search_post)),
                 web.get("/console/watch", g(self.watch)),
                 web.get("/console/instances", g(self.instances)),
                 web.get("/console/config", g(self.site_config)),
@@ -242,8 +249,13 @@ class ConsoleService:
         async def checked(request: web.Request) -> web.StreamResponse:
             sess = request[SESSION]
             token = request.headers.get("X-CSRF-Token")
-            if token is None and request.content_type == "application/x-www-form-urlencoded":
-                token = str((await request.post()).get("csrf", ""))
+            if token is None and request.content_type in (
+                "application/x-www-form-urlencoded",
+                "multipart/form-data",
+            ):
+                form = dict(await request.post())
+                request[FORM] = form
+                token = str(form.get("csrf", ""))
             if not token or not secrets.compare_digest(token, sess.csrf):
                 self.csrf_refused += 1
                 raise web.HTTPForbidden(text="bad or missing CSRF token\n")
@@ -495,7 +507,45 @@ class ConsoleService:
         return self._html(request, "targets", pages.target_detail(self._lang(request), r))
 
     async def search(self, request: web.Request) -> web.Response:
-        return self._html(request, "search", pages.unavailable(self._lang(request), "search", 11))
+        sess = request[SESSION]
+        body = pages.search(self._lang(request), sess.csrf, available=self.embedder is not None)
+        return self._html(request, "search", body)
+
+    async def search_post(self, request: web.Request) -> web.Response:
+        """Search by picture: the uploaded picture's embedding against stored targets (best first)."""
+        from pipelines.images import image_size
+
+        lang = self._lang(request)
+        sess = request[SESSION]
+        form = request[FORM]
+        ttype = str(form.get("type", "Face"))
+        ttype = ttype if ttype in ("Face", "Body") else "Face"
+        upload = form.get("picture")
+        raw = upload.file.read(MAX_PICTURE + 1) if isinstance(upload, web.FileField) else b""
+        size = image_size(raw) if raw and len(raw) <= MAX_PICTURE else None
+        if self.embedder is None:
+            return self._html(request, "search", pages.search(lang, sess.csrf, available=False))
+        if size is None or size[0] * size[1] > MAX_PICTURE_PIXELS:
+            body = pages.search(
+                lang, sess.csrf, available=True, error=t(lang, "bad_picture"), chosen_type=ttype
+            )
+            return self._html(request, "search", body)
+        emb = await asyncio.get_running_loop().run_in_executor(None, self.embedder, raw, ttype)
+        if emb is None:
+            body = pages.search(
+                lang, sess.csrf, available=True, error=t(lang, "nothing_found"), chosen_type=ttype
+            )
+            return self._html(request, "search", body)
+        res = self.store.search(
+            target_type=ttype, query_embedding=emb, similarity_threshold=0.3, page_size=48
+        )
+        cards = []
+        for hit in res.hits:
+            r = self._record(hit.record)
+            r["attrs"] = f"{hit.similarity:.2f}" if hit.similarity is not None else r["attrs"]
+            cards.append(r)
+        body = pages.search(lang, sess.csrf, available=True, results=cards, chosen_type=ttype)
+        return self._html(request, "search", body)
 
     async def watch(self, request: web.Request) -> web.Response:
         return self._html(request, "watch", pages.unavailable(self._lang(request), "watch", 12))

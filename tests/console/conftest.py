@@ -42,8 +42,9 @@ BROWSER_ARGS = [
 class Box:
     """The agent under test, on its own loop thread."""
 
-    def __init__(self, site_path: Path) -> None:
+    def __init__(self, site_path: Path, *, models: bool = False) -> None:
         self.site_path = site_path
+        self.models = models  # load the detectors (and the face embedder) instead of counting frames
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="console-agent", daemon=True)
         self.thread.start()
@@ -62,7 +63,8 @@ class Box:
     async def _start(self) -> None:
         from agent.box.supervisor import CountingSink, Supervisor
 
-        self.sup = Supervisor(site=cfgmod.load(self.site_path), path=str(self.site_path), sink=CountingSink())
+        sink = None if self.models else CountingSink()
+        self.sup = Supervisor(site=cfgmod.load(self.site_path), path=str(self.site_path), sink=sink)
         await self.sup.start()
 
     def start(self) -> Box:
@@ -86,7 +88,9 @@ class Box:
     def console(self) -> Any:
         return self.sup.service("console")
 
-    def add_target(self, target_type: str = "Body", camera: str = CAM, colour: str = "red") -> str:
+    def add_target(
+        self, target_type: str = "Body", camera: str = CAM, colour: str = "red", embedding: Any = None
+    ) -> str:
         """Store a target and publish it on the bus, as the detection pipeline does."""
         from agent.analytics.targets import TargetAttribute, TargetRecord
 
@@ -109,6 +113,7 @@ class Box:
             score=0.9,
             attributes=(TargetAttribute("UpperColor", colour, 0.8),) if target_type == "Body" else (),
             corp_id="site-project",
+            embedding=embedding,
         )
 
         def store_and_publish() -> None:

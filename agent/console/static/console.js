@@ -152,3 +152,20 @@
     }
   });
 })();
+
+// search by picture: drop a file on the form
+(function () {
+  const drop = document.getElementById("drop");
+  const input = document.getElementById("picture");
+  if (!drop || !input) return;
+  drop.addEventListener("dragover", (ev) => { ev.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (ev) => {
+    ev.preventDefault();
+    drop.classList.remove("over");
+    if (ev.dataTransfer && ev.dataTransfer.files.length) {
+      input.files = ev.dataTransfer.files;
+      drop.submit();
+    }
+  });
+})();
