@@ -232,7 +232,8 @@ def search(lang: str, csrf: str, *, available: bool, results: Sequence[dict[str,
             f'<h2>{e(t(lang, "search"))}</h2><p class="card" id="unavailable">{e(t(lang, "no_embedder"))}</p>'
         )
     opts = "".join(
-        f'<option value="{v}"{" selected" if v == chosen_type else ""}>{v}</option>' for v in ("Face",)  # the box embeds faces only
+        f'<option value="{v}"{" selected" if v == chosen_type else ""}>{v}</option>'
+        for v in ("Face",)  # the box embeds faces only
     )
     err = f'<p class="error" id="error">{e(error)}</p>' if error else ""
     cards = ""
