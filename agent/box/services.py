@@ -44,8 +44,9 @@ SECTIONS = {
     "gb28181": "gb28181",
     "mqtt": "mqtt",
     "api": "api",
-    "console": "console",
 }
+# ``console`` is not rebuilt on reload: its routes live on the agent listener, made once; it reads its section
+# from the box's current site file instead (users, limits), see agent.console.service
 #: services that deliver from the outbox, by the outbox sink name they read
 SINKS = ("mqtt",)
 

@@ -229,7 +229,20 @@ class ConsoleService:
             request.query.get("lang") or request.cookies.get("lang"), request.headers.get("Accept-Language")
         )
 
+    def _refresh(self) -> None:
+        """Follow a reload of the site file: users, session lifetime and login limit come from the box's
+        current ``console:`` section (the service itself is not rebuilt: its routes are the listener's)."""
+        cfg = self.box.site.console
+        if cfg is None or cfg is self.config:
+            return
+        self.config = cfg
+        self.site = self.box.site
+        self.users = Users(((u.name, u.password_hash) for u in cfg.users), self.db)
+        self.sessions.ttl_s = cfg.session_ttl_s
+        self.limiter.per_minute = cfg.login_attempts_per_min
+
     def _session(self, request: web.Request) -> Any:
+        self._refresh()
         return self.sessions.get(request.cookies.get(COOKIE))
 
     def _guard(self, handler: Handler) -> Handler:
@@ -311,6 +324,7 @@ class ConsoleService:
         return resp
 
     async def login(self, request: web.Request) -> web.Response:
+        self._refresh()
         lang = self._lang(request)
         form = await request.post()
         token = str(form.get("csrf", ""))

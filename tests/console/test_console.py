@@ -232,6 +232,25 @@ def test_gallery_updates_filters_pages_and_opens_a_target(page: Any, box: Box) -
     shot(page, "target")
 
 
+def test_a_reload_brings_new_users_and_keeps_the_console(page: Any, box: Box) -> None:
+    from agent.console.auth import hash_password
+
+    text = box.site_path.read_text()
+    added = f'{{name: {USER}, password_hash: "{hash_password("second-pass-1", n=2**12)}"}}'
+    box.site_path.write_text(
+        text.replace(
+            "  users: [{name: " + USER, "  users: [" + added.replace(USER, "second") + ", {name: " + USER, 1
+        )
+    )
+    assert box.run(box.sup.reload())
+    page.goto(box.url + "/console/login")
+    page.fill("input[name=user]", "second")
+    page.fill("input[name=password]", "second-pass-1")
+    page.click("button[type=submit]")
+    page.wait_for_url(box.url + "/console/")
+    assert page.locator("header").inner_text().count("second") == 1
+
+
 def test_login_is_rate_limited(page: Any, box: Box) -> None:
     """Last in the module: it blocks logins from 127.0.0.1 for a minute."""
     for _ in range(3):
