@@ -129,6 +129,60 @@ def _reload(args: argparse.Namespace) -> int:
     return 1
 
 
+def _user(args: argparse.Namespace) -> int:
+    """``vcs-edge user hash|add|remove|list``: console users (``data_dir/console.db``; the agent may run)."""
+    import getpass
+    import re
+    from pathlib import Path
+
+    from agent.console.auth import UserDb, hash_password
+
+    def password() -> str:
+        if args.password_stdin:
+            return sys.stdin.readline().rstrip("\n")
+        first = getpass.getpass("password: ")
+        if first != getpass.getpass("again: "):
+            raise SystemExit("vcs-edge user: the passwords differ")
+        return first
+
+    if args.user_command == "hash":
+        print(hash_password(password()))
+        return 0
+    if args.data_dir:
+        data_dir = Path(args.data_dir)
+    else:
+        site = _load(args.config)
+        if site is None:
+            return 1
+        data_dir = Path(site.agent.data_dir)
+    db = UserDb(data_dir)
+    try:
+        if args.user_command == "list":
+            for name in db.names():
+                print(name)
+            return 0
+        if not re.fullmatch(r"[A-Za-z0-9._@\-]{1,64}", args.name):
+            print(
+                f"vcs-edge user: {args.name!r}: a user name is letters, digits, '.', '_', '@', '-'",
+                file=sys.stderr,
+            )
+            return 1
+        if args.user_command == "remove":
+            if not db.remove(args.name):
+                print(f"vcs-edge user: no user {args.name!r} in {db.path}", file=sys.stderr)
+                return 1
+            return 0
+        pw = password()
+        if len(pw) < 8:
+            print("vcs-edge user: a console password needs at least 8 characters", file=sys.stderr)
+            return 1
+        db.set(args.name, hash_password(pw))
+        print(f"user {args.name} saved in {db.path}")
+        return 0
+    finally:
+        db.close()
+
+
 def _outbox(args: argparse.Namespace) -> int:
     """``vcs-edge outbox list|purge``: works on the data dir of a stopped agent; refuses under a running one."""
     from pathlib import Path
@@ -262,6 +316,24 @@ def build_parser() -> argparse.ArgumentParser:
         where.add_argument("-c", "--config", help="site YAML file (its agent.data_dir)")
         where.add_argument("--data-dir", help="the agent's data directory")
         op.set_defaults(func=_outbox)
+    user = sub.add_parser("user", help="console users: hash a password, add, remove or list users")
+    usub = user.add_subparsers(dest="user_command", required=True)
+    for name, text in (
+        ("hash", "print a password hash for console.users[].password_hash"),
+        ("add", "add a user (or set its password) in data_dir/console.db"),
+        ("remove", "remove a user from data_dir/console.db"),
+        ("list", "users in data_dir/console.db (site-file users are in the file)"),
+    ):
+        up = usub.add_parser(name, help=text)
+        if name in ("add", "remove"):
+            up.add_argument("name", help="login name")
+        if name in ("hash", "add"):
+            up.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+        if name != "hash":
+            where = up.add_mutually_exclusive_group(required=True)
+            where.add_argument("-c", "--config", help="site YAML file (its agent.data_dir)")
+            where.add_argument("--data-dir", help="the agent's data directory")
+        up.set_defaults(func=_user)
     from .detect_cli import add_arguments as detect_arguments
 
     det = sub.add_parser(

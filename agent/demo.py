@@ -147,6 +147,21 @@ def summary(sup: Supervisor, started: float, received: int) -> dict[str, Any]:
     }
 
 
+def _console_login(data: Path) -> tuple[str, str]:
+    """A console user ``demo`` with a fresh random password, replaced at every run (a one-time login)."""
+    import secrets
+
+    from agent.console.auth import UserDb, hash_password
+
+    password = secrets.token_urlsafe(12)
+    db = UserDb(data)
+    try:
+        db.set("demo", hash_password(password))
+    finally:
+        db.close()
+    return "demo", password
+
+
 async def run_demo(duration: float | None, as_json: bool, data_dir: str | None) -> int:
     print(
         "vcs-edge demo: preparing sample footage (first run fetches Debian's opencv-doc)...", file=sys.stderr
@@ -181,6 +196,7 @@ async def run_demo(duration: float | None, as_json: bool, data_dir: str | None) 
         for line in exc.problems:
             print(line, file=sys.stderr)
         return 1
+    login = _console_login(data) if site.console is not None and site.console.enabled else None
     sup = Supervisor(site=site, path=None)
     started = time.monotonic()
     await sup.start()
@@ -190,6 +206,13 @@ async def run_demo(duration: float | None, as_json: bool, data_dir: str | None) 
         f"vcs-edge demo: pulling {server.url(clip.name)}; /healthz and /metrics on http://127.0.0.1:{sup.http_port}",
         file=sys.stderr,
     )
+    if login is not None:
+        print(
+            f"vcs-edge demo: console on http://127.0.0.1:{sup.http_port}/console/ "
+            f"(user {login[0]}, password {login[1]}, valid for this run)",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         while duration is None or time.monotonic() - started < duration:
             await asyncio.sleep(

@@ -56,7 +56,7 @@ log = logging.getLogger("vcs_edge.api")
 
 MAX_BODY = 2 * 1024 * 1024
 LIVE_DIR = "live"
-LINK_PREFIXES = ("/media/", "/live/", "/record/")
+LINK_PREFIXES = ("/media/", "/live/", "/record/", "/webrtc/", "/flv/")
 
 #: charsets a form body may declare (the SDKs send UTF-8 and sign its bytes)
 CHARSETS = ("utf-8", "ascii")
@@ -130,6 +130,8 @@ class ApiServer:
         target_store: Any = None,
         cameras: CameraPort | None = None,
         embedder: Callable[[bytes, str], Any] | None = None,
+        webrtc: Any = None,
+        flv: Any = None,
         clock: Callable[[], float] = time.time,
         recordings: Any = None,
     ) -> None:
@@ -147,6 +149,8 @@ class ApiServer:
             links=links,
             target_store=target_store,
             embedder=embedder,
+            webrtc=webrtc,
+            flv=flv,
         )
         if recordings is not None:
             self.ctx.recordings = RecordServer(recordings, links)
@@ -175,6 +179,12 @@ class ApiServer:
             self.ctx.live.add_routes(app)
         if self.ctx.recordings is not None:
             app.router.add_routes([self.ctx.recordings.route()])
+        for extra in (
+            self.ctx.webrtc,
+            self.ctx.flv,
+        ):  # WebRTC offers and HTTP-FLV on the links this API makes
+            if extra is not None:
+                app.router.add_routes(extra.routes())
         return app
 
     @web.middleware

@@ -69,6 +69,8 @@ class ApiContext:
     imagedb: Any = None  # agent.search.imagedb.ImageDbStore (image databases, seed 003)
     jobs: Any = None  # agent.box.jobs.JobRunner (picture search jobs, seed 004)
     recordings: Any = None  # agent.recording.playback.RecordServer when the site records
+    webrtc: Any = None  # agent.ingest.live_webrtc.WebRtcServer
+    flv: Any = None  # agent.ingest.live_flv.FlvServer
     record_cache: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # DescribeIpcs records
 
     # -- the overlay (API-made objects belong to the box) -----------------------------------------------

@@ -33,6 +33,8 @@ class ApiService:
         cameras: CameraPort | None = None,
         embedder: Callable[[bytes, str], Any] | None = None,
         recordings: Any = None,
+        webrtc: Any = None,
+        flv: Any = None,
     ) -> None:
         self.config = config
         self.server = ApiServer(
@@ -45,6 +47,8 @@ class ApiService:
             cameras=cameras,
             embedder=embedder,
             recordings=recordings,
+            webrtc=webrtc,
+            flv=flv,
         )
 
     def register_routes(self, routes: list[web.RouteDef]) -> None:

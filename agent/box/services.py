@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from agent.box.ports import BoxControl, PipelineControl, TargetBus
     from agent.box.registry import Registry
     from agent.ingest.cameras import Cameras
+    from agent.ingest.live_flv import FlvServer
+    from agent.ingest.live_webrtc import WebRtcServer
     from agent.recording.index import Library
     from agent.storage.links import LinkMaker
     from agent.storage.store import TargetStore
@@ -47,6 +49,8 @@ SECTIONS = {
     "api": "api",
     "recording": "recording",
 }
+# ``console`` is not rebuilt on reload: its routes live on the agent listener, made once; it reads its section
+# from the box's current site file instead (users, limits), see agent.console.service
 #: services that deliver from the outbox, by the outbox sink name they read
 SINKS = ("mqtt", "kafka")
 #: outbox sinks that read only the rows addressed to them (watch alerts, one per matching task)
@@ -78,6 +82,10 @@ class Ports:
     pipelines: PipelineControl
     embedder: Callable[[bytes, str], Any] | None = None
     recordings: Library | None = None  # the recording indexes, when the site records
+    webrtc: WebRtcServer | None = None
+    flv: FlvServer | None = None
+    #: the box's /healthz document (link state of GB/T 28181 and MQTT for the console)
+    health: Callable[[], dict[str, Any]] | None = None
 
 
 def build(site: cfgmod.SiteFile, ports: Ports, only: set[str] | None = None) -> list[Service]:
@@ -188,9 +196,36 @@ def build(site: cfgmod.SiteFile, ports: Ports, only: set[str] | None = None) -> 
                 cameras=ports.cameras,
                 embedder=ports.embedder,
                 recordings=ports.recordings,
+                webrtc=ports.webrtc,
+                flv=ports.flv,
             )
 
         candidates.append(("api", api))
+    if site.console is not None and site.console.enabled:
+        console_cfg = site.console
+        data_dir_c = site.agent.data_dir
+        secure = (site.public_url or "").startswith("https")
+
+        def console() -> Service:
+            from agent.console.service import ConsoleService
+
+            return ConsoleService(
+                console_cfg,
+                site,
+                registry=ports.registry,
+                cameras=ports.cameras,
+                store=ports.store,
+                links=ports.links,
+                targets=ports.targets,
+                box=ports.box,
+                webrtc=ports.webrtc,
+                health=ports.health or dict,
+                data_dir=data_dir_c,
+                secure=secure,
+                embedder=ports.embedder,
+            )
+
+        candidates.append(("console", console))
     return [make() for name, make in candidates if only is None or name in only]
 
 

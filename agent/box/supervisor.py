@@ -46,6 +46,8 @@ from agent.box.registry import Device, Registry, StreamStatus, devices_from_site
 from agent.box.services import Service
 from agent.config.enums import Algorithm, StreamMode
 from agent.ingest.cameras import Cameras
+from agent.ingest.live_flv import FlvServer
+from agent.ingest.live_webrtc import WebRtcServer
 from agent.ops import sdnotify
 from agent.ops.logs import kv
 from agent.ops.metrics import Sample, new_registry
@@ -114,6 +116,8 @@ class Supervisor:
         self._overlay: Overlay | None = None
         self._recordings: Library | None = None
         self._links: LinkMaker | None = None
+        self.webrtc: WebRtcServer | None = None
+        self.flv: FlvServer | None = None
         self.analytics: Analytics | None = None
         self.targets = TargetBus()
         self.targets.subscribe(self._count_targets)
@@ -158,7 +162,30 @@ class Supervisor:
             pipelines=self,
             embedder=self.embedder,
             recordings=self._recordings,
+            webrtc=self.webrtc,
+            flv=self.flv,
+            health=self.health,
         )
+
+    def _start_live(self) -> None:
+        """WebRTC and HTTP-FLV live view on the agent listener (the API serves the same routes on its own)."""
+        console = self.site.console
+        http_host = self.site.agent.http.host
+        hosts = (console.ice_hosts if console else []) or (
+            [] if http_host in ("0.0.0.0", "::", "") else [http_host]
+        )
+        self.webrtc = WebRtcServer(
+            lambda: self.streams.manager,
+            self.links,
+            ice_servers=[s.model_dump(exclude_none=True) for s in console.ice_servers] if console else [],
+            ice_hosts=hosts,
+            max_viewers=console.max_viewers if console else 32,
+            is_camera=lambda cid: (d := self.registry.get(cid)) is not None and d.stream is not None,
+        )
+        self.flv = FlvServer(lambda: self.streams.manager, self.links)
+        self.extra_routes.extend([*self.webrtc.routes(), *self.flv.routes()])
+        self.collector.register("webrtc", self.webrtc.samples)
+        self.collector.register("flv", self.flv.samples)
 
     def _agent_url(self) -> str:
         return listener_url(self.site.agent.http.host, self.http_port)
@@ -195,6 +222,7 @@ class Supervisor:
         media = MediaService(self.store.media_root, self.links)
         media.register_routes(self.extra_routes)
         self.collector.register(media.name, media.samples)
+        self._start_live()
         self.services = svcmod.build(self.site, self._ports())
         for svc in self.services:
             svc.register_routes(self.extra_routes)
@@ -261,6 +289,8 @@ class Supervisor:
             await self._bounded("analytics", self.analytics.stop(), deadline)
         for svc in reversed(self.services):
             await self._bounded(svc.name, svc.stop(), deadline, cap=SERVICE_STOP_S)
+        if self.webrtc is not None:
+            await self._bounded("webrtc", self.webrtc.close(), deadline, cap=SERVICE_STOP_S)
         await self._bounded("streams", self.streams.close(), deadline)
         if self._http:
             await self._bounded("http", self._http.cleanup(), deadline)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from .algorithms import DEFAULT_ALGORITHMS, AlgorithmConfig, catalogue
 from .api import AccessKey, ApiConfig, GbAccessConfig
+from .console import ConsoleConfig, ConsoleUser, IceServer
 from .detection import BodyModelConfig, CustomModelConfig, DetectionConfig, FaceModelConfig
 from .devices import CameraFields, ChannelConfig, DeviceConfig, StreamConfig, StreamDefaults
 from .enums import (
@@ -57,6 +58,8 @@ __all__ = [
     "ChannelConfig",
     "ComputeType",
     "ConfigError",
+    "ConsoleConfig",
+    "ConsoleUser",
     "CustomModelConfig",
     "DataSource",
     "DataType",
@@ -71,6 +74,7 @@ __all__ = [
     "GbDownstreamDevice",
     "GbServerConfig",
     "HttpConfig",
+    "IceServer",
     "InstanceConfig",
     "InstanceType",
     "KafkaConfig",

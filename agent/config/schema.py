@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from .algorithms import AlgorithmConfig, catalogue
 from .api import ApiConfig
+from .console import ConsoleConfig
 from .detection import DetectionConfig
 from .devices import DeviceConfig, StreamDefaults
 from .enums import Strict
@@ -60,6 +61,9 @@ class SiteFile(Strict):
     )
     recording: RecordingConfig | None = Field(
         None, description="Record the pulled cameras (continuous or around targets); absent = off."
+    )
+    console: ConsoleConfig | None = Field(
+        None, description="The web console and WebRTC live view on agent.http; absent = not served."
     )
 
     def algorithm_catalogue(self) -> dict[str, AlgorithmConfig]:

@@ -2,7 +2,8 @@
 
 A link is ``{base}/{route}/{path}?e={expires}&s={sig}``. ``sig`` is HMAC-SHA256 over the route, the path and the
 expiry with a key kept in the data directory (created once, mode 0600), so a signature made for one route (``media``:
-target crops, frames and snapshots; ``live``: a live-view session; ``record``: recorded footage) is refused on every other. ``base`` is
+target crops, frames and snapshots; ``live``: a live-view session; ``record``: recorded footage; ``webrtc``:
+a camera's WebRTC offer endpoint; ``flv``: its HTTP-FLV stream) is refused on every other. ``base`` is
 ``agent.public_url`` when set: the address upstream systems reach the box on. Without it, API answers use the
 address the caller reached the API on, and sinks (MQTT, GB/T 28181 alarms) the agent's own listener, which is only
 right on the box itself (the supervisor warns). One lifetime, ``agent.link_ttl_s``, applies to every link.
@@ -69,7 +70,7 @@ def normalise_media_path(path: str) -> str | None:
 
 
 #: the routes links are made for; a signature binds its route
-ROUTES = ("media", "live", "record")
+ROUTES = ("media", "live", "record", "webrtc", "flv")
 
 
 class LinkSigner:

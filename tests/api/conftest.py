@@ -128,6 +128,8 @@ class Agent:
             target_store=self.store,
             cameras=self.sup.streams,
             embedder=self.sup.embedder,
+            webrtc=self.sup.webrtc,
+            flv=self.sup.flv,
         )
         await self.api.start()
 

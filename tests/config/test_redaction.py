@@ -26,6 +26,8 @@ ENV = {
     "MQTT_PASSWORD": "mqtt-pw-0",
     "GB28181_PASSWORD": "gb-pw-0",
     "VCS_API_SECRET": "0123456789",
+    "VCS_CONSOLE_ADMIN_HASH": "scrypt$1024$8$1$TlaN_dKxXDrBS2DAzlXJ7g$5LpDgv1YWjpkTUfTVveGQK8I_pyrgV1taUIvcTgjRfo",
+    "VCS_TURN_PASSWORD": "turn-pw-0",
 }
 
 Path_ = tuple[str, ...]  # a field path in the schema; "*" for every item of a list

@@ -1,5 +1,8 @@
 """Pictures and live view: GetDevicePicture (a fresh snapshot, stored and linked with an expiring signed
-URL) and GetDeviceLiveUrl (an HLS URL this box serves, or Code Retry while an on-demand stream starts)."""
+URL) and GetDeviceLiveUrl: a signed, expiring URL this box serves for OutProtocol ``hls``/``httpshls`` (HLS
+remuxed), ``httpsflv`` (HTTP-FLV remuxed) and ``webrtc`` (this box's extension: a WHEP offer endpoint, H.264
+passed through), or Code Retry while an on-demand stream starts. ``rtsp`` and ``rtmp`` get Code Failed with the
+reason (the box runs neither server), never another protocol's URL."""
 
 from __future__ import annotations
 
@@ -77,6 +80,38 @@ async def get_device_picture(ctx: ApiContext, p: Params) -> dict[str, Any]:
     return {"Code": "200", "Message": "SUCCESS", "Data": url}
 
 
+#: OutProtocols this box cannot serve, and why (answered as Code Failed, never with another protocol's URL)
+UNSERVED = {
+    "rtsp": "this box runs no RTSP server; use webrtc, hls or httpsflv (or the camera's own RTSP URL)",
+    "rtmp": "this box runs no RTMP server; use httpsflv (the same FLV over HTTP), webrtc or hls",
+}
+
+
+def _failed(protocol: str, stream_type: int, why: str) -> dict[str, Any]:
+    return {
+        "Code": "Failed",
+        "Message": f"OutProtocol {protocol}: {why}",
+        "OutProtocol": protocol,
+        "StreamType": stream_type,
+        "Url": "",
+    }
+
+
+def _codec(ctx: ApiContext, device_id: str) -> str | None:
+    """The codec the camera's pull reports, opening an on-demand stream for a moment when it is closed (the
+    caller retries until it is known)."""
+    server = ctx.webrtc or ctx.flv
+    manager = server.stream_manager() if server is not None else None
+    if manager is None or device_id not in manager.devices():
+        return None
+    codec = manager.stats(device_id).codec
+    if codec is None and not manager.is_open(device_id):
+        manager.attach(
+            device_id, "liveurl-probe", "packets", lambda au: manager.detach(device_id, "liveurl-probe")
+        )
+    return codec.lower() if codec else None
+
+
 @action("GetDeviceLiveUrl")
 async def get_device_live_url(ctx: ApiContext, p: Params) -> dict[str, Any]:
     did = p.text("DeviceId", max_len=64) or p.text("GbId", max_len=64)
@@ -84,23 +119,64 @@ async def get_device_live_url(ctx: ApiContext, p: Params) -> dict[str, Any]:
         raise invalid("DeviceId", "required (GbId is its deprecated name)")
     corp = p.text("CorpId", max_len=64)
     stream_type = int(p.enum("StreamType", ["1", "2"], default="1") or "1")
-    protocol = p.enum(
-        "OutProtocol", ["hls", "rtmp", "rtsp", "httpsflv", "httpshls"], default="hls", ignore_case=True
-    )
+    protocol = (
+        p.enum(
+            "OutProtocol",
+            ["hls", "rtmp", "rtsp", "httpsflv", "httpshls", "webrtc"],
+            default="hls",
+            ignore_case=True,
+        )
+        or "hls"
+    ).lower()
     dev = _pulled_camera(ctx, "DeviceId", did)
     if corp and dev.project_id != corp:
         raise invalid("CorpId", f"device {did} belongs to project {dev.project_id}, not {corp}")
-    if protocol not in ("hls", "httpshls"):
-        raise invalid("OutProtocol", f"{protocol!r} is not served by this box; allowed here: hls, httpshls")
-    if (
-        protocol == "httpshls"
-        and not ctx.config.tls_cert
-        and not (ctx.links.public_url or "").startswith("https")
-    ):
-        raise invalid(
-            "OutProtocol",
+    if protocol in UNSERVED:
+        return _failed(protocol, stream_type, UNSERVED[protocol])
+    https = bool(ctx.config.tls_cert) or (ctx.links.public_url or "").startswith("https")
+    if protocol == "httpshls" and not https:
+        return _failed(
+            protocol,
+            stream_type,
             "httpshls needs the API on HTTPS (api.tls_cert/tls_key or an https agent.public_url); use hls",
         )
+    if protocol in ("webrtc", "httpsflv"):
+        server = ctx.webrtc if protocol == "webrtc" else ctx.flv
+        if server is None:
+            return _failed(protocol, stream_type, f"{protocol} live view is not running on this box")
+        st = dev.stream
+        assert st is not None
+        wanted = st.sub_url if stream_type == 2 and st.sub_url else st.main_url
+        if wanted != st.url:
+            pulled = 2 if st.sub_url and st.url == st.sub_url else 1
+            return _failed(
+                protocol,
+                stream_type,
+                f"{protocol} shares the stream this box pulls for analysis (StreamType {pulled}); "
+                f"ask for StreamType {pulled}, or use hls for the other",
+            )
+        codec = _codec(ctx, did)
+        if codec is not None and codec not in ("h264", "avc"):
+            return _failed(
+                protocol,
+                stream_type,
+                f"the camera sends {codec}; {protocol} here passes H.264 through without transcoding (use hls)",
+            )
+        if codec is None:
+            return {
+                "Code": "Retry",
+                "Message": "the stream is starting (on-demand pull); retry in a second or two",
+                "OutProtocol": protocol,
+                "StreamType": stream_type,
+                "Url": "",
+            }
+        return {
+            "Code": "200",
+            "Message": "Success",
+            "OutProtocol": protocol,
+            "StreamType": stream_type,
+            "Url": server.url(did, ctx.base_url()),
+        }
     if ctx.live is None:
         raise ApiError(
             "ServiceUnavailable.Live", "GetDeviceLiveUrl: live view is not available on this box", 503
