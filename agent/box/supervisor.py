@@ -246,7 +246,11 @@ class Supervisor:
         )
 
     def _warn_links(self) -> None:
-        if self.site.public_url is None and (self.site.mqtt is not None or self.site.gb28181 is not None):
+        site = self.site
+        upstream = site.gb28181 is not None or getattr(site, "kafka", None) is not None
+        if site.mqtt is not None and site.mqtt.host not in ("127.0.0.1", "localhost", "::1"):
+            upstream = True  # a broker on the box itself (the demo, a single box) is read on the box
+        if site.public_url is None and upstream:
             log.warning(
                 "agent.public_url is not set: links in MQTT messages and GB/T 28181 alarms point at %s, "
                 "which only the box itself reaches; set agent.public_url to the address upstream uses",
