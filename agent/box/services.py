@@ -223,6 +223,7 @@ def build(site: cfgmod.SiteFile, ports: Ports, only: set[str] | None = None) -> 
                 data_dir=data_dir_c,
                 secure=secure,
                 embedder=ports.embedder,
+                watch=ports.overlay.watch,
             )
 
         candidates.append(("console", console))

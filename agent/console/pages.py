@@ -252,6 +252,30 @@ def search(lang: str, csrf: str, *, available: bool, results: Sequence[dict[str,
     )
 
 
+def watch(lang: str, tasks: Sequence[Any], policies: dict[str, Any], items: dict[str, list[Any]]) -> str:
+    """The watch lists, read-only (they are made and changed through the API: CreateWatchPolicy, ...)."""
+    rows = []
+    for pid, pol in policies.items():
+        n = len(items.get(pid, []))
+        rows.append(
+            f'<tr data-policy="{e(pid)}"><td>{e(pol.name)}</td><td>{e(pol.mode)}</td><td>{e(pol.target_type)}</td>'
+            f"<td>{e(pol.match_type)}</td><td>{n}</td></tr>"
+        )
+    task_rows = [
+        f'<tr data-task="{e(tk.task_id)}"><td>{e(tk.name)}</td><td>{e(", ".join(tk.devices))}</td>'
+        f"<td>{e(tk.schedule_type)}</td><td>{e(', '.join(policies[p].name for p in tk.policy_ids if p in policies))}</td></tr>"
+        for tk in tasks
+    ]
+    empty = '<p class="muted">-</p>'
+    return (
+        f"<h2>{e(t(lang, 'watch'))}</h2>"
+        f'<div class="card"><table id="policies"><tr><th>Policy</th><th>Mode</th><th>TargetType</th>'
+        f"<th>ItemMatchType</th><th>Items</th></tr>{''.join(rows)}</table>{'' if rows else empty}</div>"
+        f'<div class="card"><table id="tasks"><tr><th>Task</th><th>Devices</th><th>Schedule</th>'
+        f"<th>Policies</th></tr>{''.join(task_rows)}</table>{'' if task_rows else empty}</div>"
+    )
+
+
 def unavailable(lang: str, key: str, issue: int) -> str:
     return f'<h2>{e(t(lang, key))}</h2><p class="card" id="unavailable">{e(t(lang, "not_available", n=issue, what=t(lang, key)))}</p>'
 

@@ -132,8 +132,11 @@ class ConsoleService:
         data_dir: str | Path,
         secure: bool = False,
         embedder: Callable[[bytes, str], Any] | None = None,
+        watch: Any = None,
     ) -> None:
         self.config = config
+        #: the watch lists (agent.watch.book.WatchBook), shown read-only; changed through the API
+        self.watch_book = watch
         self.site = site
         self.registry = registry
         self.cameras = cameras
@@ -562,7 +565,11 @@ class ConsoleService:
         return self._html(request, "search", body)
 
     async def watch(self, request: web.Request) -> web.Response:
-        return self._html(request, "watch", pages.unavailable(self._lang(request), "watch", 12))
+        lang = self._lang(request)
+        if self.watch_book is None:
+            return self._html(request, "watch", pages.unavailable(lang, "watch", 12))
+        tasks, policies, items = await asyncio.to_thread(self.watch_book.snapshot)
+        return self._html(request, "watch", pages.watch(lang, tasks, policies, items))
 
     async def instances(self, request: web.Request) -> web.Response:
         tz = ZoneInfo(self.site.site.timezone)
