@@ -299,9 +299,9 @@ def test_an_acknowledged_row_whose_delete_failed_leaves_without_a_restart(
         blocker.execute("BEGIN IMMEDIATE")
         queued = stored_ids(work) - sub.target_ids()
         broker.start()
-        assert sub.wait_for(lambda m: queued <= sub.target_ids(), 30)  # delivered and acknowledged ...
+        assert sub.wait_for(lambda m: queued <= sub.target_ids(), 90)  # delivered and acknowledged ...
         log = work / "agent.log"
-        assert wait_until(lambda: "delivery loop error" in log.read_text(), 60)  # ... but the delete failed
+        assert wait_until(lambda: "delivery loop error" in log.read_text(), 90)  # ... but the delete failed
         assert pending() >= len(queued)
         blocker.execute("ROLLBACK")
         blocker.close()

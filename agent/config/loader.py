@@ -124,7 +124,7 @@ class _Loader(yaml.SafeLoader):
         # !!float x) raises ValueError and the like: a located YAML error, not a crash
         try:
             return super().construct_object(node, deep)  # type: ignore[no-untyped-call]
-        except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
+        except (ValueError, TypeError, OverflowError, ArithmeticError, LookupError) as exc:
             raise yaml.constructor.ConstructorError(
                 problem=f"cannot read this {node.tag.rsplit(':', 1)[-1]}: {exc}",
                 problem_mark=node.start_mark,
@@ -304,7 +304,7 @@ def _describe(err: dict[str, Any], loc: Loc, secrets: _Secrets) -> str:
     typ = err["type"]
     found = err.get("input")
     shown = secrets.hidden(loc) or _show(found, secrets)
-    if typ == "extra_forbidden":
+    if typ == "extra_forbidden" and loc:
         key = loc[-1]
         model = _model_at(loc[:-1])
         allowed = sorted(model.model_fields) if model else []
@@ -333,9 +333,15 @@ def _describe(err: dict[str, Any], loc: Loc, secrets: _Secrets) -> str:
 _FOUND = "\x00found\x00"  # stands for the found value while a message is scrubbed
 
 
+_PYDANTIC_MARKER = re.compile(
+    r"(function-(after|before|wrap|plain)|union|tagged-union|nullable|json-or-python|chain|lax-or-strict"
+    r"|default|model|dataclass|definition-ref|constrained-[a-z]+)\[.*\]"
+)
+
+
 def _pydantic_loc(raw: tuple[Any, ...]) -> Loc:
-    # drop pydantic's union/tag markers such as 'function-after[...]'
-    return tuple(p for p in raw if isinstance(p, int) or not ("[" in p and "]" in p))
+    # drop pydantic's union/tag markers such as 'function-after[...]' (a user's key 'a[]' stays)
+    return tuple(p for p in raw if isinstance(p, int) or not _PYDANTIC_MARKER.fullmatch(str(p)))
 
 
 def _yaml_problem(path: str, exc: yaml.YAMLError) -> str:

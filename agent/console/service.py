@@ -547,7 +547,8 @@ class ConsoleService:
                 lang, sess.csrf, available=True, error=t(lang, "bad_picture"), chosen_type=ttype
             )
             return self._html(request, "search", body)
-        emb = await asyncio.get_running_loop().run_in_executor(None, self.embedder, raw, ttype)
+        found = await asyncio.get_running_loop().run_in_executor(None, self.embedder, raw, ttype)
+        emb = found.vector if found is not None else None  # a QueryVector: the largest target's
         if emb is None:
             body = pages.search(
                 lang, sess.csrf, available=True, error=t(lang, "nothing_found"), chosen_type=ttype

@@ -20,6 +20,9 @@ ENV = {
     "MQTT_PASSWORD": "m",
     "GB28181_PASSWORD": "g",
     "VCS_API_SECRET": "0123456789",
+    "KAFKA_PASSWORD": "k",
+    "VCS_CONSOLE_ADMIN_HASH": "scrypt$1024$8$1$TlaN_dKxXDrBS2DAzlXJ7g$5LpDgv1YWjpkTUfTVveGQK8I_pyrgV1taUIvcTgjRfo",
+    "VCS_TURN_PASSWORD": "turn-pw-0",
 }
 
 

@@ -25,12 +25,13 @@ ENV = {
     "CAM_PASSWORD": "cam-pw-0",
     "MQTT_PASSWORD": "mqtt-pw-0",
     "GB28181_PASSWORD": "gb-pw-0",
+    "KAFKA_PASSWORD": "kafka-pw-0",
     "VCS_API_SECRET": "0123456789",
     "VCS_CONSOLE_ADMIN_HASH": "scrypt$1024$8$1$TlaN_dKxXDrBS2DAzlXJ7g$5LpDgv1YWjpkTUfTVveGQK8I_pyrgV1taUIvcTgjRfo",
     "VCS_TURN_PASSWORD": "turn-pw-0",
 }
 
-Path_ = tuple[str, ...]  # a field path in the schema; "*" for every item of a list
+Path_ = tuple[str, ...]  # a field path in the schema; "*" for every item of a list or value of a mapping
 
 
 def write_only_paths(model: type[BaseModel], prefix: Path_ = ()) -> Iterator[Path_]:
@@ -41,16 +42,18 @@ def write_only_paths(model: type[BaseModel], prefix: Path_ = ()) -> Iterator[Pat
             yield (*prefix, name)
         inner = loader._unwrap(field.annotation)
         if isinstance(inner, type) and issubclass(inner, BaseModel):
-            is_list = "list[" in str(field.annotation)
-            yield from write_only_paths(inner, (*prefix, name, "*") if is_list else (*prefix, name))
+            many = "list[" in str(field.annotation) or "dict[" in str(field.annotation)
+            yield from write_only_paths(inner, (*prefix, name, "*") if many else (*prefix, name))
 
 
 def places(data: Any, path: Path_) -> Iterator[tuple[Any, str]]:
     """(container, key) of every place ``path`` names in ``data``."""
     head, rest = path[0], path[1:]
-    items = (
+    items: Any = (
         enumerate(data)
         if head == "*" and isinstance(data, list)
+        else data.items()
+        if head == "*" and isinstance(data, dict)
         else [(head, data.get(head))]
         if isinstance(data, dict)
         else []

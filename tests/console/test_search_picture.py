@@ -49,7 +49,7 @@ def test_a_stored_face_is_found_by_its_picture(browser: Any, model_box: Box) -> 
         pytest.skip(str(exc))
     raw = Path(photo).read_bytes()
     assert model_box.sup.embedder is not None
-    emb = model_box.sup.embedder(raw, "Face")
+    emb = model_box.sup.embedder(raw, "Face").vector  # a QueryVector: the largest face's
     assert emb is not None
     tid = model_box.add_target("Face", embedding=emb)
     model_box.add_target("Body")  # not a face: never a result

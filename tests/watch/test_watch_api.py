@@ -256,7 +256,7 @@ def test_retroactive_check_over_stored_faces(agent: Agent) -> None:
         crop = scene()[max(0, y1 - h) : y2 + h, max(0, x1 - w) : x2 + w]
         ok, jpg = cv2.imencode(".jpg", crop)
         assert ok
-        emb = embed(jpg.tobytes(), "Face")
+        emb = embed(jpg.tobytes(), "Face").vector  # a QueryVector: the largest face's
         assert emb is not None
         rec = TargetRecord(
             target_id=make_target_id(SITE_IPC, "Face", now - timedelta(minutes=5), i),

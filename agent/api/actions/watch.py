@@ -260,7 +260,8 @@ async def add_watch_items(ctx: ApiContext, p: Params) -> dict[str, Any]:
             raw = _picture_from_url(ctx, f"{where}.ItemImageUrl", url)
             emb = None
             if ctx.embedder is not None:
-                emb = await loop.run_in_executor(None, ctx.embedder, raw, policy.target_type)
+                found = await loop.run_in_executor(None, ctx.embedder, raw, policy.target_type)
+                emb = found.vector if found is not None else None  # a QueryVector: the largest face's
             if emb is None:
                 if not attrs:  # nothing to match it by
                     failed.append(iid)
