@@ -339,8 +339,13 @@ def site_yaml(urls: list[str], mqtt_port: int, http_port: int, data_dir: Path, g
 
 
 def detection_section() -> dict[str, Any]:
-    """``report_first_sighting`` on, plus the ``--detection KEY=VALUE`` overrides (dotted keys)."""
-    out: dict[str, Any] = {"report_first_sighting": True, "track_max_missed_s": 3}
+    """``report_first_sighting`` on, plus the ``--detection KEY=VALUE`` overrides (dotted keys).
+
+    ``track_max_age_s`` is longer than any run: a track that ages out goes on under a new id whose first report
+    comes when that segment ends (its first sighting was reported under the old id), and when its best shot falls
+    in the segment's first second the subscriber could not tell it from a late first sighting.
+    """
+    out: dict[str, Any] = {"report_first_sighting": True, "track_max_missed_s": 3, "track_max_age_s": 3600}
     for key, value in DETECTION_OVERRIDES.items():
         node = out
         *parents, leaf = key.split(".")

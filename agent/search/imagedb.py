@@ -5,12 +5,16 @@ it was added from. The pictures themselves are not kept: SearchImage answers wit
 Storage is one SQLite file (WAL) under ``data_dir`` (``imagedb.db``); every change is one transaction, so a
 database or a picture either exists after a crash or does not. Vectors sit in the same rows.
 
-Search is exact: :class:`ExactVectors` keeps one float32 matrix per database in memory, built from the rows on
-first use and kept in step with every add and delete, and answers with one matrix-vector product. At 1280
-float32 per picture that is 5 KiB a picture, 250 MiB for a full database of 50 000 (the seed's per-database
-limit) and well under 100 ms a query on two cores for up to ~100k pictures. It stands behind the small
-:class:`VectorSearch` interface so that the lead can move image vectors onto the box's shared vector index
-(``agent/search/index.py``, built in parallel) without touching the API actions.
+Search runs on the box's one vector index (:class:`agent.search.index.VectorIndex`, the same code the stored
+faces and bodies use): :class:`IndexedVectors` keeps every database's vectors in one index under
+``imagedb.vectors/``, the database name as the vector's project, so a search is the index's filtered search
+(exact from the int8 codes while few vectors pass, IVF lists past ``exact_below``). That is 1280 int8 codes plus
+about 770 bytes of lists, columns and id map a picture (about 2 KiB, against 5 KiB of float32), about 100 MiB
+for a full database of 50 000 (the seed's per-database limit). The rows are the truth: the float32 vectors stay
+in SQLite, the index is saved at close and every ``save_every`` changes, and on open it is reconciled with the
+rows (ids the rows lack are removed, rows the index lacks are added), so a ``kill -9`` costs a replay, never a
+wrong answer. :class:`ExactVectors` (one float32 matrix per database, exact cosine) stays for tests and as the
+reference the index is compared with.
 
 Decisions the seed leaves open: a DataId is a decimal string unique on the box (never reused); several pictures
 may share an EntityId (the seed calls it a group id) and DeleteImage removes them all; ListImages orders by
@@ -21,6 +25,8 @@ its last record).
 
 from __future__ import annotations
 
+import json
+import logging
 import sqlite3
 import threading
 import time
@@ -32,7 +38,12 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from agent.search.index import Filter, Meta, VectorIndex
+
+log = logging.getLogger(__name__)
+
 FILE = "imagedb.db"
+VECTORS_DIR = "imagedb.vectors"
 MAX_IMAGES_PER_DB = 50_000
 MAX_OFFSET_WINDOW = 2000
 
@@ -73,7 +84,11 @@ class Match:
 
 
 class VectorSearch(Protocol):
-    """What the image databases need from a vector index (the shared box index will implement it)."""
+    """What the image databases need from a vector index."""
+
+    def loaded(self, db: str) -> bool: ...
+
+    def load(self, db: str, keys: Sequence[int], vectors: Vector) -> None: ...
 
     def add(self, db: str, key: int, vector: Vector) -> None: ...
 
@@ -82,6 +97,8 @@ class VectorSearch(Protocol):
     def drop(self, db: str) -> None: ...
 
     def search(self, db: str, vector: Vector, k: int) -> list[tuple[int, float]]: ...
+
+    def close(self) -> None: ...
 
 
 class ExactVectors:
@@ -129,6 +146,121 @@ class ExactVectors:
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(int(self._keys[db][i]), float(scores[i])) for i in top]
 
+    def close(self) -> None:
+        self._keys.clear()
+        self._mats.clear()
+
+
+class IndexedVectors:
+    """Every image database's vectors in one :class:`VectorIndex` (project = database name).
+
+    The index is made on the first vector (its size is the embedder's) or loaded from ``root``; it is "loaded"
+    for every database once :meth:`reconcile` has run, which the store does when it opens.
+    """
+
+    def __init__(self, root: Path | None, *, save_every: int = 500) -> None:
+        self.root = root
+        self.save_every = save_every
+        self.index: VectorIndex | None = None
+        self._changes = 0
+        self._ready = False
+        dim = _saved_dim(root) if root is not None else None
+        if dim is not None:
+            self.index = VectorIndex(root, dim, "cos")
+
+    def _ensure(self, dim: int) -> VectorIndex:
+        if self.index is None or self.index.dim != dim:
+            if self.index is not None:
+                log.warning(
+                    "image vectors: size changed %d -> %d; the index starts over", self.index.dim, dim
+                )
+                self.index.rebuild_from(())
+                self.index.close()
+            self.index = VectorIndex(self.root, dim, "cos")
+        return self.index
+
+    def reconcile(
+        self, rows: Callable[[], Sequence[tuple[int, str]]], vectors: Callable[[list[int]], Vector]
+    ) -> None:
+        """Make the index hold exactly the rows: ``rows()`` gives (data_id, db) of every picture, ``vectors``
+        the float32 vectors of some ids (in their order)."""
+        t0 = time.perf_counter()
+        want = {key: db for key, db in rows()}
+        added = removed = 0
+        if self.index is not None:
+            extra = self.index.ids() - want.keys()
+            removed = self.index.remove(extra)
+            missing = sorted(want.keys() - self.index.ids())
+        else:
+            missing = sorted(want)
+        for i in range(0, len(missing), 5000):
+            part = missing[i : i + 5000]
+            mat = vectors(part)
+            index = self._ensure(int(mat.shape[1]))
+            index.add(part, mat, [Meta(project=want[k]) for k in part])
+            added += len(part)
+        self._ready = True
+        if added or removed:
+            self.save()
+        if want:
+            log.info(
+                "image vectors: %d in the index (%d added, %d removed on open) in %.2f s",
+                len(want),
+                added,
+                removed,
+                time.perf_counter() - t0,
+            )
+
+    def loaded(self, db: str) -> bool:
+        return self._ready
+
+    def load(self, db: str, keys: Sequence[int], vectors: Vector) -> None:
+        raise RuntimeError("IndexedVectors is filled by reconcile(), not per database")
+
+    def add(self, db: str, key: int, vector: Vector) -> None:
+        v = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        self._ensure(int(v.shape[1])).add([key], v, [Meta(project=db)])
+        self._changed(1)
+
+    def remove(self, db: str, keys: Sequence[int]) -> None:
+        if self.index is not None:
+            self._changed(self.index.remove(keys))
+
+    def drop(self, db: str) -> None:
+        """Nothing to do: the store removes a dropped database's ids first."""
+
+    def search(self, db: str, vector: Vector, k: int) -> list[tuple[int, float]]:
+        if self.index is None or self.index.count == 0:
+            return []
+        return self.index.search(vector, k, Filter(projects=[db]))
+
+    def _changed(self, n: int) -> None:
+        self._changes += n
+        if self._changes >= self.save_every:
+            self.save()
+
+    def save(self) -> None:
+        if self.index is not None and self.root is not None:
+            self.index.save()
+        self._changes = 0
+
+    def close(self) -> None:
+        if self.index is not None:
+            try:
+                self.save()
+            except (OSError, RuntimeError) as exc:
+                log.warning("image vectors: save at close failed (%s); the next open reconciles", exc)
+            self.index.close()
+            self.index = None
+
+
+def _saved_dim(path: Path) -> int | None:
+    try:
+        dim = json.loads((path / "index.json").read_text()).get("dim")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return dim if isinstance(dim, int) and dim > 0 else None
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dbs (name TEXT PRIMARY KEY, created_ms INTEGER NOT NULL);
@@ -150,7 +282,7 @@ class ImageDbStore:
     """The image databases of one box. Thread-safe (the API calls it from executor threads)."""
 
     def __init__(
-        self, data_dir: Path, *, vectors: ExactVectors | None = None, clock: Callable[[], float] = time.time
+        self, data_dir: Path, *, vectors: VectorSearch | None = None, clock: Callable[[], float] = time.time
     ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / FILE
@@ -159,11 +291,24 @@ class ImageDbStore:
         self._conn.execute("PRAGMA foreign_keys=ON")
         self._conn.executescript(_SCHEMA)
         self._lock = threading.Lock()
-        self.vectors = vectors or ExactVectors()
         self._clock = clock
+        if vectors is None:
+            indexed = IndexedVectors(data_dir / VECTORS_DIR)
+            indexed.reconcile(self._all_keys, self._vectors_of)
+            vectors = indexed
+        self.vectors: VectorSearch = vectors
+
+    def _all_keys(self) -> list[tuple[int, str]]:
+        return [(int(r[0]), str(r[1])) for r in self._conn.execute("SELECT data_id, db FROM images")]
+
+    def _vectors_of(self, keys: list[int]) -> Vector:
+        marks = ",".join("?" * len(keys))
+        found = dict(self._conn.execute(f"SELECT data_id, vec FROM images WHERE data_id IN ({marks})", keys))
+        return np.stack([np.frombuffer(found[k], dtype="<f4") for k in keys]).astype(np.float32)
 
     def close(self) -> None:
         with self._lock:
+            self.vectors.close()
             self._conn.close()
 
     def _now_ms(self) -> int:
@@ -189,10 +334,12 @@ class ImageDbStore:
     def delete_db(self, name: str) -> None:
         with self._lock:
             self._require("Name", name)
+            keys = [int(r[0]) for r in self._conn.execute("SELECT data_id FROM images WHERE db = ?", (name,))]
             self._conn.execute("BEGIN")
             self._conn.execute("DELETE FROM images WHERE db = ?", (name,))
             self._conn.execute("DELETE FROM dbs WHERE name = ?", (name,))
             self._conn.execute("COMMIT")
+            self.vectors.remove(name, keys)
             self.vectors.drop(name)
 
     # -- pictures -------------------------------------------------------------------------------------------
