@@ -9,7 +9,7 @@ every track it reports is one target record in the agent.
 ``targets_per_person`` = targets / people: 1.0 is one record per person; more means people were split into several
 tracks (a missed detection, a crossing), less means people were never detected or two were merged into one track.
 
-    python -m bench.quality_tracks            # {"targets_per_person": ..., "people": ..., "targets": ...}
+    python -m bench.quality_tracks            # NanoDet: {"targets_per_person": ..., "people": ..., ...}
     python -m bench.quality_tracks --model ssdlite-person
 """
 
@@ -66,6 +66,13 @@ def body_detector(model: str) -> Detector:
     body = DetectionConfig().body
     if model == "ssdlite-person":
         return BodyDetector(score_threshold=0.4, min_height=body.min_height_px)  # SSDLite's own default
+    if model == "nanodet":
+        from pipelines.detect import NanoDetDetector
+
+        body = body.model_copy(update={"model": "nanodet"})
+        return NanoDetDetector(
+            input_size=body.input_size(), score_threshold=body.threshold(), min_height=body.min_height_px
+        )
     raise SystemExit(f"unknown body model {model!r}: pass a Detector to targets_per_person() for it")
 
 
@@ -82,7 +89,7 @@ def default_tracker_config() -> TrackerConfig:
 
 
 def targets_per_person(
-    model: str = "ssdlite-person",
+    model: str = "nanodet",
     detector: Detector | None = None,
     tracker: TrackerConfig | None = None,
 ) -> dict[str, Any]:
@@ -116,7 +123,9 @@ def targets_per_person(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--model", default="ssdlite-person", help="body model id (default: ssdlite-person)")
+    parser.add_argument(
+        "--model", default="nanodet", help="body model id: nanodet (the default's) or ssdlite-person"
+    )
     parser.add_argument("--json", action="store_true", help="(the output is always one JSON line)")
     args = parser.parse_args(argv)
     print(json.dumps(targets_per_person(args.model)))
