@@ -257,7 +257,12 @@ class Uploads:
                 await self._wake.wait()
                 continue
             for up in batch:
-                await self._analyse(up)
+                try:
+                    await self._analyse(up)
+                except Exception:
+                    log.exception("analysing upload %s failed", up.source_id)
+                    # marked failed so the queue goes on; if even that fails the task ends (and is logged)
+                    await self._finish(up, "failed", 0, "the analysis failed; see the agent's log")
 
     async def _analyse(self, up: Upload) -> None:
         assert self.analyser is not None

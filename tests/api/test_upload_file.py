@@ -323,6 +323,7 @@ def test_every_refusal_names_its_parameter(box: Box) -> None:
     huge = bytearray(small.tobytes())
     huge[16:24] = (20000).to_bytes(4, "big") * 2
     check(refused(file_content=_b64(bytes(huge))), "FileContent", "too large", "api.max_image_pixels")
+    check(refused(file_content="A" * 700_000), "FileContent", "too large", "at most 512000 bytes")
     check(refused(md5="xyz"), "MD5", "32 hex digits")
     check(refused(md5="0" * 32), "MD5", "does not match", hashlib.md5(photo).hexdigest().upper())
     # the MD5 in any case is taken, the alias defaults to the name

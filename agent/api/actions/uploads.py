@@ -105,9 +105,14 @@ async def upload_file(ctx: ApiContext, p: Params) -> dict[str, Any]:
             "this box does not fetch files from OSS (and FilePath wins over FileContent); "
             "send the picture itself in FileContent (base64) without FilePath",
         )
-    content = p.text("FileContent", max_len=MAX_IMAGE * 4 // 3 + 8, min_len=1)
+    content = p.text("FileContent", min_len=1)
     if content is None:
         raise missing("FileContent", f"the picture in base64, at most {MAX_IMAGE} bytes")
+    if len(content) > MAX_IMAGE * 4 // 3 + 8:
+        raise invalid(
+            "FileContent",
+            f"{len(content)} base64 characters is too large; at most {MAX_IMAGE} bytes of picture",
+        )
     md5 = p.text("MD5", max_len=64, min_len=1)
     if md5 is not None and not _MD5.fullmatch(md5):
         raise invalid("MD5", f"{md5[:80]!r} is not an MD5; expected 32 hex digits")
