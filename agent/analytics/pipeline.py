@@ -458,8 +458,9 @@ class Analytics:
         self, frame: Frame, instances: Sequence[InstanceRuntime], source: str, corp_id: str = ""
     ) -> int:
         """Detect, describe, embed and store one still picture for ``instances`` (each of its algorithm), as
-        targets of project ``corp_id`` (default: the site's); returns the number of records it makes (also those an earlier analysis stored already). Raises
-        ``RuntimeError`` when some could not be stored (the caller keeps the picture to try again)."""
+        targets of project ``corp_id`` (default: the site's). Returns the number of records it makes, those an
+        earlier analysis of the same ``source`` stored already included; raises ``RuntimeError`` when some could
+        not be stored (the store counted and logged why)."""
         by_algorithm: dict[Algorithm, list[str]] = {}
         for inst in instances:
             self._instances[inst.instance_id] = inst
