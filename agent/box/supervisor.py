@@ -509,7 +509,7 @@ class Supervisor:
         """AddCameraForInstance / RemoveCameraForInstance: restart only that instance's consumers."""
         runner = self.runners[instance_id]
         cfg = runner.rt.config.model_copy(update={"cameras": cameras})
-        await self.remove_instance(instance_id)
+        await runner.stop()  # listed until its successor replaces it: an upload meanwhile still finds it
         self._start_instance(cfg)
 
     async def snapshot(self, device_id: str, timeout: float = 10.0) -> Frame | None:
