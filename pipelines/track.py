@@ -43,7 +43,8 @@ from pipelines.detect.detection import (
 )
 from pipelines.frames import Frame
 
-TrackEvent = Literal["first", "ended", "aged"]
+#: ``still``: a detection of a still picture (an upload), reported alone: no track before or after it
+TrackEvent = Literal["first", "ended", "aged", "still"]
 
 
 def _load_hungarian() -> Callable[..., Any] | None:

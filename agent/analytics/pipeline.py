@@ -14,6 +14,11 @@ track number, so a re-sent record keeps its id. With ``report_first_sighting`` t
 once; the later best shot of the same track keeps that TargetId, and the store keeps the first one (a duplicate
 id is never stored twice).
 
+Still pictures (uploads to a PIC data source, :mod:`agent.box.uploads`) go through :meth:`Analytics.analyse_still`:
+the same models, attributes and embeddings, no tracker (each detection is its own record), the TargetId made from
+the data source, the upload's SourceId, its arrival time and the detection's place, so analysing the same upload
+again (after a restart) gives the same ids and the store keeps the first.
+
 Long because: the models, the per-algorithm batchers and the record writer share one life cycle and one set of counters; the detection stages themselves live in pipelines/.
 """
 
@@ -28,8 +33,9 @@ import os
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -338,7 +344,12 @@ class Analytics:
 
     # -- records ----------------------------------------------------------------------------------------------
 
-    def records_for(self, u: TrackUpdate, algorithm: Algorithm) -> list[TargetRecord]:
+    def records_for(
+        self, u: TrackUpdate, algorithm: Algorithm, source: str = "", corp_id: str = ""
+    ) -> list[TargetRecord]:
+        """One record per instance of ``algorithm`` that sampled the report's best frame; ``source`` goes into
+        the TargetIds (an upload's SourceId, see :func:`make_target_id`), ``corp_id`` (default: the site's
+        project) is the records' CorpId."""
         shot = u.best
         frame = shot.frame
         det = shot.detection
@@ -350,7 +361,9 @@ class Analytics:
                 continue
             out.append(
                 TargetRecord(
-                    target_id=make_target_id(frame.device_id, u.kind, u.first_seen, int(u.track_id), iid),
+                    target_id=make_target_id(
+                        frame.device_id, u.kind, u.first_seen, int(u.track_id), iid, source
+                    ),
                     target_type=u.kind,
                     timestamp=frame.captured_at,
                     device_id=frame.device_id,
@@ -363,25 +376,27 @@ class Analytics:
                     landmarks=tuple((float(x), float(y)) for x, y in det.landmarks)
                     if det.landmarks is not None
                     else None,
-                    corp_id=self.corp_id,
+                    corp_id=corp_id or self.corp_id,
                     instance_id=iid,
                     algorithm_id=inst.config.algorithm_id,
                     algorithm_name=inst.config.algorithm_name or ALGORITHM_NAMES[algorithm],
                     track_id=int(u.track_id),
                     embedding=u.embedding,
                     attributes=tuple(TargetAttribute(k, v) for k, v in det.attributes)
-                    + self._attributes(u, iid),
+                    + self._attributes(u, iid, source),
                 )
             )
         return out
 
     @staticmethod
-    def _attributes(u: TrackUpdate, instance_id: str) -> tuple[TargetAttribute, ...]:
+    def _attributes(u: TrackUpdate, instance_id: str, source: str = "") -> tuple[TargetAttribute, ...]:
         """The classifier attributes of a report, plus the TargetId of the body a face was found on."""
         attrs = [TargetAttribute(a.key, a.value, a.score) for a in u.attributes]
         link = u.linked
         if link is not None:
-            body_id = make_target_id(u.device_id, link.kind, link.first_seen, int(link.track_id), instance_id)
+            body_id = make_target_id(
+                u.device_id, link.kind, link.first_seen, int(link.track_id), instance_id, source
+            )
             attrs.append(TargetAttribute(f"{link.kind}TargetId", body_id))
         return tuple(attrs)
 
@@ -392,10 +407,18 @@ class Analytics:
             self.store_errors += 1
             log.exception("turning track reports into records failed")
 
-    def _emit(self, updates: Iterable[TrackUpdate], algorithm: Algorithm) -> None:
+    def _emit(
+        self, updates: Iterable[TrackUpdate], algorithm: Algorithm, source: str = "", corp_id: str = ""
+    ) -> int:
+        """Store the records of ``updates`` and announce the new ones; returns how many could not be stored."""
+        failed = 0
         by_frame: dict[int, tuple[Frame, list[tuple[TargetRecord, bytes]]]] = {}
         for u in updates:
-            records = [r for r in self.records_for(u, algorithm) if r.target_id not in self._stored_ids]
+            records = [
+                r
+                for r in self.records_for(u, algorithm, source, corp_id)
+                if r.target_id not in self._stored_ids
+            ]
             if not records:
                 continue
             crop = u.best.crop_jpeg(quality=self.jpeg_quality)
@@ -407,9 +430,11 @@ class Analytics:
                 fresh = self.store.add_many(encode_jpeg(frame.image, self.jpeg_quality), items)
             except StoreUnavailable:
                 self.store_errors += len(items)  # the store counted and logged the condition once
+                failed += len(items)
                 continue
             except Exception:
                 self.store_errors += len(items)
+                failed += len(items)
                 log.exception("storing %d targets of %s failed", len(items), frame.device_id)
                 continue
             now = time.time()
@@ -425,6 +450,38 @@ class Analytics:
             if self.on_records is not None:
                 with contextlib.suppress(RuntimeError):
                     self.loop.call_soon_threadsafe(self.on_records, made)
+        return failed
+
+    # -- still pictures -------------------------------------------------------------------------------------
+
+    async def analyse_still(
+        self, frame: Frame, instances: Sequence[InstanceRuntime], source: str, corp_id: str = ""
+    ) -> int:
+        """Detect, describe, embed and store one still picture for ``instances`` (each of its algorithm), as
+        targets of project ``corp_id`` (default: the site's). Returns the number of records it makes, those an
+        earlier analysis of the same ``source`` stored already included; raises ``RuntimeError`` when some could
+        not be stored (the store counted and logged why)."""
+        by_algorithm: dict[Algorithm, list[str]] = {}
+        for inst in instances:
+            self._instances[inst.instance_id] = inst
+            by_algorithm.setdefault(inst.algorithm, []).append(inst.instance_id)
+        made = 0
+        for algorithm, ids in by_algorithm.items():
+            self._batcher(algorithm)  # makes the algorithm's pipeline (on the loop, as submit does)
+            still = replace(frame, instance_ids=tuple(ids))
+            updates = await asyncio.to_thread(self._still_updates, algorithm, still)
+            made += sum(len(self.records_for(u, algorithm, source, corp_id)) for u in updates)
+            failed = await asyncio.wrap_future(
+                self._writer.submit(self._emit, updates, algorithm, source, corp_id)
+            )
+            if failed:
+                raise RuntimeError(f"{failed} targets of the picture could not be stored")
+        self.frames_in += 1
+        return made
+
+    def _still_updates(self, algorithm: Algorithm, frame: Frame) -> list[TrackUpdate]:
+        with self._pipeline_locks[algorithm]:
+            return self._pipelines[algorithm].process_still(frame)
 
     # -- figures ----------------------------------------------------------------------------------------------
 

@@ -28,21 +28,29 @@ Embedding = npt.NDArray[np.float32]
 
 
 def make_target_id(
-    device_id: str, target_type: str, track_start: datetime, track_id: int, instance_id: str = ""
+    device_id: str,
+    target_type: str,
+    track_start: datetime,
+    track_id: int,
+    instance_id: str = "",
+    source: str = "",
 ) -> str:
     """A ULID-shaped id (26 Crockford base32 chars) that is a pure function of the track.
 
     The first 48 bits are the track's start time in Unix milliseconds, so ids sort by time; the last 80 bits
     are a SHA-256 digest of device, type, instance, start and track number: the same track, the same id.
+    ``source`` names what the track came from when device and start do not (an uploaded picture's SourceId:
+    two uploads in one millisecond get different ids); empty, it leaves the digest as it always was.
     """
     start_ms = _to_ms(track_start)
     if not 0 <= start_ms <= _MAX_MS:
         raise ValueError(
             f"track start {track_start.isoformat()} is outside the id's 48-bit millisecond range"
         )
-    digest = hashlib.sha256(
-        f"{device_id}\x1f{target_type}\x1f{instance_id}\x1f{start_ms}\x1f{int(track_id)}".encode()
-    ).digest()
+    key = f"{device_id}\x1f{target_type}\x1f{instance_id}\x1f{start_ms}\x1f{int(track_id)}"
+    if source:
+        key += f"\x1f{source}"
+    digest = hashlib.sha256(key.encode()).digest()
     value = (start_ms << 80) | int.from_bytes(digest[:10], "big")
     chars = []
     for _ in range(26):

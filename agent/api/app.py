@@ -37,6 +37,7 @@ from aiohttp.web_request import BaseRequest
 from agent.box.jobs import JobRunner, JobStore
 from agent.box.overlay import Overlay
 from agent.box.ports import CameraPort
+from agent.box.uploads import Uploads
 from agent.ingest.live_hls import LiveServer
 from agent.recording.playback import RecordServer
 from agent.search.imagedb import ImageDbStore
@@ -134,6 +135,7 @@ class ApiServer:
         flv: Any = None,
         clock: Callable[[], float] = time.time,
         recordings: Any = None,
+        uploads: Uploads | None = None,
     ) -> None:
         self.config = config
         self.data_dir = Path(data_dir)
@@ -151,6 +153,7 @@ class ApiServer:
             embedder=embedder,
             webrtc=webrtc,
             flv=flv,
+            uploads=uploads,
         )
         if recordings is not None:
             self.ctx.recordings = RecordServer(recordings, links)

@@ -29,6 +29,7 @@ from agent.box.overlay import (
 from agent.box.ports import BoxControl
 from agent.box.registry import Device
 from agent.box.state import StateStore
+from agent.box.uploads import Uploads
 from agent.storage.links import LinkMaker
 
 from .errors import ApiError, declared, invalid, not_found
@@ -71,6 +72,7 @@ class ApiContext:
     recordings: Any = None  # agent.recording.playback.RecordServer when the site records
     webrtc: Any = None  # agent.ingest.live_webrtc.WebRtcServer
     flv: Any = None  # agent.ingest.live_flv.FlvServer
+    uploads: Uploads | None = None  # pictures uploaded to PIC data sources (UploadFile)
     record_cache: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # DescribeIpcs records
 
     # -- the overlay (API-made objects belong to the box) -----------------------------------------------

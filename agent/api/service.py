@@ -11,6 +11,7 @@ from aiohttp import web
 
 from agent.box.overlay import Overlay
 from agent.box.ports import BoxControl, CameraPort
+from agent.box.uploads import Uploads
 from agent.config import ApiConfig
 from agent.ops.metrics import Sample
 from agent.storage.links import LinkMaker
@@ -35,6 +36,7 @@ class ApiService:
         recordings: Any = None,
         webrtc: Any = None,
         flv: Any = None,
+        uploads: Uploads | None = None,
     ) -> None:
         self.config = config
         self.server = ApiServer(
@@ -49,6 +51,7 @@ class ApiService:
             recordings=recordings,
             webrtc=webrtc,
             flv=flv,
+            uploads=uploads,
         )
 
     def register_routes(self, routes: list[web.RouteDef]) -> None:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from agent.box.overlay import Overlay
     from agent.box.ports import BoxControl, PipelineControl, TargetBus
     from agent.box.registry import Registry
+    from agent.box.uploads import Uploads
     from agent.ingest.cameras import Cameras
     from agent.ingest.live_flv import FlvServer
     from agent.ingest.live_webrtc import WebRtcServer
@@ -86,6 +87,8 @@ class Ports:
     flv: FlvServer | None = None
     #: the box's /healthz document (link state of GB/T 28181 and MQTT for the console)
     health: Callable[[], dict[str, Any]] | None = None
+    #: pictures uploaded to PIC data sources (UploadFile), analysed in the background
+    uploads: Uploads | None = None
 
 
 def build(site: cfgmod.SiteFile, ports: Ports, only: set[str] | None = None) -> list[Service]:
@@ -198,6 +201,7 @@ def build(site: cfgmod.SiteFile, ports: Ports, only: set[str] | None = None) -> 
                 recordings=ports.recordings,
                 webrtc=ports.webrtc,
                 flv=ports.flv,
+                uploads=ports.uploads,
             )
 
         candidates.append(("api", api))

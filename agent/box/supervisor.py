@@ -44,6 +44,7 @@ from agent.box.overlay import Overlay
 from agent.box.ports import TargetBus
 from agent.box.registry import Device, Registry, StreamStatus, devices_from_site
 from agent.box.services import Service
+from agent.box.uploads import Uploads
 from agent.config.enums import Algorithm, StreamMode
 from agent.ingest.cameras import Cameras
 from agent.ingest.live_flv import FlvServer
@@ -119,6 +120,7 @@ class Supervisor:
         self.webrtc: WebRtcServer | None = None
         self.flv: FlvServer | None = None
         self.analytics: Analytics | None = None
+        self.uploads: Uploads | None = None
         self.targets = TargetBus()
         self.targets.subscribe(self._count_targets)
         self.targets_stored = 0
@@ -165,6 +167,7 @@ class Supervisor:
             webrtc=self.webrtc,
             flv=self.flv,
             health=self.health,
+            uploads=self.uploads,
         )
 
     def _start_live(self) -> None:
@@ -219,6 +222,9 @@ class Supervisor:
             self._start_instance(inst)
         await self.overlay.restore(self)
         self.overlay.remember_ids([d.device_id for d in self.registry])
+        self.uploads = Uploads(data_dir, self._upload_instances, self.analytics)
+        self.uploads.start()  # pending uploads of an earlier run are analysed now
+        self.collector.register("uploads", self.uploads.samples)
         media = MediaService(self.store.media_root, self.links)
         media.register_routes(self.extra_routes)
         self.collector.register(media.name, media.samples)
@@ -267,6 +273,8 @@ class Supervisor:
         except Exception:
             log.exception("stopping failed; closing the store")
         finally:
+            if self.uploads is not None:
+                self.uploads.close()
             if self._store is not None:
                 self._store.close()
             if self._overlay is not None:
@@ -287,6 +295,8 @@ class Supervisor:
     async def _stop_all(self, deadline: float) -> None:
         if self._watchdog:
             self._watchdog.cancel()
+        if self.uploads is not None:  # first: with the instances gone it would find nobody to analyse for
+            await self._bounded("uploads", self.uploads.stop(), deadline)
         await self._bounded("instances", asyncio.gather(*(r.stop() for r in self.runners.values())), deadline)
         self.runners.clear()
         if self.analytics is not None:  # the last tracks are stored before the sinks stop
@@ -499,7 +509,7 @@ class Supervisor:
         """AddCameraForInstance / RemoveCameraForInstance: restart only that instance's consumers."""
         runner = self.runners[instance_id]
         cfg = runner.rt.config.model_copy(update={"cameras": cameras})
-        await self.remove_instance(instance_id)
+        await runner.stop()  # listed until its successor replaces it: an upload meanwhile still finds it
         self._start_instance(cfg)
 
     async def snapshot(self, device_id: str, timeout: float = 10.0) -> Frame | None:
@@ -541,12 +551,17 @@ class Supervisor:
         self.embedder = models.embed_picture
         return self.analytics
 
+    def _upload_instances(self, data_source_id: str) -> list[InstanceRuntime]:
+        """The instances attached to a PIC data source (its id among their cameras)."""
+        return [r.rt for r in self.runners.values() if data_source_id in r.rt.config.cameras]
+
     def _count_targets(self, records: list[TargetRecord]) -> None:
         self.targets_stored += len(records)
 
     def _start_instance(self, inst: cfgmod.InstanceConfig) -> InstanceRuntime:
         known = [c for c in inst.cameras if (d := self.registry.get(c)) is not None and d.stream is not None]
-        for c in set(inst.cameras) - set(known):
+        pictures = self._overlay.pic_sources if self._overlay is not None else {}
+        for c in set(inst.cameras) - set(known) - set(pictures):  # a PIC data source gets uploads, not frames
             log.warning(
                 "instance camera is not a pulled camera", extra=kv(instance=inst.instance_id, camera=c)
             )
@@ -604,6 +619,7 @@ class Supervisor:
             "streams_online": sum(1 for d in cams if d.stream_status is StreamStatus.ONLINE),
             "instances": {iid: r.refresh_status().value for iid, r in self.runners.items()},
             "targets_stored": self.targets_stored,
+            "uploads": self.uploads.health() if self.uploads is not None else None,
             "reloads": self.reloads,
             "reload": {"failures": self.reload_failures, "last": self.last_reload},
             **{svc.name: svc.health() for svc in self.services},

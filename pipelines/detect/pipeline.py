@@ -5,6 +5,9 @@ the model allows); with ``head_faces`` the head region of every body is searched
 whole-frame faces, each linked to its body); each camera's tracker takes its frames in order; and the targets being
 reported get their attributes (colours, gender and age) and faces their embedding, all of a batch in one session
 call per model.
+
+``process_still`` is the same detection, attributes and embeddings for one still picture (an upload to a PIC data
+source): a picture is not a video, so no tracker sees it and every detection is reported on its own.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from pipelines.frames import Frame
-from pipelines.track import CameraTracks, TrackerConfig, TrackUpdate
+from pipelines.track import CameraTracks, TrackerConfig, TrackRef, TrackUpdate, shot_quality
 
 from .attributes import AttributeClassifier
 from .detection import Detection, Detector, Image
@@ -70,6 +73,35 @@ class DetectionPipeline:
             self.tracks.update(frame, found) for frame, found in zip(frames, detections, strict=True)
         ]
         return self._embed(self._describe(per_frame))
+
+    def process_still(self, frame: Frame) -> list[TrackUpdate]:
+        """Detect, describe and embed one still picture; one report (event ``still``) per detection, in the
+        detectors' order, ``track_id`` its 1-based place in that order (the same picture gives the same list).
+        A face found in a body's head region is linked to that body's report."""
+        found = self.detect([frame.image])[0]
+        at = frame.captured_at
+        updates = []
+        for i, det in enumerate(found):
+            parent = det.parent
+            linked = (
+                TrackRef(str(parent + 1), found[parent].kind, at)
+                if 0 <= parent < len(found) and parent != i
+                else None
+            )
+            updates.append(
+                TrackUpdate(
+                    event="still",
+                    track_id=str(i + 1),
+                    device_id=frame.device_id,
+                    kind=det.kind,
+                    best=shot_quality(frame, det, self.tracks.config),
+                    first_seen=at,
+                    last_seen=at,
+                    hits=1,
+                    linked=linked,
+                )
+            )
+        return self._embed(self._describe([updates]))[0]
 
     def end_camera(self, device_id: str) -> list[TrackUpdate]:
         return self._embed(self._describe([self.tracks.end_camera(device_id)]))[0]

@@ -130,6 +130,7 @@ class Agent:
             embedder=self.sup.embedder,
             webrtc=self.sup.webrtc,
             flv=self.sup.flv,
+            uploads=self.sup.uploads,
         )
         await self.api.start()
 

@@ -16,6 +16,7 @@ def load_all() -> dict[tuple[str, str], Handler]:
         picture_jobs,
         record,
         targets,
+        uploads,
         watch,
     )
 

@@ -4,7 +4,8 @@ A VIDEO data source is a camera this box pulls (RTSP, RTMP, HLS or HTTP-FLV): it
 registry, with a GB/T 28181 id allocated under the site prefix (that id is the DataSourceId), is listed by
 DescribeIpcs and can be analysed by instances. UpdateDataSource refreshes its URL in place: the stream reopens
 on the new URL and the instances that analyse it stay attached. A PIC data source is a named folder for
-pictures (``<data_dir>/datasources/<id>``).
+pictures (``<data_dir>/datasources/<id>``): UploadFile puts pictures there (``uploads.py``), and the instances it
+is attached to (AddCameraForInstance, its id as a CameraId) analyse them.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ BatchDeleteInstance mapped onto the same model (an :class:`agent.config.Instance
 
 Schedules are checked by :func:`agent.schedules.parse_schedule`, the one schedule parser of the project.
 Changes apply at once: a created instance starts, a deleted one stops and detaches from its cameras.
+A PIC data source (AddDataSource) is attached like a camera, its DataSourceId among the CameraIds: the instance
+then analyses the pictures uploaded to it (UploadFile, ``agent.api.actions.uploads``).
 
 Long because: the seed's instance family (CreateAIInstance, CreateComputeInstance, Describe/Update/Delete, cameras of an instance) shares one parameter and schedule vocabulary; split by action it would repeat it.
 """
@@ -275,6 +277,8 @@ async def add_camera_for_instance(ctx: ApiContext, p: Params) -> dict[str, Any]:
     ids = p.id_list("CameraIds", required=True, max_items=MAX_CAMERAS)
     cfg = _editable(ctx, iid)
     for cid in ids:
+        if cid in ctx.pic_sources:
+            continue  # a PIC data source: the instance analyses its uploads
         dev = ctx.device("CameraIds", cid)
         if not dev.is_camera:
             raise invalid(
@@ -310,6 +314,10 @@ async def describe_camera_for_instance(ctx: ApiContext, p: Params) -> dict[str, 
     records = []
     for cid in cams[(num - 1) * size : num * size]:
         dev = ctx.box.registry.get(cid)
+        pic = ctx.pic_sources.get(cid)
+        if dev is None and pic is not None:
+            records.append({"CameraId": cid, "CameraName": pic.name, "CameraAddress": "", "CameraStatus": 1})
+            continue
         records.append(
             {
                 "CameraId": cid,
@@ -385,6 +393,10 @@ async def create_compute_instance(ctx: ApiContext, p: Params) -> dict[str, Any]:
         did = d.get("DeviceId")
         if not isinstance(did, str | int) or not str(did).strip():
             raise invalid(f"Devices[{i}].DeviceId", "required: the id of a camera of this box")
+        if str(did) in ctx.pic_sources:  # a PIC data source: the instance analyses its uploads
+            if str(did) not in cameras:
+                cameras.append(str(did))
+            continue
         dev = ctx.device(f"Devices[{i}].DeviceId", str(did))
         if not dev.is_camera:
             raise invalid(f"Devices[{i}].DeviceId", f"{did} is an {dev.device_type.value}; give its channels")

@@ -191,15 +191,15 @@ async def _query_embedding(ctx: ApiContext, url: str | None, data: str | None, t
     return found
 
 
-def checked_picture(ctx: ApiContext, name: str, data: str) -> bytes:
+def checked_picture(ctx: ApiContext, name: str, data: str, max_bytes: int = MAX_IMAGE) -> bytes:
     """The bytes of a base64 picture parameter, refused (InvalidParameter naming ``name``) when it is not
-    base64, over ``MAX_IMAGE`` bytes, of no known format, or over ``api.max_image_pixels`` by its header."""
+    base64, over ``max_bytes``, of no known format, or over ``api.max_image_pixels`` by its header."""
     try:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         raise invalid(name, "not valid base64") from None
-    if len(raw) > MAX_IMAGE:
-        raise invalid(name, f"{len(raw)} bytes; at most {MAX_IMAGE}")
+    if len(raw) > max_bytes:
+        raise invalid(name, f"{len(raw)} bytes; at most {max_bytes}")
     size = image_size(raw)
     if size is None:
         raise invalid(name, "not a picture this box reads (allowed: JPEG, PNG, BMP, GIF, WebP, TIFF)")
