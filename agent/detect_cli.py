@@ -10,8 +10,9 @@ its first frame, as an instance with Spf=1 would sample it), each with its ``pts
      "detections": [{"type": "Body", "box": [x1, y1, x2, y2], "score": 0.87, "attributes": {"CocoClass": "person"}}]}
 
 Boxes are in source pixels. ``--algorithm`` picks the detectors and which target types are shown: ``face``,
-``body``, ``face_body`` (the VCS algorithm ids), ``vehicle`` (Motor and NonMotor from the body/vehicle model) and
-``all`` (the default: every type). ``--draw DIR`` writes each result as an annotated PNG (``a.jpg.png``, and
+``body``, ``face_body``, ``vehicle`` and ``all``, as the shipped algorithm catalogue has them (``body`` is the
+body/vehicle model: Body, and Motor and NonMotor with NanoDet; ``vehicle`` the same model's Motor and NonMotor
+only; ``all``, the default, every type). ``--draw DIR`` writes each result as an annotated PNG (``a.jpg.png``, and
 ``clip.mkv_0002.000s.png`` for the frame at 2 s). A file that cannot be
 read is reported on stderr and counted; the others still run, and the exit status is 1 when any failed.
 """
@@ -33,11 +34,11 @@ import numpy as np
 from agent.config import DetectionConfig
 from pipelines.detect.detection import Detection, Detector, Image, TargetKind
 
-#: --algorithm -> (which detectors, which target types are shown)
+#: --algorithm -> (which detectors, which target types are shown), as in ``agent.config.algorithms``
 ALGORITHMS: dict[str, tuple[tuple[str, ...], frozenset[TargetKind]]] = {
     "face": (("face",), frozenset({"Face"})),
-    "body": (("body",), frozenset({"Body"})),
-    "face_body": (("face", "body"), frozenset({"Face", "Body"})),
+    "body": (("body",), frozenset({"Body", "Motor", "NonMotor"})),
+    "face_body": (("face", "body"), frozenset({"Face", "Body", "Motor", "NonMotor"})),
     "vehicle": (("body",), frozenset({"Motor", "NonMotor"})),
     "all": (("face", "body"), frozenset({"Face", "Body", "Motor", "NonMotor"})),
 }

@@ -359,6 +359,8 @@ class Analytics:
             inst = self._instances.get(iid)
             if inst is None or inst.algorithm is not algorithm:
                 continue
+            if inst.target_types is not None and u.kind not in inst.target_types:
+                continue  # e.g. the vehicle algorithm: the model's Body detections are not its targets
             out.append(
                 TargetRecord(
                     target_id=make_target_id(

@@ -112,6 +112,8 @@ class InstanceRuntime:
     cameras: list[str]
     #: the detectors its AlgorithmId stands for in the site's catalogue (the id itself stays in the config)
     algorithm: Algorithm = Algorithm.FACE_BODY
+    #: the TargetTypes its records are limited to (the catalogue entry's ``target_types``); None: all
+    target_types: frozenset[str] | None = None
     status: InstanceStatus = InstanceStatus.UN_STATE
     frames: int = 0
     snapshots: int = 0

@@ -577,6 +577,7 @@ class Supervisor:
             schedule=schedule_fn(inst.schedule.build(tz, self.clock().astimezone(ZoneInfo(tz)).date())),
             cameras=known,
             algorithm=algo.kind if algo is not None else Algorithm.FACE_BODY,
+            target_types=algo.reports if algo is not None else None,
         )
         assert self.sink is not None, "instances start after the supervisor chose its frame sink"
         runner = InstanceRunner(rt, self.streams, self.sink, self.clock)

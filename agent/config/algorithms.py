@@ -1,9 +1,11 @@
 """The ``algorithms:`` section: the catalogue of AlgorithmIds an instance may name, and what each one runs.
 
 Cloud callers use their own ids (seed 002's examples say ``AlgorithmId=1``); a box maps each id to its detectors.
-The shipped catalogue maps the box's names (``face``, ``body``, ``face_body``) and the numeric ids ``1`` (faces),
-``2`` (bodies) and ``3`` (both); entries of the site file are added to it and replace a shipped entry of the same
-id. An instance keeps the id its caller used: DescribeAIInstance and every target record echo it.
+The shipped catalogue maps the box's names (``face``, ``body``, ``face_body``, ``vehicle``, ``all``) and the numeric
+ids ``1`` (faces), ``2`` (bodies) and ``3`` (both); entries of the site file are added to it and replace a shipped
+entry of the same id. ``target_types`` narrows what an id reports: ``vehicle`` runs the body/vehicle model and
+reports only Motor and NonMotor; an entry without it reports every type its detectors find (with the bundled
+NanoDet, ``body`` reports Body, Motor and NonMotor; ``all`` is ``face_body`` by another name). An instance keeps the id its caller used: DescribeAIInstance and every target record echo it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from .enums import Algorithm, Strict
+from .enums import Algorithm, Strict, TargetKind
 
 Detector = Literal["face", "body"]
 
@@ -23,6 +25,11 @@ class AlgorithmConfig(Strict):
     )
     name: str = Field(min_length=1, max_length=64, description="AlgorithmName reported when none is given.")
     detectors: list[Detector] = Field(min_length=1, description="What it runs: face, body, or both.")
+    target_types: list[TargetKind] | None = Field(
+        None,
+        min_length=1,
+        description="Report only these TargetTypes (Face, Body, Motor, NonMotor); default: all its detectors find.",
+    )
 
     @field_validator("detectors")
     @classmethod
@@ -30,6 +37,18 @@ class AlgorithmConfig(Strict):
         if len(set(v)) != len(v):
             raise ValueError("each detector once")
         return v
+
+    @field_validator("target_types")
+    @classmethod
+    def _types_unique(cls, v: list[TargetKind] | None) -> list[TargetKind] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("each TargetType once")
+        return v
+
+    @property
+    def reports(self) -> frozenset[str] | None:
+        """The TargetTypes its records are limited to, or None for every type."""
+        return None if self.target_types is None else frozenset(self.target_types)
 
     @property
     def kind(self) -> Algorithm:
@@ -44,6 +63,10 @@ DEFAULT_ALGORITHMS: tuple[AlgorithmConfig, ...] = (
     AlgorithmConfig(id="face", name="人脸检测", detectors=["face"]),
     AlgorithmConfig(id="body", name="人体检测", detectors=["body"]),
     AlgorithmConfig(id="face_body", name="人脸人体检测", detectors=["face", "body"]),
+    AlgorithmConfig(
+        id="vehicle", name="机动车非机动车检测", detectors=["body"], target_types=["Motor", "NonMotor"]
+    ),
+    AlgorithmConfig(id="all", name="全目标检测", detectors=["face", "body"]),
     AlgorithmConfig(id="1", name="人脸算法", detectors=["face"]),
     AlgorithmConfig(id="2", name="人体算法", detectors=["body"]),
     AlgorithmConfig(id="3", name="人脸人体算法", detectors=["face", "body"]),
