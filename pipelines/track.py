@@ -137,6 +137,8 @@ class TrackUpdate:
     linked: TrackRef | None = None
     #: attributes of the best shot, as (key, value, score) (filled by the detection pipeline when reported)
     attributes: tuple[Attribute, ...] = ()
+    #: the appearance vector of the mean colour histogram of the record's sightings (bodies; see AppearanceMean)
+    appearance: Embedding | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +174,42 @@ def colour_histogram(image: Image, det: Detection) -> Histogram | None:
         total = float(hist.sum())
         parts.append(hist / total if total > 0 else hist)
     return np.concatenate(parts).astype(np.float32)
+
+
+def appearance_vector(hist: Histogram) -> Histogram:
+    """A body's appearance vector (the Body targets' search vector) from its :func:`colour_histogram`.
+
+    The element-wise square root of the two halves, over sqrt(2): a unit vector (each half sums to 1), whose
+    inner product with another is the Bhattacharyya coefficient of the histograms, ``1 - bhattacharyya(a, b)**2``
+    (1 identical colours, 0 no colour in common). So a cosine index compares bodies as the tracker does.
+    """
+    return (np.sqrt(np.maximum(hist, 0.0)) / math.sqrt(2.0)).astype(np.float32)
+
+
+def body_vector(image: Image, det: Detection) -> Histogram | None:
+    """The appearance vector of the box ``det`` in ``image`` (None for an empty box): see :func:`appearance_vector`."""
+    hist = colour_histogram(image, det)
+    return None if hist is None else appearance_vector(hist)
+
+
+@dataclass(slots=True)
+class AppearanceMean:
+    """The mean colour histogram of a target's sightings, whose :func:`appearance_vector` a Body target is
+    stored with. The mean of every sighting re-found a person more often than its best shot alone on the
+    labelled clip (``python -m bench.body_search``: top-1 0.85 against 0.55), and than the tracker's running
+    mix (0.81), which follows the latest sightings."""
+
+    total: Histogram | None = None
+    count: int = 0
+
+    def add(self, hist: Histogram) -> None:
+        self.total = hist.copy() if self.total is None else self.total + hist
+        self.count += 1
+
+    def vector(self) -> Histogram | None:
+        if self.total is None or self.count == 0:
+            return None
+        return appearance_vector((self.total / self.count).astype(np.float32))
 
 
 def bhattacharyya(a: Histogram, b: Histogram) -> float:
@@ -240,6 +278,7 @@ class _Track:
     velocity: tuple[float, float] = (0.0, 0.0)
     announced: bool = False
     hist: Histogram | None = None
+    appearance: AppearanceMean = field(default_factory=AppearanceMean)
     best_link: TrackRef | None = None
     parent_track: str | None = None  # the track this one was last found on (a face's body)
 
@@ -315,7 +354,10 @@ class Tracker:
         matched_tracks: set[int] = set()
         owner: dict[int, _Track] = {}
         use_colour = self.config.appearance_weight > 0
-        hists = [colour_histogram(frame.image, d) if use_colour else None for d in detections]
+        # bodies always: their mean histogram is the Body target's search vector (AppearanceMean)
+        hists = [
+            colour_histogram(frame.image, d) if use_colour or d.kind == "Body" else None for d in detections
+        ]
         # faces last: a face found on a body follows that body's track (below)
         kinds = sorted(
             {d.kind for d in detections} | {t.kind for t in self._tracks}, key=lambda k: (k == "Face", k)
@@ -426,6 +468,8 @@ class Tracker:
             best=shot_quality(frame, det, self.config),
             hist=hist,
         )
+        if hist is not None:
+            track.appearance.add(hist)
         self._tracks.append(track)
         return self._maybe_announce(track)
 
@@ -442,6 +486,7 @@ class Tracker:
             track.velocity = (vx, vy)
         if hist is not None:
             track.hist = hist if track.hist is None else 0.7 * track.hist + 0.3 * hist
+            track.appearance.add(hist)
         track.last, track.last_time = det, at
         track.hits += 1
         track.missed = 0
@@ -458,6 +503,9 @@ class Tracker:
             track.best = shot
             track.best_link = None
             track.hits = 1
+            track.appearance = AppearanceMean()
+            if hist is not None:
+                track.appearance.add(hist)
             track.announced = True  # its first sighting was already reported under the old id
         return updates
 
@@ -484,6 +532,7 @@ class Tracker:
             last_seen=track.last_time,
             hits=track.hits,
             linked=track.best_link,
+            appearance=track.appearance.vector(),
         )
 
 

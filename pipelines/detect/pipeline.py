@@ -4,7 +4,8 @@
 the model allows); with ``head_faces`` the head region of every body is searched for faces too (merged with the
 whole-frame faces, each linked to its body); each camera's tracker takes its frames in order; and the targets being
 reported get their attributes (colours, gender and age) and faces their embedding, all of a batch in one session
-call per model.
+call per model; bodies get their appearance vector (the mean colour histogram of their sightings, made by the
+tracker), so Body targets are stored with a vector and found by picture.
 
 ``process_still`` is the same detection, attributes and embeddings for one still picture (an upload to a PIC data
 source): a picture is not a video, so no tracker sees it and every detection is reported on its own.
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from pipelines.frames import Frame
-from pipelines.track import CameraTracks, TrackerConfig, TrackRef, TrackUpdate, shot_quality
+from pipelines.track import CameraTracks, TrackerConfig, TrackRef, TrackUpdate, body_vector, shot_quality
 
 from .attributes import AttributeClassifier
 from .detection import Detection, Detector, Image
@@ -99,6 +100,8 @@ class DetectionPipeline:
                     last_seen=at,
                     hits=1,
                     linked=linked,
+                    # a still's body is searched by its one box, as a query picture's is
+                    appearance=body_vector(frame.image, det) if det.kind == "Body" else None,
                 )
             )
         return self._embed(self._describe([updates]))[0]
@@ -108,6 +111,20 @@ class DetectionPipeline:
 
     def flush(self) -> list[TrackUpdate]:
         return self._embed(self._describe([self.tracks.flush()]))[0]
+
+    @staticmethod
+    def _body_vectors(groups: list[list[TrackUpdate]]) -> list[list[TrackUpdate]]:
+        """Body reports carry their appearance vector (:class:`pipelines.track.AppearanceMean`) as embedding:
+        the vector Body targets are stored and searched with."""
+        return [
+            [
+                replace(u, embedding=u.appearance)
+                if u.kind == "Body" and u.embedding is None and u.appearance is not None
+                else u
+                for u in updates
+            ]
+            for updates in groups
+        ]
 
     def _describe(self, groups: list[list[TrackUpdate]]) -> list[list[TrackUpdate]]:
         """Attributes of every report's best shot (a report without attributes only: ``first`` has them already)."""
@@ -127,6 +144,7 @@ class DetectionPipeline:
         return out
 
     def _embed(self, groups: list[list[TrackUpdate]]) -> list[list[TrackUpdate]]:
+        groups = self._body_vectors(groups)
         if self.embedder is None:
             return groups
         wanted = [

@@ -2,10 +2,12 @@
 
 Search by picture (TargetImageUrl / TargetImageData) needs an embedding model; the agent passes one to the
 API when it has it (``ApiContext.embedder``), otherwise such a call is refused with a message saying so. The
-query picture gets the detection, alignment and embedding of stored faces; with several faces the largest is
-used and the answer's ``Message`` says so. The search runs through the store's vector index over the whole
-stored history (retroactive), with the other filters applied inside it, and results are ordered by
-``TargetImageSimilarity`` (the cosine of the embeddings, below 0 reported as 0).
+query picture gets the detection, alignment and embedding of stored faces (TargetType Face), or the body
+detection and appearance vector of stored bodies (TargetType Body, :func:`pipelines.track.appearance_vector`);
+with several the largest is used and the answer's ``Message`` says so. The search runs through the store's
+vector index over the whole stored history (retroactive), with the other filters applied inside it, and
+results are ordered by ``TargetImageSimilarity`` (the cosine of the vectors, below 0 reported as 0; for bodies
+the Bhattacharyya coefficient of the colour histograms, 0..1).
 
 A picture is bounded by bytes (``MAX_IMAGE``) and by pixels: its dimensions are read from the header
 (:func:`pipelines.images.image_size`) before the embedder decodes it, and a picture over ``api.max_image_pixels``
@@ -36,6 +38,9 @@ from ..params import Params
 from ..pictures import fetch_picture
 
 MAX_IMAGE = 500 * 1024
+#: the TargetTypes stored with a vector: faces (SFace) and bodies (appearance vector)
+PICTURE_TYPES = ("Face", "Body")
+PLURAL = {"Face": "faces", "Body": "bodies"}
 
 
 def _attributes(p: Params) -> list[AttributeFilter]:
@@ -111,7 +116,7 @@ async def search_target(ctx: ApiContext, p: Params) -> dict[str, Any]:
         query = await _query_embedding(ctx, image_url, image_data, ttype)
         if query.found > 1:
             message = (
-                f"OK; the picture has {query.found} {ttype.lower()}s, searched with the largest "
+                f"OK; the picture has {query.found} {PLURAL[ttype]}, searched with the largest "
                 f"(box {','.join(str(v) for v in query.box)})"
             )
     store = ctx.target_store
@@ -171,6 +176,8 @@ def _clip_for(ctx: ApiContext) -> Callable[[TargetRecord], str] | None:
 
 async def _query_embedding(ctx: ApiContext, url: str | None, data: str | None, ttype: str) -> QueryVector:
     name = "TargetImageUrl" if url else "TargetImageData"
+    if ttype not in PICTURE_TYPES:
+        raise invalid(name, f"search by picture is for TargetType {' or '.join(PICTURE_TYPES)}; got {ttype}")
     if url:
         raw = await fetch_picture(ctx, name, url, max_bytes=MAX_IMAGE)
     else:
@@ -184,8 +191,6 @@ async def _query_embedding(ctx: ApiContext, url: str | None, data: str | None, t
         )
     found = await asyncio.get_running_loop().run_in_executor(None, ctx.embedder, raw, ttype)
     if found is None:
-        if ttype != "Face":
-            raise invalid(name, f"search by picture is for TargetType Face on this box; got {ttype}")
         raise invalid(name, f"no {ttype} found in the picture")
     assert isinstance(found, QueryVector)
     return found
