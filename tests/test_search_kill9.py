@@ -1,12 +1,13 @@
-"""kill -9 of a real agent while it stores embedded faces, then a restart: the vector index matches the store.
+"""kill -9 of a real agent while it stores embedded faces and bodies, then a restart: the vector indexes match
+the store.
 
 The agent runs as its own process (``python -m agent.cli run``) on people walking in OpenCV's vtest.avi served
 over RTSP on loopback, with the ``face_body`` algorithm: real body detection, faces found in the head regions,
-SFace embeddings, stored in SQLite. It is killed with SIGKILL while targets are being stored (its index was
-never saved), restarted (the index is replayed from the table), left to store more, then stopped normally
-(the index is saved). Afterwards: the saved index holds exactly the stored rows that have a vector, every one
-of them is found by its own vector, and targets then removed by retention are never returned, also after a
-crash before the next save.
+SFace embeddings, bodies with their appearance vectors, stored in SQLite. It is killed with SIGKILL while
+targets are being stored (its indexes were never saved), restarted (the index is replayed from the table), left to store more, then stopped normally
+(the index is saved). Afterwards, for faces and for bodies: the saved index holds exactly the stored rows of
+that type that have a vector, every one of them is found by its own vector, and targets then removed by
+retention are never returned, also after a crash before the next save.
 """
 
 from __future__ import annotations
@@ -46,13 +47,19 @@ instances:
 """
 
 
-def embedded(work: Path) -> dict[int, bytes]:
+#: the types stored with a vector, and its size (SFace; the body appearance vector)
+TYPES = {"Face": 128, "Body": 72}
+
+
+def embedded(work: Path, ttype: str = "Face") -> dict[int, bytes]:
     path = work / "data" / "targets.db"
     if not path.exists():
         return {}
     try:
         with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-            rows = db.execute("SELECT seq, emb FROM targets WHERE emb_dim > 0").fetchall()
+            rows = db.execute(
+                "SELECT seq, emb FROM targets WHERE emb_dim > 0 AND target_type = ?", (ttype,)
+            ).fetchall()
     except sqlite3.OperationalError:  # the agent has not made its tables yet
         return {}
     return {int(s): bytes(e) for s, e in rows}
@@ -68,12 +75,16 @@ def test_kill9_while_storing_leaves_index_and_store_consistent(tmp_path: Path, c
 
     agent = AgentProcess(work, http_port)
     try:
-        assert wait_until(lambda: len(embedded(work)) >= 2, 240), log.read_text()[-3000:]
+        assert wait_until(lambda: len(embedded(work)) >= 2 and len(embedded(work, "Body")) >= 1, 240), (
+            log.read_text()[-3000:]
+        )
         agent.kill9()
     finally:
         agent.stop()
-    before = embedded(work)
-    assert not (work / "data" / "vectors" / "Face" / "index.json").exists()  # never saved before the kill
+    before = {t: embedded(work, t) for t in TYPES}
+    assert before["Body"], "bodies are stored with their appearance vector"
+    for t in TYPES:
+        assert not (work / "data" / "vectors" / t / "index.json").exists()  # never saved before the kill
 
     agent = AgentProcess(work, http_port)
     try:
@@ -81,44 +92,51 @@ def test_kill9_while_storing_leaves_index_and_store_consistent(tmp_path: Path, c
         assert wait_until(
             lambda: re.search(r"vector index Face: \d+ vectors", log.read_text()) is not None, 90
         )
-        assert wait_until(lambda: len(embedded(work)) > len(before), 240), log.read_text()[-3000:]
+        assert re.search(r"vector index Body: \d+ vectors", log.read_text()) is not None
+        assert wait_until(lambda: len(embedded(work)) > len(before["Face"]), 240), log.read_text()[-3000:]
     finally:
         agent.stop()  # SIGTERM: the index is saved at close
-    rows = embedded(work)
-    assert set(before) <= set(rows)
-    saved = VectorIndex(work / "data" / "vectors" / "Face", 128)
-    assert saved.ids() == set(rows), "the saved index must hold exactly the stored rows with a vector"
-    saved.close()
+    rows = {t: embedded(work, t) for t in TYPES}
+    for t, dim in TYPES.items():
+        assert set(before[t]) <= set(rows[t])
+        saved = VectorIndex(work / "data" / "vectors" / t, dim)
+        assert saved.ids() == set(rows[t]), f"the saved {t} index must hold exactly its rows with a vector"
+        saved.close()
 
     store = TargetStore(work / "data", sinks=())
     try:
-        for seq, blob in rows.items():
-            q = np.frombuffer(blob, dtype="<f4")
-            hit = store.search(target_type="Face", query_embedding=q, page_size=1).hits
-            assert hit and hit[0].similarity is not None and hit[0].similarity > 0.99, seq
+        for t in TYPES:
+            for seq, blob in rows[t].items():
+                q = np.frombuffer(blob, dtype="<f4")
+                hit = store.search(target_type=t, query_embedding=q, page_size=1).hits
+                assert hit and hit[0].similarity is not None and hit[0].similarity > 0.99, (t, seq)
         # retention removes the older half; then a crash before the index is saved again
         with closing(sqlite3.connect(work / "data" / "targets.db")) as db:
-            times = sorted(int(t) for (t,) in db.execute("SELECT ts_ms FROM targets WHERE emb_dim > 0"))
+            times = sorted(
+                int(t)
+                for (t,) in db.execute("SELECT ts_ms FROM targets WHERE emb_dim > 0 AND target_type = 'Face'")
+            )
         cut = datetime.fromtimestamp(times[len(times) // 2] / 1000, tz=UTC)
         assert store.apply_retention(now=cut + timedelta(days=1), default_days=1) > 0
         assert store.vectors is not None
         store.vectors.save = lambda: None  # type: ignore[method-assign]
     finally:
         store.close()
-    left = embedded(work)
-    gone = set(rows) - set(left)
-    assert gone
+    left = {t: embedded(work, t) for t in TYPES}
+    assert set(rows["Face"]) - set(left["Face"])
     with closing(sqlite3.connect(work / "data" / "targets.db")) as db:
         left_ids = {str(t) for (t,) in db.execute("SELECT target_id FROM targets")}
     store = TargetStore(work / "data", sinks=())
     try:
-        assert store.vectors is not None and store.vectors.indexes["Face"].ids() == set(left)
-        for seq in gone:
-            q = np.frombuffer(rows[seq], dtype="<f4")
-            hits = store.search(target_type="Face", query_embedding=q, page_size=100).hits
-            assert {h.record.target_id for h in hits} <= left_ids  # a removed target is never returned
-        for seq in left:
-            q = np.frombuffer(rows[seq], dtype="<f4")
-            assert store.search(target_type="Face", query_embedding=q, page_size=1).hits[0].similarity > 0.99  # type: ignore[operator]
+        assert store.vectors is not None
+        for t in TYPES:
+            assert store.vectors.indexes[t].ids() == set(left[t]), t
+            for seq in set(rows[t]) - set(left[t]):
+                q = np.frombuffer(rows[t][seq], dtype="<f4")
+                hits = store.search(target_type=t, query_embedding=q, page_size=100).hits
+                assert {h.record.target_id for h in hits} <= left_ids  # a removed target is never returned
+            for seq in left[t]:
+                q = np.frombuffer(rows[t][seq], dtype="<f4")
+                assert store.search(target_type=t, query_embedding=q, page_size=1).hits[0].similarity > 0.99  # type: ignore[operator]
     finally:
         store.close()

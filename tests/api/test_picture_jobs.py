@@ -2,7 +2,8 @@
 agent. The stored targets are made by the real detectors: every face of the insightface group photo and of
 opencv-doc's messi5.jpg, detected by RetinaFace, embedded by SFace and stored with their real crops. The query
 is a changed copy (mirrored, rotated, rescaled) of one person's head; the box detects, aligns and embeds it the
-same way."""
+same way. The body half: body targets made by the real body detector and pipeline on vtest.avi, found by the crop
+of one sighting of a person (their appearance vector)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from agent import samples
 from agent.analytics.targets import TargetRecord, make_target_id
 from tests.peers import HlsServer
 
+from .bodies import sighting_crop, store_bodies
 from .conftest import KEY_ID, SECRET, SITE_CHANNEL, SITE_IPC, SITE_NVR, Agent, make_agent
 
 T0 = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
@@ -301,3 +303,57 @@ def test_picture_search_job_finds_the_person_in_history(
         assert "AppInstanceId" in e.message and "no cameras" in e.message
     finally:
         agent.close()
+
+
+def test_the_body_half_finds_the_person_by_appearance(tmp_path: Path, models: Any) -> None:
+    """Bodies made by the agent's detector and pipeline on the labelled vtest clip (tests/api/bodies.py); the
+    query is the crop of one sighting of P8 (light-blue hooded jacket), served on loopback."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    (folder / "p8.jpg").write_bytes(sighting_crop("P8", 19))
+    server = HlsServer(folder)
+    agent = make_agent(tmp_path)
+    try:
+        assert agent.api is not None and agent.store is not None
+        agent.api.ctx.embedder = models.embed_picture
+        made = {b.target_id: b for b in store_bodies(agent.store, models, SITE_IPC, T0)}
+        c = lv_client(agent)
+        app = c.create_picture_search_app(lm.CreatePictureSearchAppRequest(name="广场", desc="")).body.data
+        c.bind_picture_search_app_with_devices(
+            lm.BindPictureSearchAppWithDevicesRequest(app_instance_id=app, device_iot_ids=[SITE_IPC])
+        )
+        start, end = int(T0.timestamp() * 1000), int((T0 + timedelta(minutes=1)).timestamp() * 1000)
+        # faces and bodies (the default): the crop has no face this small, so the body half answers
+        job = c.create_picture_search_job(
+            lm.CreatePictureSearchJobRequest(
+                app_instance_id=app, search_pic_url=server.url("p8.jpg"), start_time=start, end_time=end
+            )
+        ).body.data
+        assert _wait_status(c, app, job, 3).job_status == 3
+        hits = c.query_picture_search_job_result(
+            lm.QueryPictureSearchJobResultRequest(
+                app_instance_id=app, job_id=job, current_page=1, page_size=50
+            )
+        ).body.data.page_data
+        assert hits and all(h.vector_id in made for h in hits)  # only bodies are stored here
+        assert made[hits[0].vector_id].person == "P8", [(made[h.vector_id].person, h.threshold) for h in hits]
+        sims = [h.threshold for h in hits]
+        assert sims == sorted(sims, reverse=True) and min(sims) >= 0.75  # the default BodyThreshold
+        assert len(hits) < len(made)  # strangers below the threshold stay out
+        # bodies only, answered in the call: the same best hit
+        sync = c.picture_search_picture(
+            lm.PictureSearchPictureRequest(
+                app_instance_id=app,
+                search_pic_url=server.url("p8.jpg"),
+                start_time=start,
+                end_time=end,
+                picture_search_type=2,
+                current_page=1,
+                page_size=1,
+            )
+        ).body.data
+        assert [h.vector_id for h in sync.page_data] == [hits[0].vector_id]
+        assert sync.page_data[0].vector_type == 1 and sync.total == len(hits)
+    finally:
+        agent.close()
+        server.stop()

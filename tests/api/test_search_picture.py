@@ -200,7 +200,7 @@ def test_picture_by_url_and_errors_name_their_parameter(stored: Any, picture_ser
     assert "TargetImageData" in msg
     picture = _b64(samples.opencv_image("basketball2.png"))
     assert "SimilarityThreshold" in refused(target_image_data=picture, similarity_threshold=1.5)
-    msg = refused(target_image_data=picture, target_type="Body")
+    msg = refused(target_image_data=picture, target_type="Motor")
     assert "TargetImageData" in msg and "Face" in msg
     msg = refused(target_image_data=picture, target_image_url=f"{picture_server}/bb2.png")
     assert "not both" in msg

@@ -34,7 +34,9 @@ def test_pipeline_reports_faces_with_embeddings(
     for u in faces:
         assert u.embedding is not None and u.embedding.shape == (128,)
         assert u.best.frontal is not None
-    assert all(u.embedding is None for u in bodies)
+    for u in bodies:  # bodies carry their appearance vector (the mean colour histogram of their sightings)
+        assert u.embedding is not None and u.embedding.shape == (72,)
+        assert abs(float(np.linalg.norm(u.embedding)) - 1.0) < 1e-4
 
 
 def test_batcher_batches_frames_of_many_cameras(
