@@ -19,6 +19,8 @@ miss. Two galleries:
   the query being part of a track.
 
 ``per_person_top1`` is the mean over the 10 people of each person's top-1 rate (people seen less weigh as much).
+``same_person_at_0.75`` / ``other_person_at_0.75``: the share of (query, box ``GAP_S`` apart) pairs of one person,
+and of two people, scoring at least the picture search jobs' default BodyThreshold.
 
     python -m bench.body_search        # last line: {"targets_best_top1": ..., "sightings_top1": ..., ...}
 """
@@ -48,6 +50,8 @@ from pipelines.track import (
 
 LABELS = Path(__file__).resolve().parent / "data" / "body_search_vtest.json"
 GAP_S = 5
+#: the picture search jobs' default BodyThreshold (agent/api/actions/picture_jobs.py), whose pair shares are shown
+BODY_THRESHOLD = 0.75
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 TOP = 5
 
@@ -156,14 +160,17 @@ def body_search(path: Path = LABELS) -> dict[str, Any]:
     r = _rates(sight_ranked, sight_wanted)
     out.update({f"sightings_{k}": v for k, v in r.items()})
     same, other = _similarities(queries, all_vecs, sightings)
+    at = BODY_THRESHOLD
     out.update(
         {
             "people": len({p for _, _, _, p in sightings if p is not None}),
             "targets": len(tracks),
             "labelled_boxes": len(queries),
             "queries_no_body": no_body,
-            "similarity_same_person_p50": same,
-            "similarity_other_person_p50": other,
+            "similarity_same_person_p50": round(float(np.median(same)), 3),
+            "similarity_other_person_p50": round(float(np.median(other)), 3),
+            f"same_person_at_{at}": round(float(np.mean(same >= at)), 3),
+            f"other_person_at_{at}": round(float(np.mean(other >= at)), 3),
             "gap_s": GAP_S,
         }
     )
@@ -174,8 +181,8 @@ def _similarities(
     queries: list[tuple[int, np.ndarray | None]],
     vecs: np.ndarray,
     sightings: list[tuple[int, Detection, int, str | None]],
-) -> tuple[float, float]:
-    """Median similarity of a query to the same person's boxes and to other people's, ``GAP_S`` or more apart."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Similarities of the queries to the same person's boxes and to other people's, ``GAP_S`` or more apart."""
     same: list[float] = []
     other: list[float] = []
     for i, v in queries:
@@ -185,7 +192,7 @@ def _similarities(
             if p is None or abs(t - sightings[i][0]) < GAP_S:
                 continue
             (same if p == sightings[i][3] else other).append(float(vecs[j] @ v))
-    return round(float(np.median(same)), 3), round(float(np.median(other)), 3)
+    return np.array(same), np.array(other)
 
 
 def main(argv: list[str] | None = None) -> int:

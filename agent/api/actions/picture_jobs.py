@@ -52,8 +52,8 @@ KIND = "picture_search"
 APP_KIND = "picture_search_app"
 MAX_BYTES = 3 * 1024 * 1024
 DEFAULT_THRESHOLD = 0.36
-#: bodies: of two boxes of the same person 5 s or more apart on the labelled clip (bench/body_search.py) 85% score
-#: 0.75 or more, of two different people 13%; 0.36 would keep nearly every body
+#: bodies: of (query crop, box 5 s or more apart) pairs on the labelled clip (bench/body_search.py) 80% of one
+#: person score 0.75 or more, 12% of two people; 0.36 would keep nearly every body
 DEFAULT_BODY_THRESHOLD = 0.75
 MAX_RESULTS = 1000
 MAX_DEVICES = 1000
