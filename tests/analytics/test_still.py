@@ -63,6 +63,8 @@ def test_each_detection_is_a_target_and_an_upload_analysed_twice_is_stored_once(
         bodies = store.search(target_type="Body", device_ids=[DS], page_size=50).hits
         assert len(faces) == len(bodies) == 12  # two uploads, stored once each
         body_ids = {h.record.target_id for h in bodies}
+        for hit in bodies:  # a still's body is stored with the appearance vector of its one box
+            assert hit.record.embedding is not None and hit.record.embedding.shape == (72,)
         for hit in faces:
             r = hit.record
             assert r.timestamp == at and r.instance_id == "pics" and r.embedding is not None
