@@ -187,7 +187,8 @@ def appearance_vector(hist: Histogram) -> Histogram:
 
 
 def body_vector(image: Image, det: Detection) -> Histogram | None:
-    """The appearance vector of the box ``det`` in ``image`` (None for an empty box): see :func:`appearance_vector`."""
+    """The appearance vector of the box ``det`` in ``image`` (None for an empty box), see
+    :func:`appearance_vector`."""
     hist = colour_histogram(image, det)
     return None if hist is None else appearance_vector(hist)
 

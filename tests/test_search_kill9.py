@@ -4,8 +4,8 @@ the store.
 The agent runs as its own process (``python -m agent.cli run``) on people walking in OpenCV's vtest.avi served
 over RTSP on loopback, with the ``face_body`` algorithm: real body detection, faces found in the head regions,
 SFace embeddings, bodies with their appearance vectors, stored in SQLite. It is killed with SIGKILL while
-targets are being stored (its indexes were never saved), restarted (the index is replayed from the table), left to store more, then stopped normally
-(the index is saved). Afterwards, for faces and for bodies: the saved index holds exactly the stored rows of
+targets are being stored (its indexes were never saved), restarted (the indexes are replayed from the table),
+left to store more, then stopped normally (the indexes are saved). Afterwards, for faces and for bodies: the saved index holds exactly the stored rows of
 that type that have a vector, every one of them is found by its own vector, and targets then removed by
 retention are never returned, also after a crash before the next save.
 """

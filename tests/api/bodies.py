@@ -87,7 +87,7 @@ def store_bodies(store: TargetStore, models: Any, device_id: str, t0: datetime) 
 
 
 def sighting_crop(person: str, t: int) -> bytes:
-    """The crop (20% margin, JPEG 90, as target crops are cut) of the labelled box of ``person`` at second ``t``."""
+    """The crop (20% margin, JPEG 90, as target crops are cut) of ``person``'s labelled box at second ``t``."""
     for lt, box, p in labelled():
         if lt == t and p == person:
             image = clip_frames()[t]

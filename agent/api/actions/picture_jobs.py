@@ -24,9 +24,10 @@ Decisions the seed leaves open (its JobStatus table is empty; its example shows 
 JobStatus 0 queued, 1 running, 2 failed, 3 finished, 4 cancelled. ``Threshold`` (faces) and ``BodyThreshold``
 are cosine similarities 0..1, defaults 0.36 (SFace's same-person cosine 0.363) and 0.75 (bodies, measured:
 ``DEFAULT_BODY_THRESHOLD``); PictureSearchPicture has only ``Threshold``, which then applies to both, and
-without it each kind keeps its default. A hit's ``Threshold`` is its similarity. ``PictureSearchType`` 1 = faces only, 2 = bodies only, absent = both. PageSize 1..50 (default 10),
-CurrentPage from 1. A job keeps at most ``MAX_RESULTS`` hits. ``PicUrl`` is the target's crop, a signed expiring
-link made when the result is read; ``SourcePicUrl`` (beyond the SDK's fields) the whole frame.
+without it each kind keeps its default. A hit's ``Threshold`` is its similarity. ``PictureSearchType`` 1 = faces
+only, 2 = bodies only, absent = both. PageSize 1..50 (default 10), CurrentPage from 1. A job keeps at most
+``MAX_RESULTS`` hits. ``PicUrl`` is the target's crop, a signed expiring link made when the result is read;
+``SourcePicUrl`` (beyond the SDK's fields) the whole frame.
 """
 
 from __future__ import annotations
