@@ -10,7 +10,8 @@ at 300x300, the agent's defaults.
   tracking with best-shot scoring), frames submitted by camera and second.
 
 Both run ``--rounds`` times, alternating, and the median of each is taken, so noise from other processes on the
-machine hits both alike. ``overhead_ratio`` = raw_fps / pipeline_fps (1.0 = no overhead). Also printed: per-model
+machine hits both alike. ``overhead_ratio`` = raw_fps / pipeline_fps (1.0 = no overhead); ``cpu_overhead_ratio``
+the same in CPU seconds of the process (pipeline / raw), steadier on a shared machine. Also printed: per-model
 latencies (raw, one frame), the face batch gain, SFace per face, and how many cameras at 1 fps one box keeps up with.
 
     python -m bench.detect --json
@@ -80,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--provider", default="auto")
     ap.add_argument("--threads", type=int, default=0, help="intra-op threads per model call (0 = all cores)")
+    ap.add_argument(
+        "--appearance-weight",
+        type=float,
+        default=TrackerConfig().appearance_weight,
+        help="the tracker's colour cue (default: the agent's; 0 = motion only, no colour histograms)",
+    )
     ap.add_argument("--json", action="store_true", help="only the JSON line")
     args = ap.parse_args(argv)
 
@@ -97,25 +104,31 @@ def main(argv: list[str] | None = None) -> int:
     body_in = body.session.get_inputs()[0].name
 
     def raw_round() -> float:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         for batch in face_batches:
             face.session.run(None, {face_in: batch})
         for x in body_inputs:
             body.session.run(None, {body_in: x})
+        raw_cpu.append(time.process_time() - c)
         return time.perf_counter() - t
 
     reports = 0
+    raw_cpu: list[float] = []
+    pipe_cpu: list[float] = []
 
     def pipeline_round() -> float:
         nonlocal reports
-        pipe = DetectionPipeline([face, body], tracker=TrackerConfig())
+        pipe = DetectionPipeline(
+            [face, body], tracker=TrackerConfig(appearance_weight=args.appearance_weight)
+        )
         batcher = MicroBatcher(pipe.process, max_batch=args.batch, max_wait_ms=5, max_pending=len(frames))
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         with batcher:
             futures = [batcher.submit(f) for f in frames]
             updates = [u for fut in futures for u in fut.result()]
             updates += pipe.flush()
         elapsed = time.perf_counter() - t
+        pipe_cpu.append(time.process_time() - c)
         reports = len(updates)
         return elapsed
 
@@ -144,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         "raw_fps": round(raw_fps, 2),
         "pipeline_fps": round(pipeline_fps, 2),
         "overhead_ratio": round(raw_fps / pipeline_fps, 3),
+        # the same ratio in CPU seconds of this process: what the pipeline adds, less moved by other processes
+        "cpu_overhead_ratio": round(statistics.median(pipe_cpu) / statistics.median(raw_cpu), 3),
+        "appearance_weight": args.appearance_weight,
         "frames": len(frames),
         "cameras": args.cameras,
         "batch": args.batch,
