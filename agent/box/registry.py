@@ -143,14 +143,107 @@ def _stream_settings(cam: CameraFields, defaults: StreamDefaults) -> StreamSetti
 def allocate_id(prefix: str, type_code: str, taken: Iterable[str]) -> str:
     """The lowest free serial (from 1) under ``prefix`` (10 digits) and ``type_code``. The API passes every id
     the box ever used (the overlay's), so a deleted device's id is never given to another."""
-    head = prefix + type_code
-    used = {c for c in taken if c.startswith(head)}
-    serial = 1
-    while True:
-        candidate = gbids.allocate(prefix[:8], type_code, serial, industry=prefix[8:10])
-        if candidate not in used:
-            return candidate
-        serial += 1
+    return IdAllocator(prefix, set(taken)).next(type_code)
+
+
+class IdAllocator:
+    """Ids for many new devices at once: each is the lowest free serial of its type, found from a cursor per
+    type rather than from 1 each time (allocating n ids is linear, not quadratic, in n). ``taken`` is updated."""
+
+    def __init__(self, prefix: str, taken: set[str]) -> None:
+        self.prefix = prefix
+        self.taken = taken
+        self._cursor: dict[str, int] = {}
+
+    def next(self, type_code: str) -> str:
+        serial = self._cursor.get(type_code, 1)
+        while True:
+            candidate = gbids.allocate(self.prefix[:8], type_code, serial, industry=self.prefix[8:10])
+            serial += 1
+            if candidate not in self.taken:
+                self._cursor[type_code] = serial
+                self.taken.add(candidate)
+                return candidate
+
+    def given(self, device_id: str) -> str:
+        """Take an id the caller chose (already checked to be free)."""
+        self.taken.add(device_id)
+        return device_id
+
+
+@dataclass(frozen=True, slots=True)
+class NewDevices:
+    """What one CreateDevice makes: the devices (a head before its channels), the id answered as DeviceId, the
+    channel ids answered as SubDeviceInfo, and the parent with its grown channel list when channels were added
+    under an existing NVR/ABOX."""
+
+    created: list[Device]
+    main_id: str
+    sub_ids: list[str]
+    updated_parent: Device | None
+
+
+def new_device_tree(
+    *,
+    ids: IdAllocator,
+    device_type: DeviceType,
+    name: str,
+    count: int,
+    parent: Device | None,
+    given_id: str | None,
+    sub_ids: list[str],
+    fields: dict[str, object],
+    camera_fields: dict[str, object],
+    now: datetime,
+) -> NewDevices:
+    """The devices of a CreateDevice whose parameters were checked: ``count`` IPCs (ids ``sub_ids`` or
+    allocated), or an NVR/ABOX head (``given_id`` or allocated) with ``count`` channels, or ``count`` channels
+    more under ``parent``. ``fields`` go on every device, ``camera_fields`` on the cameras (and the head keeps
+    its vendor, model and position)."""
+    if device_type is DeviceType.IPC and parent is None:
+        created = [
+            Device(
+                device_id=ids.given(sub_ids[k]) if sub_ids else ids.next(gbids.IPC),
+                device_type=DeviceType.IPC,
+                name=name if count == 1 else f"{name} {k + 1}",
+                **fields,  # type: ignore[arg-type]
+                **camera_fields,  # type: ignore[arg-type]
+            )
+            for k in range(count)
+        ]
+        extra = [d.device_id for d in created[1:]] if count > 1 else []
+        return NewDevices(created, created[0].device_id, extra, None)
+    if parent is None:
+        did = ids.given(given_id) if given_id else ids.next(gbids.NVR)
+        base_name = name
+    else:
+        did, base_name = parent.device_id, parent.name
+    start = len(parent.sub_device_ids) if parent else 0
+    channels = [
+        Device(
+            device_id=ids.given(sub_ids[k]) if sub_ids else ids.next(gbids.CAMERA),
+            device_type=DeviceType.IPC,
+            parent_id=did,
+            name=f"{base_name} CH{start + k + 1}" if parent is None or count > 1 else name,
+            **fields,  # type: ignore[arg-type]
+            **camera_fields,  # type: ignore[arg-type]
+        )
+        for k in range(count)
+    ]
+    chan_ids = [c.device_id for c in channels]
+    if parent is not None:
+        grown = replace(parent, sub_device_ids=(*parent.sub_device_ids, *chan_ids), modified_at=now)
+        return NewDevices(channels, did, chan_ids, grown)
+    head_keeps = ("vendor", "model", "longitude", "latitude")
+    head = Device(
+        device_id=did,
+        device_type=device_type,
+        name=name,
+        sub_device_ids=tuple(chan_ids),
+        **fields,  # type: ignore[arg-type]
+        **{k: v for k, v in camera_fields.items() if k in head_keeps},  # type: ignore[arg-type]
+    )
+    return NewDevices([head, *channels], did, chan_ids, None)
 
 
 def _common(cam: CameraFields, site: SiteFile) -> dict[str, object]:
@@ -180,15 +273,11 @@ def devices_from_site(site: SiteFile) -> list[Device]:
         if dev.id:
             taken.add(dev.id)
         taken.update(ch.id for ch in dev.channels if ch.id)
-    prefix = site.site.gb_prefix
+    ids = IdAllocator(site.site.gb_prefix, taken)
     out: list[Device] = []
 
     def ident(given: str | None, type_code: str) -> str:
-        if given:
-            return given
-        new = allocate_id(prefix, type_code, taken)
-        taken.add(new)
-        return new
+        return given or ids.next(type_code)
 
     for dev in site.devices:
         out.extend(_expand(dev, site, ident))

@@ -16,7 +16,7 @@ import string
 from dataclasses import replace
 from typing import Any
 
-from agent.box.registry import Device, DeviceStatus, allocate_id
+from agent.box.registry import Device, DeviceStatus, IdAllocator, new_device_tree
 from agent.config import DeviceType, EncodeFormat
 from agent.config.enums import StreamMode
 from gb28181 import ids as gbids
@@ -203,68 +203,26 @@ async def create_device(ctx: ApiContext, p: Params) -> dict[str, Any]:
         up_stream_mode=up_mode,
         **extra_vals,
     )
-    created: list[Device] = []
-    sub_info: list[str] = []
-    if dtype is DeviceType.IPC and parent is None:
-        ids = [_check_new_id("SubDeviceIdList", i, taken) for i in sub_ids] if sub_ids else []
-        for k in range(n):
-            did = ids[k] if ids else allocate_id(prefix, gbids.IPC, taken | ctx.overlay.used_ids)
-            taken.add(did)
-            created.append(
-                Device(
-                    device_id=did,
-                    device_type=DeviceType.IPC,
-                    name=name if n == 1 else f"{name} {k + 1}",
-                    **common,
-                    **cam,
-                )
-            )
-        main_id = created[0].device_id
-        sub_info = [d.device_id for d in created[1:]] if n > 1 else []
-    else:
-        if parent is None:
-            did = (
-                _check_new_id("DeviceId", given_id, taken)
-                if given_id
-                else allocate_id(prefix, gbids.NVR, taken | ctx.overlay.used_ids)
-            )
-            taken.add(did)
-            base_name = name
-        else:
-            did = parent.device_id
-            base_name = parent.name
-        start = len(parent.sub_device_ids) if parent else 0
-        chan_ids = [_check_new_id("SubDeviceIdList", i, taken) for i in sub_ids] if sub_ids else []
-        channels: list[Device] = []
-        for k in range(n):
-            cid = chan_ids[k] if chan_ids else allocate_id(prefix, gbids.CAMERA, taken | ctx.overlay.used_ids)
-            taken.add(cid)
-            chan_name = f"{base_name} CH{start + k + 1}" if parent is None or n > 1 else name
-            channels.append(
-                Device(
-                    device_id=cid, device_type=DeviceType.IPC, parent_id=did, name=chan_name, **common, **cam
-                )
-            )
-        if parent is None:
-            head = Device(
-                device_id=did,
-                device_type=dtype,
-                name=name,
-                sub_device_ids=tuple(c.device_id for c in channels),
-                **common,
-                **{k: v for k, v in cam.items() if k in ("vendor", "model", "longitude", "latitude")},
-            )
-            created = [head, *channels]
-        else:
-            created = channels
-        main_id = did
-        sub_info = [c.device_id for c in channels]
-
+    head = (
+        given_id and parent is None and dtype is not DeviceType.IPC
+    )  # an IPC's id comes from SubDeviceIdList
+    head_id = _check_new_id("DeviceId", given_id, taken) if head and given_id else None
+    checked = [_check_new_id("SubDeviceIdList", i, taken) for i in sub_ids] if sub_ids else []
+    new = new_device_tree(
+        ids=IdAllocator(prefix, taken | ctx.overlay.used_ids),
+        device_type=dtype,
+        name=name,
+        count=n,
+        parent=parent,
+        given_id=head_id,
+        sub_ids=checked,
+        fields=common,
+        camera_fields=cam,
+        now=now,
+    )
+    created, main_id, sub_info, updated_parent = new.created, new.main_id, new.sub_ids, new.updated_parent
     for d in created:
         ctx.extras[d.device_id] = replace(ex)
-    updated_parent = None
-    if parent is not None:
-        updated_parent = replace(parent, sub_device_ids=(*parent.sub_device_ids, *sub_info), modified_at=now)
     ctx.save_devices([*created, *([updated_parent] if updated_parent else [])])
     if updated_parent is not None:
         await ctx.box.update_device(updated_parent)
