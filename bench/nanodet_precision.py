@@ -35,10 +35,14 @@ FRAME = 100  # the frame the NanoDet tests use
 
 def _footage() -> Path:
     base = os.environ.get("VCS_EDGE_CACHE")
-    root = Path(base) if base else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vcs-edge"
+    root = (
+        Path(base) if base else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vcs-edge"
+    )
     path = root / "media" / "vtest.avi"
     if not path.is_file():
-        raise SystemExit(f"no {path}; fetch it with python -c 'from agent import samples; samples.pedestrian_video()'")
+        raise SystemExit(
+            f"no {path}; fetch it with python -c 'from agent import samples; samples.pedestrian_video()'"
+        )
     return path
 
 
@@ -56,7 +60,10 @@ def _session(path: Path, provider: str, threads: int) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    names = {"cpu": ["CPUExecutionProvider"], "openvino": ["OpenVINOExecutionProvider", "CPUExecutionProvider"]}
+    names = {
+        "cpu": ["CPUExecutionProvider"],
+        "openvino": ["OpenVINOExecutionProvider", "CPUExecutionProvider"],
+    }
     provider_options: list[dict[str, Any]] = [{}] * len(names[provider])
     if provider == "openvino":
         provider_options = [{"device_type": "CPU", "num_of_threads": threads}, {}]
