@@ -12,7 +12,7 @@ people (README, detection section). How the file is made, so that ``convert --ch
 * ``quantize_static``: QDQ format, uint8 activations, int8 weights per output channel (ONNX Runtime's
   recommended U8S8), activation ranges from the 99.999th percentile of ``CALIBRATION_FRAMES`` of vtest.avi
   (min/max ranges lost one labelled person; ``reduce_range``, 7-bit weights against the 16-bit saturation of
-  x86 CPUs without VNNI, lost four at 320x320 and was no faster with VNNI). None of these is a
+  x86 CPUs without VNNI, lost three at 320x320 and was no faster with VNNI). None of these is a
   frame labelled in ``bench/data/vtest_people.json`` (25, 75, ... 575) or frame 100 that the tests use.
   The frames are prepared exactly as ``NanoDetDetector`` prepares them (416x416 input: 416x320 canvas).
 
