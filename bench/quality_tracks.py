@@ -71,7 +71,10 @@ def body_detector(model: str) -> Detector:
 
         body = body.model_copy(update={"model": "nanodet"})
         return NanoDetDetector(
-            input_size=body.input_size(), score_threshold=body.threshold(), min_height=body.min_height_px
+            model_id=body.bundled_id(),
+            input_size=body.input_size(),
+            score_threshold=body.threshold(),
+            min_height=body.min_height_px,
         )
     raise SystemExit(f"unknown body model {model!r}: pass a Detector to targets_per_person() for it")
 

@@ -138,7 +138,9 @@ class Models:
                 min_height=body.min_height_px,
                 runtime=self.runtime,
             )
+        model_id = body.bundled_id()
         return NanoDetDetector(
+            model_id=model_id,
             input_size=body.input_size(),
             score_threshold=body.threshold(),
             min_height=body.min_height_px,

@@ -66,6 +66,8 @@ BODY_MODEL_DEFAULTS: dict[str, tuple[tuple[int, int], float]] = {
     "nanodet": ((416, 416), 0.45),
     "ssdlite-person": ((300, 300), 0.4),
 }
+#: Bundled body models that also come quantised to int8, and the id of that file (``vcs-edge models list``).
+BODY_MODEL_INT8: dict[str, str] = {"nanodet": "nanodet-int8"}
 
 
 class BodyModelConfig(Strict):
@@ -84,6 +86,17 @@ class BodyModelConfig(Strict):
         None, gt=0, lt=1, description="Default: the model's own (nanodet 0.45, ssdlite-person 0.4)."
     )
     min_height_px: float = Field(24.0, ge=1, description="Shorter bodies are ignored.")
+    precision: Literal["int8", "fp32"] | None = Field(
+        None,
+        description="Default: int8 where the bundled model has an int8 file (nanodet: about twice as fast on a "
+        "CPU, the same people found), else fp32. fp32 runs the float file.",
+    )
+
+    def bundled_id(self) -> str:
+        """The registry id of the file that runs: ``nanodet-int8`` for NanoDet in int8, else the model id."""
+        if self.precision != "fp32" and self.model in BODY_MODEL_INT8:
+            return BODY_MODEL_INT8[self.model]
+        return self.model
 
     def input_size(self) -> tuple[int, int]:
         (w, h), _ = BODY_MODEL_DEFAULTS.get(self.model, ((640, 640), 0.4))
@@ -101,6 +114,11 @@ class BodyModelConfig(Strict):
                 raise ValueError(
                     f"nanodet input {w}x{h}: width and height must be multiples of 32 (e.g. 416x416)"
                 )
+        if self.precision == "int8" and self.model not in BODY_MODEL_INT8:
+            raise ValueError(
+                f"precision int8: body model {self.model!r} has no int8 file (only "
+                f"{', '.join(sorted(BODY_MODEL_INT8))}); leave precision out or set it to fp32"
+            )
         return self
 
 

