@@ -4,13 +4,13 @@ Frames: 12 frames of vtest.avi (opencv-doc, 768x576, pedestrians on a campus squ
 none of them the frame the tests use), with a box for every person visible in ``bench/data/vtest_people.json``
 (68 people; how they were labelled is written in the file).
 Each model's Body detections are matched to the labels greedily by score at IoU >= 0.5; an unmatched detection
-is a false positive, an unmatched label a miss. NanoDet runs at the shipped default (the int8 file
-``nanodet-int8``, 416x416, score 0.45) and, for the record, as fp32 (``nanodet-fp32``) and at a few other inputs
-and thresholds (int8); SSDLite at its default (300x300, score 0.4).
+is a false positive, an unmatched label a miss. NanoDet runs at the shipped default (fp32, 416x416, score 0.45)
+and, for the record, as the int8 file (``nanodet-int8``, ``body.precision: int8``) and at a few other inputs
+and thresholds; SSDLite at its default (300x300, score 0.4).
 
     python -m bench.quality --json       # last line: {"recall": ..., "precision": ..., ...}
 
-``recall`` and ``precision`` are the shipped default's (NanoDet int8 416x416, 0.45). ``ms_per_frame`` is the whole
+``recall`` and ``precision`` are the shipped default's (NanoDet fp32 416x416, 0.45). ``ms_per_frame`` is the whole
 ``detect`` call on one thread, a rough figure; ``latency_one_thread`` times NanoDet int8, fp32 and SSDLite taking turns on one
 768x576 frame (``--rounds``), so load from other processes hits both alike. The run takes ~10-30 s.
 """
@@ -170,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     runtime = RuntimeOptions(provider="cpu", intra_op_threads=args.threads)
     body = BodyModelConfig()
     min_height = body.min_height_px  # what the agent drops, as it runs by default
-    shipped_id = body.bundled_id()  # the file the default site runs (nanodet-int8)
+    shipped_id = body.bundled_id()  # the file the default site runs (nanodet, fp32)
+    other_id = "nanodet-int8" if shipped_id == "nanodet" else "nanodet"
+    other_key = "nanodet-int8" if other_id == "nanodet-int8" else "nanodet-fp32"
 
     def nanodet(
         model_id: str = shipped_id, size: tuple[int, int] = (416, 416), score: float = 0.45
@@ -180,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     shipped = evaluate(nanodet(), frames, labels, ignore)
-    fp32 = evaluate(nanodet("nanodet"), frames, labels, ignore)
+    other = evaluate(nanodet(other_id), frames, labels, ignore)
     others = {}
     for variant in [v for v in args.variants.split(",") if v]:
         size, _, score = variant.partition("@")
@@ -192,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     ssd = BodyDetector(min_height=min_height, runtime=runtime)
     ssdlite = evaluate(ssd, frames, labels, ignore)
     timing = latency(
-        {shipped_id: shipped_det, "nanodet-fp32": nanodet("nanodet"), "ssdlite-person": ssd},
+        {shipped_id: shipped_det, other_key: nanodet(other_id), "ssdlite-person": ssd},
         frames[min(frames)],
         args.rounds,
     )
@@ -207,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         "recall": shipped["recall"],
         "precision": shipped["precision"],
         "nanodet": shipped,
-        "nanodet-fp32": fp32,
+        other_key: other,
         "ssdlite-person": ssdlite,
         **others,
         "latency_one_thread": timing,
@@ -218,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.json:
         for name, t in timing.items():
             print(f"{name:<22} detect on one thread: median {t['median_ms']} ms, fastest {t['min_ms']} ms")
-        for name in ["nanodet", "nanodet-fp32", *others, "ssdlite-person"]:
+        for name in ["nanodet", other_key, *others, "ssdlite-person"]:
             r = summary[name]
             print(
                 f"{name:<22} recall {r['recall']:.3f}  precision {r['precision']:.3f}  "

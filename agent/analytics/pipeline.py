@@ -97,6 +97,8 @@ class Models:
         # ONNX Runtime's default (every core) fights the decode threads on a small box: measured on 2 cores,
         # one thread per call did the same work at half the CPU (bench.capacity)
         threads = cfg.intra_op_threads or max(1, (os.cpu_count() or 2) // 2)
+        # and as many batches at once as the cores hold calls: on 2 cores two single-threaded calls
+        self.workers = cfg.workers or min(4, max(1, (os.cpu_count() or 2) // threads))
         self.runtime = RuntimeOptions(
             provider=cfg.provider,
             intra_op_threads=threads,
@@ -317,18 +319,23 @@ class Analytics:
             self._pipelines[algorithm] = pipeline
             lock = self._pipeline_locks[algorithm] = threading.Lock()
 
-            def handler(
-                frames: list[Frame], p: DetectionPipeline = pipeline, lk: threading.Lock = lock
-            ) -> Any:
-                with lk:
-                    return p.process(frames)
+            def then(
+                frames: list[Frame],
+                detections: list[list[Detection]],
+                p: DetectionPipeline = pipeline,
+                lk: threading.Lock = lock,
+            ) -> list[list[TrackUpdate]]:
+                with lk:  # the trackers are also ended by the sweeper and flushed at stop
+                    return p.track_frames(frames, detections)
 
             b = MicroBatcher(
-                handler,
+                pipeline.detect_frames,
                 max_batch=self.cfg.batch_max,
                 max_wait_ms=self.cfg.batch_wait_ms,
                 max_pending=self.cfg.queue_max,
                 name=f"detect-{algorithm.value}",
+                workers=self.models.workers,
+                then=then,
             ).start()
             self._batchers[algorithm] = b
         return b
@@ -341,7 +348,8 @@ class Analytics:
         try:
             updates = fut.result()
         except FrameDropped:
-            self.frames_dropped += 1
+            with self._lock:
+                self.frames_dropped += 1
             return
         except BatcherClosed:
             log.debug("frame of %s not detected: the agent is stopping", frame.device_id)
@@ -351,9 +359,10 @@ class Analytics:
             log.exception("detection failed on a frame of %s", frame.device_id)
             return
         lag = max(0.0, time.time() - frame.captured_at.timestamp())
-        self.frames_detected += 1
-        self.detect_lag_s_sum += lag
-        self.detect_lag_s_last = lag
+        with self._lock:  # futures resolve on every detection worker's thread
+            self.frames_detected += 1
+            self.detect_lag_s_sum += lag
+            self.detect_lag_s_last = lag
         if updates:
             self._writer.submit(self._emit_logged, updates, algorithm)
 

@@ -1,9 +1,15 @@
 """The micro-batcher: frames of all cameras meet here and go through the models together.
 
-Camera workers ``submit`` frames from any thread and get a future. One worker thread takes up to ``max_batch``
+Camera workers ``submit`` frames from any thread and get a future. A worker thread takes up to ``max_batch``
 frames, waiting at most ``max_wait_ms`` after the first for more, and hands them to the handler in one call (which
 runs one ``session.run`` per model and batch where the model allows). The queue is bounded: when it is full the
 oldest frame is dropped, its future fails with ``FrameDropped``, and the drop is counted.
+
+With ``workers`` > 1 and a ``then`` stage, several batches run ``handler`` at once (the models: ONNX Runtime
+sessions may run concurrently, and one single-threaded model call per core uses a small box better than one
+call spread over its cores, which fights the decoders), and ``then(frames, handler_result)`` runs for one batch at
+a time, in the order the batches were taken (the trackers: each camera's frames must reach its tracker in
+capture order). ``busy_s`` sums the workers' time, so it can pass the wall-clock time.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pipelines.frames import Frame
 
@@ -50,16 +56,21 @@ class MicroBatcher(Generic[T]):
 
     def __init__(
         self,
-        handler: Callable[[list[Frame]], Sequence[T]],
+        handler: Callable[[list[Frame]], Any],
         *,
         max_batch: int = 8,
         max_wait_ms: float = 50.0,
         max_pending: int = 64,
         name: str = "detect-batcher",
+        workers: int = 1,
+        then: Callable[[list[Frame], Any], Sequence[T]] | None = None,
     ) -> None:
         if max_batch < 1 or max_pending < 1 or max_wait_ms < 0:
             raise ValueError("max_batch and max_pending must be >= 1 and max_wait_ms >= 0")
+        if workers < 1 or (workers > 1 and then is None):
+            raise ValueError("workers must be >= 1, and more than one needs a `then` stage (run in order)")
         self._handler = handler
+        self._then = then
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_pending = max_pending
@@ -67,14 +78,22 @@ class MicroBatcher(Generic[T]):
         self._queue: deque[tuple[Frame, Future[T]]] = deque()
         self._cond = threading.Condition()
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._threads = [
+            threading.Thread(target=self._run, name=name if i == 0 else f"{name}-{i}", daemon=True)
+            for i in range(workers)
+        ]
         self._started = False
+        # batches are numbered as they are taken; the `then` stage runs them in that order
+        self._taken = 0
+        self._next_then = 0
+        self._order = threading.Condition()
 
     def start(self) -> MicroBatcher[T]:
         with self._cond:
             if not self._started:
                 self._started = True
-                self._thread.start()
+                for t in self._threads:
+                    t.start()
         return self
 
     def __enter__(self) -> MicroBatcher[T]:
@@ -112,10 +131,13 @@ class MicroBatcher(Generic[T]):
             self._cond.notify_all()
         for _, fut in left:
             fut.set_exception(BatcherClosed("the detection batcher closed before this frame was processed"))
-        if self._started and threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
+        if self._started:
+            for t in self._threads:
+                if threading.current_thread() is not t:
+                    t.join(timeout)
 
-    def _take(self) -> list[tuple[Frame, Future[T]]] | None:
+    def _take_numbered(self) -> tuple[int, list[tuple[Frame, Future[T]]]] | None:
+        """The next batch with its number (in taking order), or None once closed."""
         with self._cond:
             while not self._queue and not self._closed:
                 self._cond.wait()
@@ -128,30 +150,76 @@ class MicroBatcher(Generic[T]):
                     break
                 self._cond.wait(remaining)
             batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
-            return batch
+            ticket = self._taken
+            if batch:
+                self._taken += 1
+            return ticket, batch
+
+    def _in_order(self, ticket: int, batch: list[tuple[Frame, Future[T]]], prepared: Any) -> None:
+        """The ``then`` stage of batch ``ticket`` after every earlier batch's; its futures are resolved in
+        the same turn, so their callbacks (storing the reports) also run in batch order."""
+        assert self._then is not None
+        frames = [f for f, _ in batch]
+        with self._order:
+            while self._next_then != ticket:
+                self._order.wait()
+        try:
+            results = list(self._then(frames, prepared))
+            if len(results) != len(frames):
+                raise RuntimeError(f"handler returned {len(results)} results for {len(frames)} frames")
+            self._resolve(batch, results)
+        finally:
+            with self._order:
+                self._next_then += 1
+                self._order.notify_all()
+
+    def _resolve(self, batch: list[tuple[Frame, Future[T]]], results: list[T]) -> None:
+        with self._cond:
+            self.stats.batches += 1
+            self.stats.frames += len(batch)
+        for (_, fut), result in zip(batch, results, strict=True):
+            fut.set_result(result)
+
+    def _skip_turn(self, ticket: int) -> None:
+        """A batch whose handler failed gives up its turn in the ``then`` stage, in order."""
+        with self._order:
+            while self._next_then != ticket:
+                self._order.wait()
+            self._next_then += 1
+            self._order.notify_all()
 
     def _run(self) -> None:
         while True:
-            batch = self._take()
-            if batch is None:
+            taken = self._take_numbered()
+            if taken is None:
                 return
+            ticket, batch = taken
             if not batch:
                 continue
             frames = [f for f, _ in batch]
             start = time.perf_counter()
+            prepared_ok = False
             try:
-                results = list(self._handler(frames))
-                if len(results) != len(frames):
-                    raise RuntimeError(f"handler returned {len(results)} results for {len(frames)} frames")
+                if self._then is None:
+                    results = list(self._handler(frames))
+                    if len(results) != len(frames):
+                        raise RuntimeError(
+                            f"handler returned {len(results)} results for {len(frames)} frames"
+                        )
+                    self._resolve(batch, results)
+                else:
+                    prepared = self._handler(frames)
+                    prepared_ok = True
+                    self._in_order(ticket, batch, prepared)
             except Exception as exc:
-                self.stats.errors += 1
+                if self._then is not None and not prepared_ok:
+                    self._skip_turn(ticket)
+                with self._cond:
+                    self.stats.errors += 1
                 log.exception("detection batch of %d frames failed", len(frames))
                 for _, fut in batch:
-                    fut.set_exception(exc)
-                continue
+                    if not fut.done():
+                        fut.set_exception(exc)
             finally:
-                self.stats.busy_s += time.perf_counter() - start
-            self.stats.batches += 1
-            self.stats.frames += len(frames)
-            for (_, fut), result in zip(batch, results, strict=True):
-                fut.set_result(result)
+                with self._cond:
+                    self.stats.busy_s += time.perf_counter() - start

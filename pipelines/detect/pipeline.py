@@ -69,7 +69,17 @@ class DetectionPipeline:
 
     def process(self, frames: Sequence[Frame]) -> list[list[TrackUpdate]]:
         """Detect, track and embed; returns the reports due after each frame (same order as ``frames``)."""
-        detections = self.detect([f.image for f in frames])
+        return self.track_frames(frames, self.detect_frames(frames))
+
+    def detect_frames(self, frames: Sequence[Frame]) -> list[list[Detection]]:
+        """The stateless half of :meth:`process` (the models): may run for several batches at once."""
+        return self.detect([f.image for f in frames])
+
+    def track_frames(
+        self, frames: Sequence[Frame], detections: Sequence[list[Detection]]
+    ) -> list[list[TrackUpdate]]:
+        """The stateful half of :meth:`process` (trackers, then attributes and embeddings of the reports): one
+        batch at a time, in capture order per camera."""
         per_frame = [
             self.tracks.update(frame, found) for frame, found in zip(frames, detections, strict=True)
         ]

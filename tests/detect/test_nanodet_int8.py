@@ -107,18 +107,19 @@ def test_registry_lists_int8_with_its_licences() -> None:
     assert row.present and row.file.endswith("nanodet_coco_int8.onnx") and "LICENSE.nanodet" in row.licence
 
 
-def test_int8_is_the_default_and_fp32_stays_selectable() -> None:
+def test_fp32_is_the_default_and_int8_is_selectable() -> None:
+    # int8 is opt-in: calibrated on one scene (vtest.avi), it finds nobody on the bright close-up group photo
     from agent.analytics.pipeline import Models
     from agent.config import BodyModelConfig, DetectionConfig
 
     default = DetectionConfig(face={"enabled": False}, intra_op_threads=1)  # type: ignore[arg-type]
-    assert default.body.model == "nanodet" and default.body.bundled_id() == "nanodet-int8"
+    assert default.body.model == "nanodet" and default.body.bundled_id() == "nanodet"
     body = Models(default).body
+    assert isinstance(body, NanoDetDetector) and body.path == BUNDLED["nanodet"].file
+    q = DetectionConfig(face={"enabled": False}, body={"precision": "int8"}, intra_op_threads=1)  # type: ignore[arg-type]
+    body = Models(q).body
     assert isinstance(body, NanoDetDetector) and body.path == BUNDLED["nanodet-int8"].file
     assert body.model_id == "nanodet-int8"
-    fp = DetectionConfig(face={"enabled": False}, body={"precision": "fp32"}, intra_op_threads=1)  # type: ignore[arg-type]
-    body = Models(fp).body
-    assert isinstance(body, NanoDetDetector) and body.path == BUNDLED["nanodet"].file
     assert BodyModelConfig(model="ssdlite-person").bundled_id() == "ssdlite-person"  # it has no int8 file
 
 

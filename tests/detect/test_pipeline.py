@@ -114,3 +114,39 @@ def test_a_failing_batch_fails_its_frames_and_the_batcher_goes_on() -> None:
             bad.result(timeout=10)
         assert batcher.submit(make_frame(image, seq=5)).result(timeout=10) == 5
     assert batcher.stats.errors == 1
+
+
+def test_parallel_workers_keep_the_then_stage_in_order() -> None:
+    # The first batch's handler is held until the second batch has gone through its handler on the other
+    # worker; that one waits for the first's `then`. A failing handler gives up its turn; every future gets
+    # its own result.
+    release = threading.Event()
+    handled: list[int] = []
+    order: list[int] = []
+
+    def handler(frames: list[Frame]) -> list[int]:
+        if frames[0].seq == 0:
+            assert release.wait(30)
+        if frames[0].seq == 2:
+            raise ValueError("bad frame")
+        handled.append(frames[0].seq)
+        return [f.seq * 10 for f in frames]
+
+    def then(frames: list[Frame], prepared: list[int]) -> list[int]:
+        order.append(frames[0].seq)
+        return [p + 1 for p in prepared]
+
+    image = np.zeros((8, 8, 3), np.uint8)
+    with MicroBatcher(handler, max_batch=1, max_wait_ms=0, workers=2, then=then) as batcher:
+        futures = [batcher.submit(make_frame(image, seq=i)) for i in range(5)]
+        while handled != [1]:  # batch 1 is through its handler while batch 0 is still in its own
+            threading.Event().wait(0.01)
+        assert order == []  # and waits for batch 0's turn
+        release.set()
+        assert [f.result(timeout=10) for f in futures[:2]] == [1, 11]
+        with pytest.raises(ValueError, match="bad frame"):
+            futures[2].result(timeout=10)
+        assert [f.result(timeout=10) for f in futures[3:]] == [31, 41]
+    assert order == [0, 1, 3, 4] and batcher.stats.errors == 1 and batcher.stats.frames == 4
+    with pytest.raises(ValueError, match="then"):
+        MicroBatcher(handler, workers=2)
