@@ -212,8 +212,16 @@ class TlsFront:
 class Consumer:
     """Reads topics from the beginning on a thread (kafka-python, no group) and keeps every JSON message."""
 
-    def __init__(self, bootstrap: str, topics: list[str], *, ca_file: Path | None = None) -> None:
-        """``ca_file``: connect with TLS, verifying the broker's certificate and name against that CA."""
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: list[str],
+        *,
+        ca_file: Path | None = None,
+        sasl: tuple[str, str, str] | None = None,
+    ) -> None:
+        """``ca_file``: connect with TLS, verifying the broker's certificate and name against that CA.
+        ``sasl``: (mechanism, user, password): log in with SASL (a :class:`tests.peers.sasl_front.SaslFront`)."""
         from kafka import KafkaConsumer, TopicPartition
 
         self._tp = TopicPartition
@@ -226,6 +234,10 @@ class Consumer:
         tls: dict[str, Any] = {}
         if ca_file is not None:
             tls = {"security_protocol": "SSL", "ssl_cafile": str(ca_file), "ssl_check_hostname": True}
+        if sasl is not None:
+            mechanism, user, password = sasl
+            tls["security_protocol"] = "SASL_SSL" if ca_file is not None else "SASL_PLAINTEXT"
+            tls.update(sasl_mechanism=mechanism, sasl_plain_username=user, sasl_plain_password=password)
         self._consumer = KafkaConsumer(
             bootstrap_servers=bootstrap,
             auto_offset_reset="earliest",
