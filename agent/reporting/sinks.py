@@ -156,8 +156,20 @@ class SinkRunner:
         while not self._stop.is_set():
             self._wake.wait(self.idle_s)
             self._wake.clear()
+            # A failed delete of acknowledged entries (a locked database) must not hold back delivering the
+            # others: it is tried once per turn, the turn still delivers, and the error ends the turn after.
+            ack_error: Exception | None = None
+
+            def flush() -> None:
+                nonlocal ack_error
+                if ack_error is None:
+                    try:
+                        self._flush_acks()
+                    except Exception as exc:
+                        ack_error = exc
+
             try:
-                self._flush_acks()
+                flush()
                 if self._rewind.is_set():
                     self._rewind.clear()
                     self._cursor = 0
@@ -172,7 +184,9 @@ class SinkRunner:
                     self.sink.deliver(entries)
                     self._cursor = entries[-1].id
                     self.handed += len(entries)
-                    self._flush_acks()
+                    flush()
+                if ack_error is not None:
+                    raise ack_error
             except Exception as exc:
                 # A database or sink bug must not kill the thread; back off one idle period and retry.
                 # One ERROR per run of failures, not one per turn (a locked database fails every turn).
