@@ -10,7 +10,9 @@ Why MPEG-TS and not fragmented MP4:
 The cost is ~2-4 % of overhead over fMP4 at camera bitrates (188-byte packets, PES headers).
 
 A segment is written to ``<start_ms>.part``, fsynced, renamed to ``.ts`` and only then indexed, so the index
-never names a file that is not whole.
+never names a file that is not whole. The muxer writes every packet through to the file (``flush_packets``):
+FFmpeg 8 otherwise holds 256 KiB in its I/O buffer, which is seconds of a low-bitrate camera that a ``kill -9``
+would lose from the ``.part`` it leaves.
 """
 
 from __future__ import annotations
@@ -57,7 +59,9 @@ class SegmentWriter:
         self.final = root / self.rel
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self.part = self.final.with_suffix(PART_SUFFIX)
-        self._container: Any = av.open(str(self.part), "w", format="mpegts")
+        self._container: Any = av.open(
+            str(self.part), "w", format="mpegts", container_options={"flush_packets": "1"}
+        )
         with av.open(io.BytesIO(first.data), format=fmt) as probe:
             self._stream = self._container.add_stream_from_template(probe.streams.video[0])
         self._stream.time_base = TIME_BASE

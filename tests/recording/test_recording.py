@@ -235,7 +235,14 @@ def test_kill_9_while_recording_leaves_index_and_files_consistent(tmp_path: Path
     try:
         assert wait_until(lambda: len(agent.rows()) >= 2, 60), agent.log_text()[-2000:]
         # mid-segment: a part file with some packets in it
-        assert wait_until(lambda: any(p.stat().st_size > 20_000 for p in folder.rglob("*.part")), 30)
+        seen: list[int] = []
+
+        def part_filled() -> bool:
+            sizes = [p.stat().st_size for p in folder.rglob("*.part")]
+            seen.extend(sizes)
+            return any(s > 20_000 for s in sizes)
+
+        assert wait_until(part_filled, 30), (sorted(set(seen))[-10:], [r.bytes for r in agent.rows()][-5:])
         agent.kill9()
         crashed_rows = len(agent.rows())
         assert list(folder.rglob("*.part"))
