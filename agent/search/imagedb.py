@@ -25,7 +25,6 @@ its last record).
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import threading
@@ -38,7 +37,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from agent.search.index import Filter, Meta, VectorIndex
+from agent.search.index import Filter, Meta, VectorIndex, saved_dim
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +82,17 @@ class Match:
     cosine: float
 
 
+#: (data_id, database) of every picture, and the float32 vectors of some data ids (in their order)
+Rows = Callable[[], Sequence[tuple[int, str]]]
+VectorsOf = Callable[[list[int]], Vector]
+
+
 class VectorSearch(Protocol):
     """What the image databases need from a vector index."""
 
-    def loaded(self, db: str) -> bool: ...
-
-    def load(self, db: str, keys: Sequence[int], vectors: Vector) -> None: ...
+    def reconcile(self, rows: Rows, vectors: VectorsOf) -> None:
+        """Hold exactly the pictures of ``rows`` (called once, when the store opens)."""
+        ...
 
     def add(self, db: str, key: int, vector: Vector) -> None: ...
 
@@ -102,26 +106,27 @@ class VectorSearch(Protocol):
 
 
 class ExactVectors:
-    """Exact cosine search over unit vectors with numpy, one matrix per database, filled by ``load``."""
+    """Exact cosine search over unit vectors with numpy, one matrix per database (the reference the shared index
+    is compared with in the tests)."""
 
     def __init__(self) -> None:
         self._keys: dict[str, npt.NDArray[np.int64]] = {}
         self._mats: dict[str, Vector] = {}
 
-    def loaded(self, db: str) -> bool:
-        return db in self._mats
-
-    def load(self, db: str, keys: Sequence[int], vectors: Vector) -> None:
-        self._keys[db] = np.asarray(keys, dtype=np.int64)
-        mat = np.asarray(vectors, dtype=np.float32)
-        self._mats[db] = mat.reshape(len(keys), mat.shape[-1] if mat.ndim == 2 else 0)
+    def reconcile(self, rows: Rows, vectors: VectorsOf) -> None:
+        by_db: dict[str, list[int]] = {}
+        for key, db in rows():
+            by_db.setdefault(db, []).append(key)
+        self._keys = {db: np.asarray(keys, dtype=np.int64) for db, keys in by_db.items()}
+        self._mats = {db: np.asarray(vectors(keys), dtype=np.float32) for db, keys in by_db.items()}
 
     def add(self, db: str, key: int, vector: Vector) -> None:
-        if db not in self._mats:
-            return  # loaded from the rows on first search
         v = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        if db not in self._mats:
+            self._keys[db], self._mats[db] = np.asarray([key], dtype=np.int64), v
+            return
         self._keys[db] = np.append(self._keys[db], np.int64(key))
-        self._mats[db] = np.vstack([self._mats[db], v]) if self._mats[db].size else v
+        self._mats[db] = np.vstack([self._mats[db], v])
 
     def remove(self, db: str, keys: Sequence[int]) -> None:
         if db not in self._mats:
@@ -154,8 +159,8 @@ class ExactVectors:
 class IndexedVectors:
     """Every image database's vectors in one :class:`VectorIndex` (project = database name).
 
-    The index is made on the first vector (its size is the embedder's) or loaded from ``root``; it is "loaded"
-    for every database once :meth:`reconcile` has run, which the store does when it opens.
+    The index is made on the first vector (its size is the embedder's) or loaded from ``root``, then
+    reconciled with the rows when the store opens (:meth:`reconcile`).
     """
 
     def __init__(self, root: Path | None, *, save_every: int = 500) -> None:
@@ -163,8 +168,7 @@ class IndexedVectors:
         self.save_every = save_every
         self.index: VectorIndex | None = None
         self._changes = 0
-        self._ready = False
-        dim = _saved_dim(root) if root is not None else None
+        dim = saved_dim(root) if root is not None else None
         if dim is not None:
             self.index = VectorIndex(root, dim, "cos")
 
@@ -179,11 +183,8 @@ class IndexedVectors:
             self.index = VectorIndex(self.root, dim, "cos")
         return self.index
 
-    def reconcile(
-        self, rows: Callable[[], Sequence[tuple[int, str]]], vectors: Callable[[list[int]], Vector]
-    ) -> None:
-        """Make the index hold exactly the rows: ``rows()`` gives (data_id, db) of every picture, ``vectors``
-        the float32 vectors of some ids (in their order)."""
+    def reconcile(self, rows: Rows, vectors: VectorsOf) -> None:
+        """Make the index hold exactly the rows: ids the rows lack are removed, rows it lacks are added."""
         t0 = time.perf_counter()
         want = {key: db for key, db in rows()}
         added = removed = 0
@@ -199,7 +200,6 @@ class IndexedVectors:
             index = self._ensure(int(mat.shape[1]))
             index.add(part, mat, [Meta(project=want[k]) for k in part])
             added += len(part)
-        self._ready = True
         if added or removed:
             self.save()
         if want:
@@ -210,12 +210,6 @@ class IndexedVectors:
                 removed,
                 time.perf_counter() - t0,
             )
-
-    def loaded(self, db: str) -> bool:
-        return self._ready
-
-    def load(self, db: str, keys: Sequence[int], vectors: Vector) -> None:
-        raise RuntimeError("IndexedVectors is filled by reconcile(), not per database")
 
     def add(self, db: str, key: int, vector: Vector) -> None:
         v = np.asarray(vector, dtype=np.float32).reshape(1, -1)
@@ -254,14 +248,6 @@ class IndexedVectors:
             self.index = None
 
 
-def _saved_dim(path: Path) -> int | None:
-    try:
-        dim = json.loads((path / "index.json").read_text()).get("dim")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return dim if isinstance(dim, int) and dim > 0 else None
-
-
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dbs (name TEXT PRIMARY KEY, created_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS images (
@@ -292,11 +278,8 @@ class ImageDbStore:
         self._conn.executescript(_SCHEMA)
         self._lock = threading.Lock()
         self._clock = clock
-        if vectors is None:
-            indexed = IndexedVectors(data_dir / VECTORS_DIR)
-            indexed.reconcile(self._all_keys, self._vectors_of)
-            vectors = indexed
-        self.vectors: VectorSearch = vectors
+        self.vectors: VectorSearch = vectors or IndexedVectors(data_dir / VECTORS_DIR)
+        self.vectors.reconcile(self._all_keys, self._vectors_of)
 
     def _all_keys(self) -> list[tuple[int, str]]:
         return [(int(r[0]), str(r[1])) for r in self._conn.execute("SELECT data_id, db FROM images")]
@@ -418,17 +401,6 @@ class ImageDbStore:
     def search(self, db: str, vector: Vector, limit: int) -> list[Match]:
         with self._lock:
             self._require("DbName", db)
-            if not self.vectors.loaded(db):
-                rows = self._conn.execute(
-                    "SELECT data_id, vec FROM images WHERE db = ? ORDER BY data_id", (db,)
-                ).fetchall()
-                dim = int(np.asarray(vector).size)
-                mat = (
-                    np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim)
-                    if rows
-                    else np.zeros((0, dim), np.float32)
-                )
-                self.vectors.load(db, [int(r[0]) for r in rows], mat)
             hits = self.vectors.search(db, vector, limit)
             if not hits:
                 return []

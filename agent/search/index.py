@@ -524,6 +524,16 @@ def _encode(mat: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.int8], npt.NDA
     return codes, scale
 
 
+def saved_dim(path: str | Path) -> int | None:
+    """The dimension of the index saved in directory ``path``, or None when none is saved there (read from its
+    header, without loading it)."""
+    try:
+        dim = json.loads((Path(path) / HEADER).read_text()).get("dim")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

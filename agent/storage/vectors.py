@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from agent.analytics.targets import TargetRecord
-from agent.search.index import Filter, Meta, VectorIndex
+from agent.search.index import Filter, Meta, VectorIndex, saved_dim
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class StoreVectors:
     def _open(self, ttype: str, dim: int) -> VectorIndex | None:
         path = self.root / ttype
         if dim == 0:
-            saved = _saved_dim(path)
+            saved = saved_dim(path)
             if saved is None:
                 return None
             dim = saved
@@ -253,13 +253,3 @@ class StoreVectors:
             for index in self.indexes.values():
                 index.close()
             self.indexes.clear()
-
-
-def _saved_dim(path: Path) -> int | None:
-    import json
-
-    try:
-        dim = json.loads((path / "index.json").read_text()).get("dim")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return dim if isinstance(dim, int) and dim > 0 else None
