@@ -41,6 +41,7 @@ import cv2
 import numpy as np
 
 from agent.box.instances import InstanceRuntime
+from agent.ops.files import fsync_path
 from agent.ops.logs import kv
 from agent.ops.metrics import Sample
 from agent.ops.tasks import spawn
@@ -96,14 +97,6 @@ class Upload:
     state: str = "pending"
     targets: int = 0
     detail: str = ""
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class UploadTable:
@@ -221,7 +214,7 @@ class Uploads:
             f.flush()
             os.fsync(f.fileno())
         tmp.replace(final)
-        _fsync_dir(final.parent)
+        fsync_path(final.parent)
         self.table.insert(upload)
 
     def state(self, source_id: str) -> tuple[str, int, str] | None:

@@ -26,6 +26,7 @@ from typing import Any
 
 import av
 
+from agent.ops.files import fsync_path
 from pipelines.annexb import AccessUnit
 
 from .index import PART_SUFFIX, SEGMENT_SUFFIX, Segment
@@ -87,10 +88,10 @@ class SegmentWriter:
         """Close, fsync and rename into place; the caller indexes the returned segment."""
         self.end_ms = max(self.end_ms, end_ms)
         self._container.close()
-        _fsync(self.part)
+        fsync_path(self.part)
         self.keyframes = _keyframes(self.part)
         os.replace(self.part, self.final)
-        _fsync_dir(self.final.parent)
+        fsync_path(self.final.parent)
         return Segment(
             self.start_ms,
             self.end_ms,
@@ -110,14 +111,6 @@ class SegmentWriter:
         self.part.unlink(missing_ok=True)
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _keyframes(path: Path) -> list[tuple[int, int]]:
     """(ms from the first packet, byte offset) of each keyframe, read back from the written file: the muxer
     writes through its own buffer, so the demuxer's packet positions are the exact offsets."""
@@ -131,14 +124,6 @@ def _keyframes(path: Path) -> list[tuple[int, int]]:
                 first = pkt.pts if first is None else first
                 out.append((round(float((pkt.pts - first) * tb) * 1000), int(pkt.pos or 0)))
     return out
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def probe_segment(file: Path, root: Path, final: Path) -> Segment | None:

@@ -62,6 +62,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from agent.ops.files import fsync_path
+
 log = logging.getLogger(__name__)
 
 HEADER = "index.json"
@@ -419,7 +421,7 @@ class VectorIndex:
             if self._ivf is not None:
                 lists = self.path / f"lists.{gen}.faiss"
                 faiss.write_index(self._ivf, str(lists))
-                _fsync(lists)
+                fsync_path(lists)
             header = {
                 "gen": gen,
                 "dim": self.dim,
@@ -532,11 +534,3 @@ def saved_dim(path: str | Path) -> int | None:
     except (OSError, ValueError, AttributeError):
         return None
     return dim if isinstance(dim, int) and dim > 0 else None
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
