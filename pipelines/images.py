@@ -140,18 +140,28 @@ def _tiff(data: bytes) -> tuple[int, int] | None:
     return w, h
 
 
+def image_format(data: bytes) -> str | None:
+    """The picture format of ``data`` from its first bytes, as a file extension (``jpg``, ``png``, ``gif``,
+    ``bmp``, ``webp``, ``tif``); None when it is none of them."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpg"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if data[:2] == b"BM":
+        return "bmp"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tif"
+    return None
+
+
+_SIZERS = {"png": _png, "jpg": _jpeg, "gif": _gif, "bmp": _bmp, "webp": _webp, "tif": _tiff}
+
+
 def image_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) that a decoder of ``data`` would allocate, from its header; None when unknown."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return _png(data)
-    if data[:3] == b"\xff\xd8\xff":
-        return _jpeg(data)
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return _gif(data)
-    if data[:2] == b"BM":
-        return _bmp(data)
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return _webp(data)
-    if data[:4] in (b"II*\x00", b"MM\x00*"):
-        return _tiff(data)
-    return None
+    fmt = image_format(data)
+    return None if fmt is None else _SIZERS[fmt](data)

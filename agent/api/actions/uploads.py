@@ -31,6 +31,7 @@ import uuid
 from typing import Any
 
 from agent.box.uploads import FOLDER, Upload
+from pipelines.images import image_format
 
 from ..context import ApiContext, now_utc
 from ..dispatch import action
@@ -41,23 +42,6 @@ from .targets import MAX_IMAGE, checked_picture
 MAX_NAME = 255
 _BAD_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")
 _MD5 = re.compile(r"[0-9a-fA-F]{32}")
-
-#: file name extension by the picture's first bytes
-_EXTENSIONS = (
-    (b"\xff\xd8\xff", "jpg"),
-    (b"\x89PNG\r\n\x1a\n", "png"),
-    (b"GIF87a", "gif"),
-    (b"GIF89a", "gif"),
-    (b"BM", "bmp"),
-    (b"II*\x00", "tif"),
-    (b"MM\x00*", "tif"),
-)
-
-
-def _extension(data: bytes) -> str:
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    return next((ext for magic, ext in _EXTENSIONS if data.startswith(magic)), "bin")
 
 
 def _name(p: Params, name: str, default: str | None = None) -> str:
@@ -128,7 +112,7 @@ async def upload_file(ctx: ApiContext, p: Params) -> dict[str, Any]:
         source_id=source_id,
         data_source_id=ds_id,
         corp_id=pic.corp_id,
-        path=f"{FOLDER}/{ds_id}/{source_id}.{_extension(data)}",
+        path=f"{FOLDER}/{ds_id}/{source_id}.{image_format(data) or 'bin'}",
         file_name=file_name,
         alias=alias,
         md5=digest,
