@@ -469,7 +469,7 @@ class Tracker:
             best=shot_quality(frame, det, self.config),
             hist=hist,
         )
-        if hist is not None:
+        if hist is not None and det.kind == "Body":
             track.appearance.add(hist)
         self._tracks.append(track)
         return self._maybe_announce(track)
@@ -487,7 +487,8 @@ class Tracker:
             track.velocity = (vx, vy)
         if hist is not None:
             track.hist = hist if track.hist is None else 0.7 * track.hist + 0.3 * hist
-            track.appearance.add(hist)
+            if track.kind == "Body":  # the Body target's search vector; faces are searched by SFace
+                track.appearance.add(hist)
         track.last, track.last_time = det, at
         track.hits += 1
         track.missed = 0
@@ -505,7 +506,7 @@ class Tracker:
             track.best_link = None
             track.hits = 1
             track.appearance = AppearanceMean()
-            if hist is not None:
+            if hist is not None and track.kind == "Body":
                 track.appearance.add(hist)
             track.announced = True  # its first sighting was already reported under the old id
         return updates

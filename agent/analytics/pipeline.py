@@ -543,8 +543,8 @@ class Analytics:
         return made
 
     def _still_updates(self, algorithm: Algorithm, frame: Frame) -> list[TrackUpdate]:
-        with self._pipeline_locks[algorithm]:
-            return self._pipelines[algorithm].process_still(frame)
+        # no pipeline lock: a still meets no tracker (the lock's charge), so cameras keep being tracked meanwhile
+        return self._pipelines[algorithm].process_still(frame)
 
     # -- figures ----------------------------------------------------------------------------------------------
 
