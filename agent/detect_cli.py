@@ -32,15 +32,14 @@ import cv2
 import numpy as np
 
 from agent.config import DetectionConfig
-from pipelines.detect.detection import Detection, Detector, Image, TargetKind
+from agent.config.algorithms import DEFAULT_ALGORITHMS
+from pipelines.detect.detection import Detection, Detector, Image
 
-#: --algorithm -> (which detectors, which target types are shown), as in ``agent.config.algorithms``
-ALGORITHMS: dict[str, tuple[tuple[str, ...], frozenset[TargetKind]]] = {
-    "face": (("face",), frozenset({"Face"})),
-    "body": (("body",), frozenset({"Body", "Motor", "NonMotor"})),
-    "face_body": (("face", "body"), frozenset({"Face", "Body", "Motor", "NonMotor"})),
-    "vehicle": (("body",), frozenset({"Motor", "NonMotor"})),
-    "all": (("face", "body"), frozenset({"Face", "Body", "Motor", "NonMotor"})),
+#: --algorithm -> (which detectors, which target types are shown): the shipped catalogue's named ids
+ALGORITHMS: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
+    a.id: (tuple(a.detectors), a.reports or frozenset({"Face", "Body", "Motor", "NonMotor"}))
+    for a in DEFAULT_ALGORITHMS
+    if not a.id.isdigit()
 }
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 #: BGR colours of the boxes --draw paints
