@@ -118,18 +118,24 @@ class Tansu:
         os.kill(self.proc.pid, signal.SIGCONT)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        _end(self.proc)  # SIGCONT first: a paused broker would not act on SIGTERM
         self.proc = None
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def _end(proc: subprocess.Popen[bytes] | None) -> None:
+    """Stop a peer process: continued (it may be paused), terminated, killed if it does not exit."""
+    if proc is None or proc.poll() is not None:
+        return
+    os.kill(proc.pid, signal.SIGCONT)
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def _listening(proc: subprocess.Popen[bytes], port: int) -> bool:
@@ -202,13 +208,7 @@ class TlsFront:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        _end(self.proc)
         self.proc = None
 
     def log_text(self) -> str:
