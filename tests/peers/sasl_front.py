@@ -32,7 +32,7 @@ import socket
 import struct
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from scramp import ScramException, ScramMechanism
 
@@ -232,19 +232,20 @@ class SaslFront:
         log.info("sasl front: %s login of %r refused: %s", mechanism or "no", user, why)
 
 
-class _Session:
-    mechanism = ""
-    user = ""
+class _Session(Protocol):
+    """One login: ``step`` answers each client token (the answer, and whether the login is complete) or raises
+    Refused; ``user`` is known after the first token."""
 
-    def step(self, token: bytes) -> tuple[bytes, bool]:
-        """The answer to the client's token and whether the login is complete; raises Refused."""
-        raise NotImplementedError
+    mechanism: str
+    user: str
+
+    def step(self, token: bytes) -> tuple[bytes, bool]: ...
 
 
-class _Plain(_Session):
-    mechanism = "PLAIN"
-
+class _Plain:
     def __init__(self, users: Mapping[str, str]) -> None:
+        self.mechanism = "PLAIN"
+        self.user = ""
         self.users = users
 
     def step(self, token: bytes) -> tuple[bytes, bool]:
@@ -263,11 +264,12 @@ class _Plain(_Session):
         return b"", True
 
 
-class _Scram(_Session):
+class _Scram:
     """scramp's server: client-first -> server-first, client-final -> server-final (the proof checked)."""
 
     def __init__(self, mechanism: str, credentials: Mapping[str, tuple[bytes, bytes, bytes, int]]) -> None:
         self.mechanism = mechanism
+        self.user = ""
         self.server = ScramMechanism(mechanism).make_server(credentials.get)
         self.first = True
 
