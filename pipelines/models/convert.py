@@ -111,7 +111,7 @@ def build_face(out_dir: Path, work: Path) -> Path:
 
 
 def _uint8_bgr_front(data: bytes, mean_bgr: tuple[float, float, float]) -> bytes:
-    """Put the package's preprocessing (BGR minus mean, NHWC->NCHW, to float) inside the graph.
+    """Put the package's preprocessing (to float, NHWC->NCHW, BGR minus mean) inside the graph.
 
     The new input ``image`` is uint8 [N, H, W, 3] BGR, exactly an OpenCV frame; ONNX Runtime then does the
     conversion with its own threads (or on the accelerator) instead of numpy on the caller's thread.
@@ -129,11 +129,14 @@ def _uint8_bgr_front(data: bytes, mean_bgr: tuple[float, float, float]) -> bytes
     new_input = helper.make_tensor_value_info(
         "image", onnx.TensorProto.UINT8, [dims[0].dim_param or "N", "H", "W", 3]
     )
-    mean = numpy_helper.from_array(np.array(mean_bgr, dtype=np.float32).reshape(1, 1, 1, 3), "image__mean")
+    # Subtract in NCHW with a [1, 3, 1, 1] mean: the same values, but ONNX Runtime's CPU broadcast over
+    # planes is ~25x faster than over the last axis of NHWC (measured: 0.2 against 5 ms on a 480x360 frame,
+    # a fifth of the whole-frame pass).
+    mean = numpy_helper.from_array(np.array(mean_bgr, dtype=np.float32).reshape(1, 3, 1, 1), "image__mean")
     front = [
         helper.make_node("Cast", ["image"], ["image__float"], to=onnx.TensorProto.FLOAT),
-        helper.make_node("Sub", ["image__float", "image__mean"], ["image__centered"]),
-        helper.make_node("Transpose", ["image__centered"], ["input"], perm=[0, 3, 1, 2]),
+        helper.make_node("Transpose", ["image__float"], ["image__nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Sub", ["image__nchw", "image__mean"], ["input"]),
     ]
     nodes = [*front, *graph.node]
     del graph.node[:]
