@@ -206,6 +206,45 @@ class Mosquitto:
         stop_proc(self.proc)
 
 
+GST_SERVER = ROOT / "tests" / "peers" / "rtsp_gst.py"
+SYSTEM_PYTHON = "/usr/bin/python3"
+GST_PACKAGES = "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad"
+
+
+def gst_available() -> bool:
+    """Debian's python3-gi with gst-rtsp-server (``./dev test`` installs it as a test peer)."""
+    probe = 'import gi; gi.require_version("GstRtspServer", "1.0"); from gi.repository import GstRtspServer'
+    try:
+        return subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+class GstFileServer:
+    """gst-rtsp-server (C, ``tests/peers/rtsp_gst.py --folder``) serving every ``*.mkv`` of a folder on
+    127.0.0.1, each file at its own pace; the same interface as :class:`agent.demo.RtspFileServer`."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, name: str) -> str:
+        return f"rtsp://127.0.0.1:{self.port}/{name}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [SYSTEM_PYTHON, str(GST_SERVER), "--port", str(self.port), "--folder", str(self.folder)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_listening(self.port, self.proc, "gst-rtsp-server")
+
+    def stop(self) -> None:
+        stop_proc(self.proc)
+
+
 def wait_listening(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -292,6 +331,8 @@ def device_id(i: int) -> str:
 
 
 DETECTION_OVERRIDES: dict[str, Any] = {}
+#: which RTSP server plays the cameras (``--server``)
+SERVER: dict[str, str] = {"kind": "gst"}
 
 
 def site_yaml(urls: list[str], mqtt_port: int, http_port: int, data_dir: Path, gop: int) -> dict[str, Any]:
@@ -437,14 +478,15 @@ def run_step(n: int, clip: Path, gop: int, work: Path, mqtt: Mosquitto, warmup: 
     data = work / f"data-{n}"
     http_port = free_port()
     site = work / f"site-{n}.yaml"
-    servers: list[RtspFileServer] = []
+    servers: list[RtspFileServer | GstFileServer] = []
     urls: list[str] = []
-    for g in range(0, n, CAMERAS_PER_SERVER):
+    per_server = n if SERVER["kind"] == "gst" else CAMERAS_PER_SERVER
+    for g in range(0, n, per_server):
         serve = work / f"serve-{n}-{g}"
         serve.mkdir()
-        server = RtspFileServer(serve)
+        server = GstFileServer(serve) if SERVER["kind"] == "gst" else RtspFileServer(serve)
         servers.append(server)
-        for i in range(g, min(n, g + CAMERAS_PER_SERVER)):
+        for i in range(g, min(n, g + per_server)):
             # camera i starts (i * 29) s into the 79 s clip: distinct starts, neighbours far apart
             rotated_copy(clip, serve / f"cam{i + 1:03d}.mkv", float((i * 29) % 79), (i * 0.618) % 1.0)
             urls.append(server.url(f"cam{i + 1:03d}.mkv"))
@@ -619,7 +661,21 @@ def main(argv: list[str] | None = None) -> int:
         help="override a detection setting of the generated site (e.g. face.input_width=480); default none",
     )
     ap.add_argument("--only", type=int, nargs="*", help="run just these camera counts (no search)")
+    ap.add_argument(
+        "--server",
+        choices=("auto", "gst", "aio"),
+        default="auto",
+        help="the cameras' RTSP server: gst-rtsp-server (C, default where Debian's python3-gi has it) or "
+        "aio-rtsp-toolkit (Python, the demo's; 5 cameras per process)",
+    )
     args = ap.parse_args(argv)
+    if args.server == "gst" and not gst_available():
+        ap.error(f"--server gst: {SYSTEM_PYTHON} has no gst-rtsp-server; apt-get install {GST_PACKAGES}")
+    SERVER["kind"] = "gst" if args.server == "gst" or (args.server == "auto" and gst_available()) else "aio"
+    if SERVER["kind"] == "aio" and args.server == "auto":
+        log(
+            f"no gst-rtsp-server for {SYSTEM_PYTHON} (apt-get install {GST_PACKAGES}): serving with aio-rtsp-toolkit"
+        )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop agent and peers
 
     for item in args.detection:
@@ -656,6 +712,7 @@ def main(argv: list[str] | None = None) -> int:
         "rss_mb": round(best.rss_mb, 1),
         "rss_peak_mb": round(best.rss_peak_mb, 1),
         "footage": f"vtest 768x576 {FPS} fps H.264 GOP {args.gop} ({args.gop / FPS:g} s) over RTSP/TCP, Spf={SPF:g}",
+        "rtsp_server": "gst-rtsp-server" if SERVER["kind"] == "gst" else "aio-rtsp-toolkit",
         "detection_overrides": dict(DETECTION_OVERRIDES),
         "targets": {"cameras": TARGET_CAMERAS, "p99_ms": TARGET_P99_MS, "rss_mb": TARGET_RSS_MB},
         "meets_targets": best.cameras >= TARGET_CAMERAS
