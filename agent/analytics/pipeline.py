@@ -109,6 +109,8 @@ class Models:
         self.body: Detector | None = None
         self.embedder: FaceEmbedder | None = None
         self.head_faces: HeadRegionFaces | None = None
+        #: face_body's whole-frame face pass (``face`` on a smaller canvas when the head regions are searched)
+        self.face_with_bodies: Detector | None = None
         self.attributes: AttributeClassifier | None = None
         if cfg.face.enabled:
             self.face = self._custom_detector(cfg.face.model) or FaceDetector(
@@ -122,7 +124,13 @@ class Models:
                 self.embedder = FaceEmbedder(max_batch=16, runtime=self.runtime)
             if cfg.face.head_region and cfg.body.enabled and isinstance(self.face, FaceDetector):
                 self.head_faces = HeadRegionFaces(
-                    score_threshold=max(0.7, cfg.face.score_threshold), runtime=self.runtime
+                    self.face,
+                    score_threshold=max(0.7, cfg.face.score_threshold),
+                    min_face_px=cfg.face.head_region_min_px,
+                )
+                # with the head regions for far faces, face_body's whole-frame pass only needs close-up ones
+                self.face_with_bodies = self.face.with_input(
+                    (cfg.face.face_body_input_width, cfg.face.face_body_input_height)
                 )
         if cfg.attributes:
             age_gender = AgeGenderNet(runtime=self.runtime) if cfg.face.enabled else None
@@ -218,7 +226,11 @@ class Models:
 
     def detectors_for(self, algorithm: Algorithm) -> list[Detector]:
         # face_body without the whole-frame pass: faces come from the head regions of the bodies only
-        whole_face = self.face if self.cfg.face.whole_frame or self.head_faces is None else None
+        whole_face = (
+            (self.face_with_bodies or self.face)
+            if self.cfg.face.whole_frame or self.head_faces is None
+            else None
+        )
         want = {
             Algorithm.FACE: [self.face],
             Algorithm.BODY: [self.body],

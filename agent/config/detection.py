@@ -59,6 +59,20 @@ class FaceModelConfig(Strict):
         description="face_body: also look for faces in the head region of every body, at the face model's own "
         "scale (far faces), and link each to its body (BodyTargetId).",
     )
+    head_region_min_px: float = Field(
+        8.0,
+        ge=1,
+        description="Head-region faces narrower than this are dropped, and bodies under 11 times this height "
+        "are not searched (a face is about an eleventh of a standing body's height).",
+    )
+    face_body_input_width: int = Field(
+        320,
+        ge=32,
+        le=4096,
+        description="face_body with head_region: the canvas of the whole-frame pass, which is there for close-up "
+        "faces (far ones come from the head regions of the bodies); the face algorithm uses input_width.",
+    )
+    face_body_input_height: int = Field(240, ge=32, le=4096)
 
 
 #: Bundled body/vehicle models: input (width, height) and score threshold each uses unless the site says.
@@ -88,15 +102,14 @@ class BodyModelConfig(Strict):
     min_height_px: float = Field(24.0, ge=1, description="Shorter bodies are ignored.")
     precision: Literal["int8", "fp32"] | None = Field(
         None,
-        description="Default fp32. int8 runs the quantised file where the bundled model has one (nanodet: about "
-        "twice as fast on a CPU with VNNI, the same people found on vtest); it was calibrated on one scene and "
-        "found nobody on a bright close-up group photo, so check it on the site's footage first "
-        "(vcs-edge detect).",
+        description="Default int8 where the bundled model has an int8 file (nanodet: 2.7 times faster on one "
+        "core with VNNI, the same labelled people found as fp32, all six of the group photo); fp32 runs the "
+        "float file (for a CPU without int8 dot products, where int8 is no faster).",
     )
 
     def bundled_id(self) -> str:
-        """The registry id of the file that runs: ``nanodet-int8`` for NanoDet in int8, else the model id."""
-        if self.precision == "int8" and self.model in BODY_MODEL_INT8:
+        """The registry id of the file that runs: ``nanodet-int8`` for NanoDet (unless fp32), else the model id."""
+        if self.precision != "fp32" and self.model in BODY_MODEL_INT8:
             return BODY_MODEL_INT8[self.model]
         return self.model
 

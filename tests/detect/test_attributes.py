@@ -144,7 +144,8 @@ def test_head_region_finds_far_faces_the_whole_frame_pass_misses(
     heads = HeadRegionFaces()
     whole_count = 0
     linked = 0
-    for image in vtest_frames[:10]:
+    # from t=10 s on: walkers near enough to the camera (bodies of 90-130 px) for faces of 8 px and more
+    for image in vtest_frames[10:]:
         size = (image.shape[1], image.shape[0])
         bodies = body_detector.detect(image)
         faces = whole.detect(image)
@@ -155,9 +156,26 @@ def test_head_region_finds_far_faces_the_whole_frame_pass_misses(
             x1, y1, x2, y2 = head_region(merged[f.parent], size)
             assert merged[f.parent].kind == "Body"
             assert x1 <= f.center[0] <= x2 and y1 <= f.center[1] <= y2
+            assert f.width >= heads.min_face_px
             linked += 1
     assert whole_count == 0  # faces of 8-12 px: too small for the whole-frame pass
     assert linked >= 5
+
+
+def test_head_regions_skip_bodies_too_short_for_a_face_worth_reporting(
+    body_detector: BodyDetector, vtest_frames: list[np.ndarray]
+) -> None:
+    # the first 10 s of vtest: walkers far up the square (bodies under 90 px); their "faces" came out 4-6 px wide
+    permissive = HeadRegionFaces(min_face_px=4.0)
+    permissive.min_body_height = 40.0  # what it searched before
+    heads = HeadRegionFaces()
+    assert heads.min_body_height == 8.0 * 11
+    blobs = 0
+    for image in vtest_frames[:10]:
+        bodies = body_detector.detect(image)
+        blobs += len(permissive.find(image, bodies))
+        assert heads.find(image, bodies) == []
+    assert blobs >= 5
 
 
 def test_a_face_seen_by_both_passes_is_one_face_linked_to_the_body_under_it(
