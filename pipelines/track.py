@@ -84,6 +84,9 @@ class TrackerConfig:
     ``appearance_weight`` is the share of the colour cue in the cost (0 = motion only);
     ``max_appearance_distance`` the largest Bhattacharyya distance of two histograms of one target.
     A pair whose boxes overlap by ``iou_match`` (IoU with the prediction) passes the motion gate as well.
+    A detection left over that overlaps one taken by an existing track by more than ``duplicate_iou`` starts no
+    track: it is a second box on the same target far more often than a new target (NMS keeps boxes up to IoU 0.6
+    because people side by side overlap that much; a second person gets a track as soon as the two part).
     """
 
     iou_match: float = 0.2
@@ -91,6 +94,7 @@ class TrackerConfig:
     gate_growth: float = 1.0
     appearance_weight: float = 0.5
     max_appearance_distance: float = 0.7
+    duplicate_iou: float = 0.5
     max_missed_s: float = 3.0
     min_missed_frames: int = 1
     max_age_s: float = 60.0
@@ -380,10 +384,17 @@ class Tracker:
                     continue
             survivors.append(track)
         self._tracks = survivors
+        taken = list(owner)  # detections that went on an existing track
         for j, det in enumerate(detections):
-            if j not in owner:
-                updates += self._start(frame, det, hists[j])
-                owner[j] = self._tracks[-1]
+            if j in owner:
+                continue
+            if any(
+                detections[k].kind == det.kind and iou(detections[k], det) > self.config.duplicate_iou
+                for k in taken
+            ):
+                continue  # a second box on a target already followed; a second person gets a track once apart
+            updates += self._start(frame, det, hists[j])
+            owner[j] = self._tracks[-1]
         self._link(detections, owner)
         return updates
 
@@ -393,6 +404,8 @@ class Tracker:
         for j, det in enumerate(detections):
             if det.parent < 0 or det.parent >= len(detections) or det.parent == j:
                 continue
+            if j not in owner or det.parent not in owner:
+                continue  # one of them was a duplicate box (no track)
             track, parent = owner[j], owner[det.parent]
             track.parent_track = parent.track_id
             if track.best.detection is det:

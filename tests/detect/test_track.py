@@ -62,6 +62,20 @@ def test_two_walkers_crossing_paths_keep_their_ids() -> None:
     assert len({u.track_id for u in ended}) == 2
 
 
+def test_a_second_box_on_a_followed_target_starts_no_track_but_two_people_entering_together_do() -> None:
+    t = _tracker()
+    t.update(make_frame(BLANK, t=0), [_body(100)])
+    # the next look: the walker's box and a second, shifted box on the same person (IoU 0.6)
+    t.update(make_frame(BLANK, t=1), [_body(110), _body(120)])
+    assert t.active == 1
+    # two people side by side from their first sighting: neither box is on a track yet, both start one
+    t.update(make_frame(BLANK, t=2), [_body(115), _body(400), _body(410)])
+    assert t.active == 3
+    # and once the second person of a pair parts from the first, they get their own track
+    t.update(make_frame(BLANK, t=3), [_body(120), _body(220)])
+    assert t.active == 4
+
+
 def test_kinds_never_mix() -> None:
     t = _tracker()
     t.update(make_frame(BLANK, t=0), [_body(100)])
