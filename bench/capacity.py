@@ -78,7 +78,7 @@ from agent.demo import RtspFileServer
 ROOT = Path(__file__).resolve().parents[1]
 FPS = 10
 SPF = 1.0
-TARGET_CAMERAS = 16
+TARGET_CAMERAS = 32
 TARGET_P99_MS = 1000.0
 TARGET_RSS_MB = 1024.0
 MIN_DETECTED_FRACTION = 0.95
