@@ -102,8 +102,8 @@ class BodyModelConfig(Strict):
     min_height_px: float = Field(24.0, ge=1, description="Shorter bodies are ignored.")
     precision: Literal["int8", "fp32"] | None = Field(
         None,
-        description="Default int8 where the bundled model has an int8 file (nanodet: 2.7 times faster on one "
-        "core with VNNI, the same labelled people found as fp32, all six of the group photo); fp32 runs the "
+        description="Default int8 where the bundled model has an int8 file (nanodet: about 2.5 times faster on "
+        "one core with VNNI, the same labelled people found as fp32, all six of the group photo); fp32 runs the "
         "float file (for a CPU without int8 dot products, where int8 is no faster).",
     )
 

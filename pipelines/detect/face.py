@@ -99,6 +99,7 @@ class FaceDetector:
         *,
         score_threshold: float | None = None,
         min_size: float | None = None,
+        max_batch: int | None = None,
     ) -> FaceDetector:
         """The same network (the same ONNX Runtime session) on another canvas: a second pass costs no second
         copy of the model."""
@@ -109,6 +110,8 @@ class FaceDetector:
             other.score_threshold = score_threshold
         if min_size is not None:
             other.min_size = min_size
+        if max_batch is not None:
+            other.max_batch = max(1, max_batch)
         return other
 
     def preprocess(self, images: Sequence[Image]) -> tuple[Image, list[float]]:
@@ -228,19 +231,9 @@ class HeadRegionFaces:
         max_batch: int = 32,
         runtime: RuntimeOptions = RuntimeOptions(),
     ) -> None:
-        if detector is None:
-            detector = FaceDetector(
-                input_size=input_size,
-                score_threshold=score_threshold,
-                min_size=min_face_px,
-                max_batch=max_batch,
-                runtime=runtime,
-                model_id="retinaface",
-            )
-        else:
-            detector = detector.with_input(input_size, score_threshold=score_threshold, min_size=min_face_px)
-            detector.max_batch = max_batch
-        self.detector = detector
+        self.detector = (detector or FaceDetector(runtime=runtime)).with_input(
+            input_size, score_threshold=score_threshold, min_size=min_face_px, max_batch=max_batch
+        )
         self.min_face_px = min_face_px
         self.min_body_height = min_face_px * BODY_HEIGHT_PER_FACE_WIDTH
 
