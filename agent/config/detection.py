@@ -102,15 +102,14 @@ class BodyModelConfig(Strict):
     min_height_px: float = Field(24.0, ge=1, description="Shorter bodies are ignored.")
     precision: Literal["int8", "fp32"] | None = Field(
         None,
-        description="Default fp32. int8 runs the quantised file where the bundled model has one (nanodet: about "
-        "2.5 times faster on one core with VNNI; calibrated on many kinds of pictures, it finds all six of the "
-        "group photo and as many labelled people as fp32). Not the default yet: with it, events-mode recording "
-        "misses targets of a stream's first frames (tests/recording, see the README).",
+        description="Default int8 where the bundled model has an int8 file (nanodet: about 2.5 times faster on "
+        "one core with VNNI, the same labelled people found as fp32, all six of the group photo); fp32 runs the "
+        "float file (for a CPU without int8 dot products, where int8 is no faster).",
     )
 
     def bundled_id(self) -> str:
-        """The registry id of the file that runs: ``nanodet-int8`` for NanoDet in int8, else the model id."""
-        if self.precision == "int8" and self.model in BODY_MODEL_INT8:
+        """The registry id of the file that runs: ``nanodet-int8`` for NanoDet (unless fp32), else the model id."""
+        if self.precision != "fp32" and self.model in BODY_MODEL_INT8:
             return BODY_MODEL_INT8[self.model]
         return self.model
 

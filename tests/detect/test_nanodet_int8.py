@@ -119,18 +119,18 @@ def test_int8_finds_the_big_people_of_a_close_up_photo_as_fp32_does(
     _same_boxes(a, b)
 
 
-def test_fp32_is_the_default_and_int8_is_selectable() -> None:
+def test_int8_is_the_default_and_fp32_is_selectable() -> None:
     from agent.analytics.pipeline import Models
     from agent.config import BodyModelConfig, DetectionConfig
 
     default = DetectionConfig(face={"enabled": False}, intra_op_threads=1)  # type: ignore[arg-type]
-    assert default.body.model == "nanodet" and default.body.bundled_id() == "nanodet"
+    assert default.body.model == "nanodet" and default.body.bundled_id() == "nanodet-int8"
     body = Models(default).body
-    assert isinstance(body, NanoDetDetector) and body.path == BUNDLED["nanodet"].file
-    q = DetectionConfig(face={"enabled": False}, body={"precision": "int8"}, intra_op_threads=1)  # type: ignore[arg-type]
-    body = Models(q).body
     assert isinstance(body, NanoDetDetector) and body.path == BUNDLED["nanodet-int8"].file
     assert body.model_id == "nanodet-int8"
+    f = DetectionConfig(face={"enabled": False}, body={"precision": "fp32"}, intra_op_threads=1)  # type: ignore[arg-type]
+    body = Models(f).body
+    assert isinstance(body, NanoDetDetector) and body.path == BUNDLED["nanodet"].file
     assert BodyModelConfig(model="ssdlite-person").bundled_id() == "ssdlite-person"  # it has no int8 file
 
 
