@@ -30,7 +30,9 @@ class AccessUnit:
 
     Keyframes should carry their parameter sets (SPS/PPS, and VPS for H.265); the stream sources add them
     from the extradata when the container keeps them out of band, and the PS muxer repeats the last ones it
-    saw otherwise. ``dts_90k`` is None when it equals ``pts_90k`` (no B-frames).
+    saw otherwise. ``dts_90k`` is None when it equals ``pts_90k`` (no B-frames). ``received_ms`` is when the
+    box read it off the network (UTC ms, set by the stream sources): a unit replayed from the GOP cache to a
+    consumer that attached later keeps the time it really arrived.
     """
 
     data: bytes
@@ -38,6 +40,7 @@ class AccessUnit:
     keyframe: bool
     codec: str = "h264"
     dts_90k: int | None = None
+    received_ms: int | None = None
 
 
 def codec_family(codec: str) -> Family | None:

@@ -56,6 +56,9 @@ Status = Literal["connecting", "streaming", "backoff", "stopped"]
 PTS_CLOCK_HZ = 90_000
 # Packets held for on-demand decoding before they are decoded anyway (bounds memory on endless GOPs).
 MAX_PENDING_PACKETS = 512
+# The GOP cache (packets since the last keyframe, replayed to a packet consumer that asks for it when it
+# attaches) stops holding a GOP longer than this; that consumer then starts at the next keyframe.
+MAX_GOP_CACHE_PACKETS = 512
 
 
 # Open failures whose ffmpeg text says nothing useful (a silent port reads as "Invalid data found").
@@ -278,6 +281,7 @@ class _FrameConsumer:
 class _PacketConsumer:
     consumer_id: str
     callback: PacketCallback
+    replay_gop: bool = False  # cleared by the worker once the cached GOP went out
 
 
 class _Run:
@@ -319,6 +323,8 @@ class _AnnexBWriter:
         extradata = stream.codec_context.extradata
         self._bsf: av.bitstream.BitStreamFilterContext | None = None
         self._params = b""
+        self._last_pts90: int | None = None
+        self._step90 = 0
         if self.codec in ("h264", "hevc"):
             if is_annexb(extradata):
                 self._params = extradata or b""
@@ -331,11 +337,25 @@ class _AnnexBWriter:
             return fallback
         return round(ts * self.time_base * PTS_CLOCK_HZ)
 
-    def convert(self, packet: av.Packet[Any]) -> list[AccessUnit]:
+    def _packet_pts90(self, ts: int | None) -> int:
+        """The packet's time in 90 kHz; one without any (ffmpeg's RTSP demuxer yields a few) is taken as the
+        frame after the last one, never as 0, which a recorder would read as the camera's clock jumping back."""
+        last = self._last_pts90
+        if ts is None:
+            pts90 = 0 if last is None else last + self._step90
+        else:
+            pts90 = self._pts90(ts, 0)
+            if last is not None and 0 < pts90 - last < PTS_CLOCK_HZ:
+                self._step90 = pts90 - last
+        if last is None or pts90 > last:
+            self._last_pts90 = pts90
+        return pts90
+
+    def convert(self, packet: av.Packet[Any], received_ms: int | None = None) -> list[AccessUnit]:
         """Access units for one demuxed packet; ``packet`` itself is left intact for the decoder."""
         key = bool(packet.is_keyframe)
         ts = packet.pts if packet.pts is not None else packet.dts
-        pts90 = self._pts90(ts, 0)
+        pts90 = self._packet_pts90(ts)
         if self._bsf is not None:
             # av_bsf_send_packet takes the packet's data: filter a copy.
             copy: av.Packet[Any] = av.Packet(bytes(packet))
@@ -344,14 +364,22 @@ class _AnnexBWriter:
             out = []
             for p in self._bsf.filter(copy):
                 pts = p.pts if p.pts is not None else p.dts
-                out.append(AccessUnit(bytes(p), self._pts90(pts, pts90), bool(p.is_keyframe), self.codec))
+                out.append(
+                    AccessUnit(
+                        bytes(p),
+                        self._pts90(pts, pts90),
+                        bool(p.is_keyframe),
+                        self.codec,
+                        received_ms=received_ms,
+                    )
+                )
             return out
         data = bytes(packet)
         if key and self._params and self.codec in ("h264", "hevc"):
             wanted = _H264_PARAM_NALS if self.codec == "h264" else _HEVC_PARAM_NALS
             if not wanted & set(_nal_types(data, self.codec)):
                 data = self._params + data
-        return [AccessUnit(data, pts90, key, self.codec)]
+        return [AccessUnit(data, pts90, key, self.codec, received_ms=received_ms)]
 
 
 class StreamSource:
@@ -418,11 +446,19 @@ class StreamSource:
                 _FrameConsumer(consumer_id, sampler, callback, shapes_decode, label),
             )
 
-    def add_packet_consumer(self, consumer_id: str, callback: PacketCallback) -> None:
-        """Deliver every video access unit in Annex-B form (H.264/H.265) or as demuxed (other codecs)."""
+    def add_packet_consumer(
+        self, consumer_id: str, callback: PacketCallback, *, replay_gop: bool = False
+    ) -> None:
+        """Deliver every video access unit in Annex-B form (H.264/H.265) or as demuxed (other codecs).
+
+        ``replay_gop``: start with the units of the current GOP, from its keyframe, that arrived before this
+        consumer did (each with its own ``received_ms``), so a recorder joining a running pull has the
+        footage since the last keyframe instead of waiting for the next one. Live players leave it off: a
+        burst of old frames would play late.
+        """
         with self._lock:
             others = tuple(c for c in self._packet_consumers if c.consumer_id != consumer_id)
-            self._packet_consumers = (*others, _PacketConsumer(consumer_id, callback))
+            self._packet_consumers = (*others, _PacketConsumer(consumer_id, callback, replay_gop))
 
     def remove_consumer(self, consumer_id: str) -> bool:
         with self._lock:
@@ -603,6 +639,8 @@ class StreamSource:
             need_key = True
             keyframes_only = False
             pending: list[tuple[av.Packet[Any], float | None]] = []
+            gop_cache: list[tuple[av.Packet[Any], int]] = []  # this GOP's packets, from its keyframe
+            gop_complete = False  # gop_cache starts at a keyframe and has not overflowed
             pace_anchor: tuple[float, float] | None = None
             last_t: float | None = None
             last_video = time.monotonic()
@@ -630,6 +668,16 @@ class StreamSource:
                 ts = packet.pts if packet.pts is not None else packet.dts
                 t = float(ts * time_base) if ts is not None else None
                 key = bool(packet.is_keyframe)
+                received_ms = int(time.time() * 1000)
+                if key:
+                    gop_cache.clear()
+                    gop_complete = True
+                if gop_complete:
+                    if len(gop_cache) < MAX_GOP_CACHE_PACKETS:
+                        gop_cache.append((packet, received_ms))
+                    else:
+                        gop_cache.clear()
+                        gop_complete = False
                 if key:
                     stats.keyframes += 1
                     if t is not None:
@@ -676,18 +724,25 @@ class StreamSource:
                 if packet_consumers:
                     if annexb is None:
                         annexb = _AnnexBWriter(video)
-                    for unit in annexb.convert(packet):
-                        for pc in packet_consumers:
-                            try:
-                                pc.callback(unit)
-                            except Exception:
-                                stats.consumer_errors += 1
-                                log.exception(
-                                    "stream %s: packet consumer %s failed", self.device_id, pc.consumer_id
-                                )
+                    units = annexb.convert(packet, received_ms)
+                    for pc in packet_consumers:
+                        if pc.replay_gop:
+                            pc.replay_gop = False
+                            held = gop_cache[:-1] if gop_complete else []
+                            self._deliver(pc, [u for p, ms in held for u in annexb.convert(p, ms)] + units)
+                        else:
+                            self._deliver(pc, units)
             return got_packets
         finally:
             container.close()
+
+    def _deliver(self, consumer: _PacketConsumer, units: list[AccessUnit]) -> None:
+        for unit in units:
+            try:
+                consumer.callback(unit)
+            except Exception:
+                self.stats.consumer_errors += 1
+                log.exception("stream %s: packet consumer %s failed", self.device_id, consumer.consumer_id)
 
     def _open(self, run: _Run, spec: SourceSpec) -> av.container.InputContainer:
         """Open within ``open_timeout_s`` in all, under the bounds of :mod:`pipelines.source_bounds`.

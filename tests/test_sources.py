@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
@@ -21,6 +22,7 @@ from pipelines.sources import (
     SourceSpec,
     StreamSource,
     UnsupportedSource,
+    _AnnexBWriter,
     backoff_delay,
     is_annexb,
     source_kind,
@@ -205,6 +207,53 @@ def test_packets_from_mkv_come_out_as_decodable_annexb(clip: Path) -> None:
         decoded += len(decoder.decode(av.Packet(unit.data)))
     decoded += len(decoder.decode(None))
     assert decoded == 60
+
+
+def test_a_late_packet_consumer_can_start_from_the_current_gops_keyframe(clip: Path) -> None:
+    """The GOP cache: a recorder joining a running pull gets the units since the last keyframe, each with the
+    time it really arrived; a consumer that does not ask starts with the next unit."""
+    frames, late, plain = Sink(), Sink(), Sink()
+    src = StreamSource("cam", SourceSpec(str(clip), realtime=True, loop=False))
+    src.add_frame_consumer("inst", Sampler(fps=10), frames.frame)
+    src.start()
+    try:
+        # join half-way into a 2 s GOP, so the current GOP has units from before the join
+        assert wait_until(lambda: frames.count() > 0 and 0.6 <= frames.frames[-1].pts % 2 <= 1.2, 30)
+        joined_ms = int(time.time() * 1000)
+        src.add_packet_consumer("late", late.unit, replay_gop=True)
+        src.add_packet_consumer("plain", plain.unit)
+        assert wait_until(lambda: len(plain.units) >= 25, 30)
+    finally:
+        assert src.stop()
+    first = plain.units[0]
+    start = late.units[0]
+    assert start.keyframe and start.pts_90k <= first.pts_90k
+    if not first.keyframe:
+        assert start.pts_90k < first.pts_90k  # the GOP's keyframe and what followed came from the cache
+    steps = [b.pts_90k - a.pts_90k for a, b in itertools.pairwise(late.units)]
+    assert set(steps) == {9_000}  # 10 fps, nothing missing between the cache and the live units
+    replayed = [u for u in late.units if u.pts_90k < first.pts_90k]
+    assert all(u.received_ms is not None and u.received_ms <= joined_ms + 50 for u in replayed)
+    received = [u.received_ms or 0 for u in late.units]
+    assert received == sorted(received)
+    assert late.units[len(replayed) :][: len(plain.units)] == plain.units[: len(late.units) - len(replayed)]
+
+
+def test_a_packet_without_a_timestamp_is_the_frame_after_the_last(clip: Path) -> None:
+    """ffmpeg's RTSP demuxer yields the odd packet with no pts/dts; as 0 it read as the clock jumping back
+    and broke the recorder's session (its footage then started at the next keyframe)."""
+    with av.open(str(clip)) as container:
+        stream = container.streams.video[0]
+        writer = _AnnexBWriter(stream)
+        out = []
+        for i, packet in enumerate(container.demux(stream)):
+            if i == 12:
+                packet.pts = packet.dts = None
+            out.extend(writer.convert(packet, received_ms=i))
+            if i == 15:
+                break
+    assert [u.pts_90k for u in out] == [i * 9_000 for i in range(16)]  # 10 fps
+    assert [u.received_ms for u in out] == list(range(16))
 
 
 def test_a_missing_file_backs_off_with_the_error_instead_of_crashing(tmp_path: Path) -> None:

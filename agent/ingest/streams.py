@@ -249,13 +249,24 @@ class StreamManager:
         *,
         label: str | None = None,
         queue_size: int | None = None,
+        replay_gop: bool = False,
     ) -> None:
         """Start delivering to ``callback`` on the loop: frames picked by a :class:`Sampler`, or every
         Annex-B access unit for ``"packets"``. Opens an on-demand stream. Re-attaching an id replaces it.
 
-        ``label`` (default: ``consumer_id``) is what frames carry in ``instance_ids``.
+        ``label`` (default: ``consumer_id``) is what frames carry in ``instance_ids``. ``replay_gop``
+        (packets): begin with the running pull's current GOP from its keyframe (see
+        :meth:`StreamSource.add_packet_consumer`).
         """
-        self._attach(device_id, consumer_id, what, callback, label=label, queue_size=queue_size)
+        self._attach(
+            device_id,
+            consumer_id,
+            what,
+            callback,
+            label=label,
+            queue_size=queue_size,
+            replay_gop=replay_gop,
+        )
 
     def _attach(
         self,
@@ -267,6 +278,7 @@ class StreamManager:
         label: str | None,
         queue_size: int | None,
         shapes_decode: bool = True,
+        replay_gop: bool = False,
     ) -> None:
         if self._closed:
             raise RuntimeError("stream manager is closed")
@@ -294,7 +306,7 @@ class StreamManager:
                 loop, name, callback, queue_size or self.packet_queue, dev.source.stats
             )
             dev.consumers[consumer_id] = packets
-            dev.source.add_packet_consumer(consumer_id, packets.push)
+            dev.source.add_packet_consumer(consumer_id, packets.push, replay_gop=replay_gop)
         else:
             raise TypeError(f"attach wants a Sampler or 'packets', got {what!r}")
         self._cancel_idle(dev)

@@ -100,8 +100,13 @@ class CameraRecorder:
     # -- the loop side --------------------------------------------------------------------------------
 
     def offer(self, au: AccessUnit) -> None:
-        """The stream manager's packet callback (on the loop): stamp and queue, never block."""
-        item = _Stamped(au, int(self.clock() * 1000))
+        """The stream manager's packet callback (on the loop): stamp and queue, never block.
+
+        The stamp is when the source read the unit (``received_ms``), else now: units replayed from the
+        pull's GOP cache when the recorder attached keep their own times.
+        """
+        received = au.received_ms if au.received_ms is not None else int(self.clock() * 1000)
+        item = _Stamped(au, received)
         if self._need_key:
             if not au.keyframe:
                 self.stats.drops += 1

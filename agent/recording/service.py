@@ -125,7 +125,7 @@ class RecordingService:
                 gap_s=self.config.gap_s,
             )
             try:
-                manager.attach(cam, CONSUMER, PACKETS, rec.offer)
+                manager.attach(cam, CONSUMER, PACKETS, rec.offer, replay_gop=True)
             except UnknownDevice:
                 rec.stop()
                 continue
