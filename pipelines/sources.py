@@ -728,8 +728,8 @@ class StreamSource:
                     for pc in packet_consumers:
                         if pc.replay_gop:
                             pc.replay_gop = False
-                            held = gop_cache[:-1] if gop_complete else []
-                            self._deliver(pc, [u for p, ms in held for u in annexb.convert(p, ms)] + units)
+                            cached = gop_cache[:-1] if gop_complete else []
+                            self._deliver(pc, [u for p, ms in cached for u in annexb.convert(p, ms)] + units)
                         else:
                             self._deliver(pc, units)
             return got_packets
