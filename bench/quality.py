@@ -1,16 +1,16 @@
 """Detection quality on hand-labelled frames: recall and precision of Body boxes, NanoDet against SSDLite.
 
-Frames: 12 frames of vtest.avi (opencv-doc, 768x576, pedestrians on a campus square; frames 25, 75, ... 575,
-none of them the frame the tests use), with a box for every person visible in ``bench/data/vtest_people.json``
-(68 people; how they were labelled is written in the file).
+Frames: 22 frames of vtest.avi (opencv-doc, 768x576, pedestrians on a campus square; frames 25, 50, 75, 125, ... 775,
+none of them the frames the tests use), with a box for every person visible in ``bench/data/vtest_people.json``
+(129 people; how they were labelled is written in the file).
 Each model's Body detections are matched to the labels greedily by score at IoU >= 0.5; an unmatched detection
-is a false positive, an unmatched label a miss. NanoDet runs at the shipped default (fp32, 416x416, score 0.45)
-and, for the record, as the int8 file (``nanodet-int8``, ``body.precision: int8``) and at a few other inputs
-and thresholds; SSDLite at its default (300x300, score 0.4).
+is a false positive, an unmatched label a miss. NanoDet runs at the shipped default (the int8 file
+``nanodet-int8``, 416x416, score 0.45) and, for the record, as the float file (``body.precision: fp32``) and at
+a few other inputs and thresholds; SSDLite at its default (300x300, score 0.4).
 
     python -m bench.quality --json       # last line: {"recall": ..., "precision": ..., ...}
 
-``recall`` and ``precision`` are the shipped default's (NanoDet fp32 416x416, 0.45). ``ms_per_frame`` is the whole
+``recall`` and ``precision`` are the shipped default's (NanoDet int8 416x416, 0.45). ``ms_per_frame`` is the whole
 ``detect`` call on one thread, a rough figure; ``latency_one_thread`` times NanoDet int8, fp32 and SSDLite taking turns on one
 768x576 frame (``--rounds``), so load from other processes hits both alike. The run takes ~10-30 s.
 """
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     runtime = RuntimeOptions(provider="cpu", intra_op_threads=args.threads)
     body = BodyModelConfig()
     min_height = body.min_height_px  # what the agent drops, as it runs by default
-    shipped_id = body.bundled_id()  # the file the default site runs (nanodet, fp32)
+    shipped_id = body.bundled_id()  # the file the default site runs (nanodet-int8)
     other_id = "nanodet-int8" if shipped_id == "nanodet" else "nanodet"
     other_key = "nanodet-int8" if other_id == "nanodet-int8" else "nanodet-fp32"
 
