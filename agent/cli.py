@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from agent import __version__
 from agent.ops import logs
+from agent.ops.memory import cap_malloc_arenas
 
 from . import config as cfgmod
 
@@ -65,6 +66,7 @@ def _run(args: argparse.Namespace) -> int:
     if site is None:
         return 1
     logs.setup(args.log_level or site.agent.log.level, args.log_format or site.agent.log.format)
+    cap_malloc_arenas()  # before any pull or detector thread (agent.ops.memory)
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints every thread's stack to stderr
     return asyncio.run(run_site(site, args.config))
 
@@ -73,6 +75,7 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     logs.setup(args.log_level or "warning", "text")
+    cap_malloc_arenas()
     return asyncio.run(run_demo(duration=args.duration, as_json=args.json, data_dir=args.data_dir))
 
 

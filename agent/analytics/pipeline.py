@@ -49,7 +49,14 @@ from agent.ops.metrics import Sample
 from agent.search.query import QueryVector
 from agent.storage.store import StoreUnavailable, TargetStore
 from pipelines.crops import encode_jpeg
-from pipelines.detect import BodyDetector, CustomDetector, FaceDetector, FaceEmbedder, RuntimeOptions
+from pipelines.detect import (
+    BodyDetector,
+    CustomDetector,
+    FaceDetector,
+    FaceEmbedder,
+    RuntimeOptions,
+    default_batch,
+)
 from pipelines.detect import CustomModelConfig as CustomSpec
 from pipelines.detect.attributes import AgeGenderNet, AttributeClassifier
 from pipelines.detect.batch import BatcherClosed, FrameDropped, MicroBatcher
@@ -104,6 +111,8 @@ class Models:
             intra_op_threads=threads,
             inter_op_threads=cfg.inter_op_threads,
         )
+        #: frames per model call (``batch_max``, 0 = by provider: :func:`default_batch`)
+        self.batch_max = cfg.batch_max or default_batch(cfg.provider)
         self._custom = {m.id: m for m in cfg.custom_models}
         self.face: Detector | None = None
         self.body: Detector | None = None
@@ -117,7 +126,7 @@ class Models:
                 input_size=(cfg.face.input_width, cfg.face.input_height),
                 score_threshold=cfg.face.score_threshold,
                 min_size=cfg.face.min_size_px,
-                max_batch=cfg.batch_max,
+                max_batch=self.batch_max,
                 runtime=self.runtime,
             )
             if cfg.face.embed:
@@ -154,7 +163,7 @@ class Models:
             input_size=body.input_size(),
             score_threshold=body.threshold(),
             min_height=body.min_height_px,
-            max_batch=self.cfg.batch_max,
+            max_batch=self.batch_max,
             runtime=self.runtime,
         )
 
@@ -162,7 +171,7 @@ class Models:
         m = self._custom.get(model_id)
         if m is None:
             return None
-        return CustomDetector(custom_spec(m, self.cfg.batch_max), self.runtime)
+        return CustomDetector(custom_spec(m, self.batch_max), self.runtime)
 
     def embed_picture(self, image_bytes: bytes, target_type: str) -> QueryVector | None:
         """Search by picture: the vector of the largest face or body in a picture, made as stored targets get
@@ -342,7 +351,7 @@ class Analytics:
 
             b = MicroBatcher(
                 pipeline.detect_frames,
-                max_batch=self.cfg.batch_max,
+                max_batch=self.models.batch_max,
                 max_wait_ms=self.cfg.batch_wait_ms,
                 max_pending=self.cfg.queue_max,
                 name=f"detect-{algorithm.value}",

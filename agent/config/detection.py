@@ -157,7 +157,13 @@ class DetectionConfig(Strict):
         description="Batches the models run at once (each on intra_op_threads); 0 = auto: the cores divided "
         "by the threads per call, at most 4. The trackers still take each camera's frames in order.",
     )
-    batch_max: int = Field(8, ge=1, le=64, description="Frames of all cameras run together at most.")
+    batch_max: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Frames of all cameras run together at most; 0 = auto: 1 on the CPU (a batch saves nothing "
+        "per frame there and every frame waits for the whole batch), 8 on an accelerator.",
+    )
     batch_wait_ms: float = Field(20.0, ge=0, le=1000, description="How long a batch waits to fill.")
     queue_max: int = Field(
         64, ge=1, le=10000, description="Frames waiting for the detectors; the oldest are dropped."

@@ -25,6 +25,7 @@ from .runtime import (
     ProviderChoice,
     RuntimeOptions,
     create_session,
+    default_batch,
     provider_chain,
 )
 
@@ -54,6 +55,7 @@ __all__ = [
     "align_face",
     "cosine",
     "create_session",
+    "default_batch",
     "model_rows",
     "provider_chain",
 ]

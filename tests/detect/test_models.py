@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.detect import BUNDLED, BodyDetector, FaceDetector, FaceEmbedder, ModelError, model_rows
-from pipelines.detect.runtime import RuntimeOptions, create_session, provider_chain
+from pipelines.detect.runtime import RuntimeOptions, create_session, default_batch, provider_chain
 
 
 def test_bundled_files_exist_with_licences() -> None:
@@ -68,6 +68,21 @@ def test_explicit_provider_that_is_absent_is_a_clear_error() -> None:
         provider_chain("cuda", ["CPUExecutionProvider"])
     with pytest.raises(ModelError, match="unknown execution provider"):
         provider_chain("gpu", ["CPUExecutionProvider"])
+
+
+def test_frames_per_call_default_to_one_on_the_cpu_and_eight_on_an_accelerator() -> None:
+    cpu_only = ["CPUExecutionProvider"]
+    gpu = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert default_batch("auto", cpu_only) == 1 and default_batch("cpu", gpu) == 1
+    assert default_batch("auto", gpu) == 8 and default_batch("cuda", gpu) == 8
+    assert default_batch("cuda", cpu_only) == 1  # the session raises the clear error, not the batch size
+
+    from agent.analytics.pipeline import Models
+    from agent.config import DetectionConfig
+
+    cfg = DetectionConfig(face={"enabled": False}, provider="cpu", intra_op_threads=1)  # type: ignore[arg-type]
+    assert cfg.batch_max == 0 and Models(cfg).batch_max == 1
+    assert Models(cfg.model_copy(update={"batch_max": 4})).batch_max == 4
 
 
 def test_missing_model_names_path_and_fix(tmp_path: Path) -> None:
