@@ -57,8 +57,10 @@ PTS_CLOCK_HZ = 90_000
 # Packets held for on-demand decoding before they are decoded anyway (bounds memory on endless GOPs).
 MAX_PENDING_PACKETS = 512
 # The GOP cache (packets since the last keyframe, replayed to a packet consumer that asks for it when it
-# attaches) stops holding a GOP longer than this; that consumer then starts at the next keyframe.
+# attaches) stops holding a GOP longer or bigger than this (a 4 s GOP at 16 Mbit/s is 8 MB); that consumer then
+# starts at the next keyframe. The packets are the ones demuxed anyway: the cache holds references, no copies.
 MAX_GOP_CACHE_PACKETS = 512
+MAX_GOP_CACHE_BYTES = 8 << 20
 
 
 # Open failures whose ffmpeg text says nothing useful (a silent port reads as "Invalid data found").
@@ -641,6 +643,7 @@ class StreamSource:
             pending: list[tuple[av.Packet[Any], float | None]] = []
             gop_cache: list[tuple[av.Packet[Any], int]] = []  # this GOP's packets, from its keyframe
             gop_complete = False  # gop_cache starts at a keyframe and has not overflowed
+            gop_bytes = 0
             pace_anchor: tuple[float, float] | None = None
             last_t: float | None = None
             last_video = time.monotonic()
@@ -671,9 +674,10 @@ class StreamSource:
                 received_ms = int(time.time() * 1000)
                 if key:
                     gop_cache.clear()
-                    gop_complete = True
+                    gop_complete, gop_bytes = True, 0
                 if gop_complete:
-                    if len(gop_cache) < MAX_GOP_CACHE_PACKETS:
+                    gop_bytes += packet.size
+                    if len(gop_cache) < MAX_GOP_CACHE_PACKETS and gop_bytes <= MAX_GOP_CACHE_BYTES:
                         gop_cache.append((packet, received_ms))
                     else:
                         gop_cache.clear()
