@@ -47,7 +47,9 @@ Search: N = 1 (the baseline), then 8, 12, 16, ... until a step fails, then bisec
 and the first fail down to a step of 2. The result is the last N that passed with its p50/p99 latency and
 RSS. Baseline (same run): the single-camera step; ratios ``rss_ratio_vs_1cam`` and ``p99_ratio_vs_1cam``
 show what the load costs in memory and latency against the lightly loaded agent, and
-``cpu_pct_per_camera`` the marginal cost of a camera.
+``cpu_pct_per_camera`` the marginal cost of a camera. ``targets`` are one load: ``meets_targets`` is true when
+the result has at least 32 cameras and the 32-camera step (``at_target``, always part of the search) passed with
+p99 under 1 s and RSS under 1 GB.
 
     python -m bench.capacity --json
 """
@@ -710,6 +712,8 @@ def main(argv: list[str] | None = None) -> int:
         mqtt.stop()
         shutil.rmtree(work, ignore_errors=True)
     base = steps[0]
+    at_target = next((s for s in steps if s.cameras == TARGET_CAMERAS), None)
+    judged = at_target if at_target is not None else best
     result: dict[str, Any] = {
         "bench": "capacity",
         "cameras": best.cameras,
@@ -721,9 +725,13 @@ def main(argv: list[str] | None = None) -> int:
         "rtsp_server": "gst-rtsp-server" if SERVER["kind"] == "gst" else "aio-rtsp-toolkit",
         "detection_overrides": dict(DETECTION_OVERRIDES),
         "targets": {"cameras": TARGET_CAMERAS, "p99_ms": TARGET_P99_MS, "rss_mb": TARGET_RSS_MB},
+        # the targets are one load: TARGET_CAMERAS cameras within the latency and the memory; judged on the step
+        # of that many cameras when the search ran one (it does: 8 + 4k), else on the best step
+        "at_target": at_target.row() if at_target is not None else None,
         "meets_targets": best.cameras >= TARGET_CAMERAS
-        and best.latency_p99_ms < TARGET_P99_MS
-        and best.rss_mb < TARGET_RSS_MB,
+        and judged.passed
+        and judged.latency_p99_ms < TARGET_P99_MS
+        and judged.rss_mb < TARGET_RSS_MB,
         "baseline_1cam": {
             "latency_p50_ms": round(base.latency_p50_ms, 1),
             "latency_p99_ms": round(base.latency_p99_ms, 1),
