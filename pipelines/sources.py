@@ -316,6 +316,31 @@ def is_annexb(extradata: bytes | None) -> bool:
     return extradata.startswith(b"\x00\x00\x01") or extradata.startswith(b"\x00\x00\x00\x01")
 
 
+class _TimestampFill:
+    """Gives a packet without pts or dts (ffmpeg's RTSP demuxer yields a few) the time of the frame after the
+    last one, in the stream's time base, before anyone reads it: as 0 a recorder read it as the camera's clock
+    jumping back (and cut its session), and the sampler as a frame from the start of the stream."""
+
+    def __init__(self, time_base: Fraction) -> None:
+        self._one_second = 1 / time_base if time_base else Fraction(PTS_CLOCK_HZ)
+        self._last: int | None = None
+        self._step = 0
+
+    def fill(self, packet: av.Packet[Any]) -> int | None:
+        """The packet's timestamp (pts, else dts), set on the packet when it had none and one can be told."""
+        ts = packet.pts if packet.pts is not None else packet.dts
+        last = self._last
+        if ts is None:
+            if last is None:
+                return None
+            ts = packet.pts = last + self._step
+        elif last is not None and 0 < ts - last < self._one_second:
+            self._step = ts - last
+        if last is None or ts > last:
+            self._last = ts
+        return ts
+
+
 class _AnnexBWriter:
     """Turns demuxed packets of one stream into Annex-B access units with parameter sets on keyframes."""
 
@@ -325,8 +350,6 @@ class _AnnexBWriter:
         extradata = stream.codec_context.extradata
         self._bsf: av.bitstream.BitStreamFilterContext | None = None
         self._params = b""
-        self._last_pts90: int | None = None
-        self._step90 = 0
         if self.codec in ("h264", "hevc"):
             if is_annexb(extradata):
                 self._params = extradata or b""
@@ -339,25 +362,11 @@ class _AnnexBWriter:
             return fallback
         return round(ts * self.time_base * PTS_CLOCK_HZ)
 
-    def _packet_pts90(self, ts: int | None) -> int:
-        """The packet's time in 90 kHz; one without any (ffmpeg's RTSP demuxer yields a few) is taken as the
-        frame after the last one, never as 0, which a recorder would read as the camera's clock jumping back."""
-        last = self._last_pts90
-        if ts is None:
-            pts90 = 0 if last is None else last + self._step90
-        else:
-            pts90 = self._pts90(ts, 0)
-            if last is not None and 0 < pts90 - last < PTS_CLOCK_HZ:
-                self._step90 = pts90 - last
-        if last is None or pts90 > last:
-            self._last_pts90 = pts90
-        return pts90
-
     def convert(self, packet: av.Packet[Any], received_ms: int | None = None) -> list[AccessUnit]:
         """Access units for one demuxed packet; ``packet`` itself is left intact for the decoder."""
         key = bool(packet.is_keyframe)
         ts = packet.pts if packet.pts is not None else packet.dts
-        pts90 = self._packet_pts90(ts)
+        pts90 = self._pts90(ts, 0)
         if self._bsf is not None:
             # av_bsf_send_packet takes the packet's data: filter a copy.
             copy: av.Packet[Any] = av.Packet(bytes(packet))
@@ -638,6 +647,7 @@ class StreamSource:
                 self.stats.width = ctx.width or None
                 self.stats.height = ctx.height or None
             annexb: _AnnexBWriter | None = None
+            stamps = _TimestampFill(time_base)
             need_key = True
             keyframes_only = False
             pending: list[tuple[av.Packet[Any], float | None]] = []
@@ -668,7 +678,7 @@ class StreamSource:
                 stats.packets += 1
                 stats.bytes += packet.size
                 stats.last_packet_monotonic = now
-                ts = packet.pts if packet.pts is not None else packet.dts
+                ts = stamps.fill(packet)
                 t = float(ts * time_base) if ts is not None else None
                 key = bool(packet.is_keyframe)
                 received_ms = int(time.time() * 1000)

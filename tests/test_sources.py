@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -23,6 +24,7 @@ from pipelines.sources import (
     StreamSource,
     UnsupportedSource,
     _AnnexBWriter,
+    _TimestampFill,
     backoff_delay,
     is_annexb,
     source_kind,
@@ -245,10 +247,12 @@ def test_a_packet_without_a_timestamp_is_the_frame_after_the_last(clip: Path) ->
     with av.open(str(clip)) as container:
         stream = container.streams.video[0]
         writer = _AnnexBWriter(stream)
+        stamps = _TimestampFill(stream.time_base or Fraction(1, 90_000))
         out = []
         for i, packet in enumerate(container.demux(stream)):
             if i == 12:
                 packet.pts = packet.dts = None
+            stamps.fill(packet)  # as the source's demux loop does, before the decoder and the writer
             out.extend(writer.convert(packet, received_ms=i))
             if i == 15:
                 break
