@@ -113,7 +113,10 @@ class KafkaLink:
 
     def _on_error(self, err: KafkaError) -> None:
         self.errors += 1
-        self.last_error = err.str()
+        # librdkafka follows the cause (a failed TLS handshake, a refused login) with "1/1 brokers are down":
+        # that summary must not hide the cause an operator needs
+        if err.code() != KafkaError._ALL_BROKERS_DOWN or not self.last_error:
+            self.last_error = err.str()
         if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._AUTHENTICATION):
             if self.connected:
                 log.warning("kafka %s: broker unreachable: %s", self.settings, err.str())
